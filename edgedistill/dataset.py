@@ -1,0 +1,293 @@
+"""The dataset model: a folder of content-addressed media and immutable, hashed versions.
+
+Layout (DESIGN.md):
+  dataset.json              name, task, ontology, media policy, version history
+  versions/<hash>.jsonl     one Sample per line; never changed once written
+  media/<aa>/<sha256>.<ext> every clip or image, stored once
+
+Every write goes to a temporary file first and is renamed into place, so a crash or Ctrl-C
+leaves each version complete or absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgedistill.errors import EdgedistillError, describe_validation_error
+
+Task = Literal["detection", "keyword_spotting", "classification"]
+Split = Literal["train", "val", "test"]
+ReviewStatus = Literal["auto", "accepted", "corrected", "rejected"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LabelSource(_Strict):
+    """Who made a label: a labeler plugin, the model it ran, and that model's version."""
+
+    labeler: str
+    model: str | None = None
+    version: str | None = None
+
+
+class Label(_Strict):
+    class_name: str
+    box: tuple[float, float, float, float] | None = None  # x, y, width, height in pixels
+    mask: dict[str, Any] | None = None  # COCO RLE: {"size": [h, w], "counts": ...}
+    span: tuple[float, float] | None = None  # start, end in seconds (audio)
+    transcript: str | None = None
+    score: float | None = None
+    source: LabelSource
+
+
+class Review(_Strict):
+    status: ReviewStatus = "auto"
+    reviewer: str | None = None
+    at: datetime | None = None
+
+
+class AudioShape(_Strict):
+    duration: float
+    sample_rate: int
+
+
+class ImageShape(_Strict):
+    width: int
+    height: int
+
+
+class Provenance(_Strict):
+    """Where a sample came from. `group` ties samples that must share a split (one voice)."""
+
+    source: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    seed: int | None = None
+    group: str | None = None
+
+
+class Sample(_Strict):
+    id: str
+    media: str  # relative to the dataset folder
+    kind: Literal["audio", "image"]
+    shape: AudioShape | ImageShape
+    split: Split | None = None
+    provenance: Provenance
+    labels: list[Label] = Field(default_factory=list)
+    review: Review = Field(default_factory=Review)
+
+    @property
+    def class_name(self) -> str | None:
+        """The class of a single-label sample (keyword spotting, classification)."""
+        return self.labels[0].class_name if self.labels else None
+
+
+class OntologyClass(_Strict):
+    name: str
+    prompts: list[str] = Field(default_factory=list)
+    negative_prompts: list[str] = Field(default_factory=list)
+    threshold: float | None = None
+
+
+class MediaPolicy(_Strict):
+    sample_rate: int | None = None
+    clip_seconds: float | None = None
+    image_size: tuple[int, int] | None = None
+
+
+class VersionInfo(_Strict):
+    id: str  # sha256 of the manifest file, shortened
+    parent: str | None
+    stage: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    key: str  # hash of (parent, stage, params): the same work twice finds this version
+    counts: dict[str, int] = Field(default_factory=dict)
+    created: datetime
+
+
+class DatasetInfo(_Strict):
+    name: str
+    task: Task
+    ontology: list[OntologyClass]
+    media: MediaPolicy = Field(default_factory=MediaPolicy)
+    versions: list[VersionInfo] = Field(default_factory=list)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def stage_key(parent: str | None, stage: str, params: dict[str, Any]) -> str:
+    """The identity of a piece of work: the same stage with the same inputs gives the same key."""
+    blob = json.dumps({"parent": parent, "stage": stage, "params": params}, sort_keys=True, default=str)
+    return sha256_bytes(blob.encode())[:16]
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old content or the new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Dataset:
+    """A dataset folder. Open one with `Dataset.open` or make one with `Dataset.create`."""
+
+    def __init__(self, root: Path, info: DatasetInfo) -> None:
+        self.root = root
+        self.info = info
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: str | Path, name: str, task: Task, ontology: list[OntologyClass],
+               media: MediaPolicy | None = None) -> "Dataset":
+        """Make a new dataset, or open the existing one at `root` if it describes the same data."""
+        root = Path(root)
+        info = DatasetInfo(name=name, task=task, ontology=ontology, media=media or MediaPolicy())
+        if (root / "dataset.json").exists():
+            existing = cls.open(root)
+            same = existing.info.model_dump(exclude={"versions"}) == info.model_dump(exclude={"versions"})
+            if not same:
+                raise EdgedistillError(
+                    f"{root} already holds a dataset with a different name, task, ontology or media policy",
+                    "use another --out folder, or delete this one to start over",
+                )
+            return existing
+        dataset = cls(root, info)
+        dataset._save_info()
+        return dataset
+
+    @classmethod
+    def open(cls, root: str | Path) -> "Dataset":
+        root = Path(root)
+        path = root / "dataset.json"
+        if not path.exists():
+            raise EdgedistillError(f"{root} is not a dataset: it has no dataset.json",
+                                   "pass the folder that `edgedistill run` or `generate` made")
+        try:
+            info = DatasetInfo.model_validate_json(path.read_bytes())
+        except ValidationError as error:
+            raise EdgedistillError(f"{path} is not a valid dataset description:\n{describe_validation_error(error)}",
+                                   "restore it from a backup or recreate the dataset") from None
+        return cls(root, info)
+
+    def _save_info(self) -> None:
+        write_atomic(self.root / "dataset.json", self.info.model_dump_json(indent=2).encode())
+
+    # -- media -----------------------------------------------------------------------------
+    def add_media(self, data: bytes, ext: str) -> tuple[str, str]:
+        """Store media bytes by content; return (sha256, path relative to the dataset)."""
+        digest = sha256_bytes(data)
+        relative = f"media/{digest[:2]}/{digest}.{ext.lstrip('.')}"
+        target = self.root / relative
+        if not target.exists():
+            write_atomic(target, data)
+        return digest, relative
+
+    def media_path(self, sample: Sample) -> Path:
+        return self.root / sample.media
+
+    # -- versions --------------------------------------------------------------------------
+    @property
+    def head(self) -> VersionInfo | None:
+        return self.info.versions[-1] if self.info.versions else None
+
+    def version(self, version_id: str | None = None) -> VersionInfo:
+        """A version by id (or unique prefix); the newest one when no id is given."""
+        if not self.info.versions:
+            raise EdgedistillError(f"dataset {self.root} has no versions yet", "run `edgedistill generate` first")
+        if version_id is None:
+            return self.info.versions[-1]
+        matches = [v for v in self.info.versions if v.id.startswith(version_id)]
+        if len(matches) != 1:
+            known = ", ".join(v.id for v in self.info.versions)
+            raise EdgedistillError(f"no single version of {self.info.name} matches '{version_id}'",
+                                   f"known versions: {known}")
+        return matches[0]
+
+    def find_version(self, parent: str | None, stage: str, params: dict[str, Any]) -> VersionInfo | None:
+        """The version this exact work made before, if any (how reruns skip finished stages)."""
+        key = stage_key(parent, stage, params)
+        return next((v for v in self.info.versions if v.key == key), None)
+
+    def samples(self, version_id: str | None = None) -> list[Sample]:
+        info = self.version(version_id)
+        path = self.root / "versions" / f"{info.id}.jsonl"
+        data = path.read_bytes() if path.exists() else None
+        if data is None or sha256_bytes(data)[:16] != info.id:
+            raise EdgedistillError(f"version {info.id} of {self.root} is missing or was changed on disk",
+                                   "versions are immutable: rerun the stage that made it to rebuild it")
+        samples = []
+        for number, line in enumerate(data.decode().splitlines(), start=1):
+            try:
+                samples.append(Sample.model_validate_json(line))
+            except ValidationError as error:
+                raise EdgedistillError(f"{path} line {number} is not a valid sample:\n{describe_validation_error(error)}",
+                                       "rerun the stage that made this version") from None
+        return samples
+
+    def commit(self, samples: Iterable[Sample], parent: str | None, stage: str,
+               params: dict[str, Any]) -> VersionInfo:
+        """Write a new immutable version and record it in the history."""
+        samples = list(samples)
+        ids = Counter(s.id for s in samples)
+        duplicated = [sample_id for sample_id, count in ids.items() if count > 1]
+        if duplicated:
+            raise EdgedistillError(f"stage {stage} produced duplicate sample ids: {duplicated[:5]}",
+                                   "this is a bug in that stage; please report it")
+        body = "".join(s.model_dump_json() + "\n" for s in samples).encode()
+        version_id = sha256_bytes(body)[:16]
+        write_atomic(self.root / "versions" / f"{version_id}.jsonl", body)
+        info = VersionInfo(
+            id=version_id, parent=parent, stage=stage, params=params,
+            key=stage_key(parent, stage, params), counts=count_samples(samples),
+            created=datetime.now(timezone.utc),
+        )
+        self.info.versions = [v for v in self.info.versions if v.key != info.key] + [info]
+        self._save_info()
+        return info
+
+    def work_dir(self, key: str) -> Path:
+        """Scratch space for a stage in progress, where finished shards wait for the commit."""
+        path = self.root / "work" / key
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def count_samples(samples: list[Sample]) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for sample in samples:
+        counts["samples"] += 1
+        if sample.split:
+            counts[f"split:{sample.split}"] += 1
+        if sample.class_name is not None:
+            counts[f"class:{sample.class_name}"] += 1
+        counts[f"review:{sample.review.status}"] += 1
+    return dict(sorted(counts.items()))
+

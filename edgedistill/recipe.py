@@ -1,0 +1,139 @@
+"""Recipes: the YAML a data team writes. Every field has a default; unknown fields are errors."""
+
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from edgedistill.errors import EdgedistillError, describe_validation_error
+
+UNKNOWN = "_unknown_"
+SILENCE = "_silence_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SpeechSettings(_Section):
+    engines: list[str] | None = None  # None: every engine this machine has
+    voices_per_engine: int | None = None  # None: all of them
+    variants_per_voice: int = Field(6, ge=1)  # prosody variations of each keyword per voice
+    carrier_phrases: bool = True
+    unknown_words: list[str] | None = None  # None: the built-in list plus sound-alikes
+    unknown_share: float = Field(1.0, ge=0)  # unknown clips per keyword clip, relative to one keyword
+    silence_share: float = Field(1.0, ge=0)
+    workers: int | None = None  # processes; None: one per core
+
+
+class AugmentSettings(_Section):
+    copies: int = Field(2, ge=0)  # augmented copies of each clean clip
+    snr_db: tuple[float, float] = (3.0, 30.0)
+    reverb_probability: float = Field(0.4, ge=0, le=1)
+    channel_probability: float = Field(0.3, ge=0, le=1)  # telephone band / low sample rate
+    max_shift_seconds: float = Field(0.1, ge=0)
+    speed_range: tuple[float, float] = (0.9, 1.1)
+
+
+class WhisperCheckSettings(_Section):
+    enabled: bool = True
+    model: str = "tiny.en"  # a local folder, a hub id, or the packaged tiny.en
+    clips_per_voice: int = Field(2, ge=1)  # clips checked for each voice and keyword
+    min_pass_share: float = Field(0.5, ge=0, le=1)  # voice/keyword kept if this share is heard right
+
+
+class TrainSettings(_Section):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(3e-3, gt=0)
+    patience: int = Field(6, ge=1)
+    width: int = Field(64, ge=8)  # DS-CNN channels
+    val_share: float = Field(0.15, gt=0, lt=1)  # share of voices held out for validation
+    test_share: float = Field(0.2, gt=0, lt=1)  # share of voices held out for the final test
+    seed: int = 0
+
+
+class FrontEndSettings(_Section):
+    frame_length: int = 512  # samples; the FFT length, a power of two for CMSIS-DSP
+    hop_length: int = 320
+    mel_filters: int = 40
+    mfcc: int = 10
+    f_min: float = 20.0
+    f_max: float = 4000.0
+
+
+class ExportSettings(_Section):
+    formats: list[Literal["tflite", "onnx", "c_header", "vela"]] = ["tflite", "onnx", "c_header", "vela"]
+    max_int8_accuracy_drop: float = Field(0.03, ge=0, le=1)
+    calibration_samples: int = Field(300, ge=1)
+    vela_accelerator: str = "ethos-u55-128"
+
+
+class KeywordSpottingRecipe(_Section):
+    task: Literal["keyword_spotting"]
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    keywords: list[str]
+    sample_rate: int = Field(16000, ge=8000)
+    clip_seconds: float = Field(1.0, gt=0.2, le=3.0)
+    seed: int = 0
+    speech: SpeechSettings = Field(default_factory=SpeechSettings)
+    augment: AugmentSettings = Field(default_factory=AugmentSettings)
+    whisper_check: WhisperCheckSettings = Field(default_factory=WhisperCheckSettings)
+    frontend: FrontEndSettings = Field(default_factory=FrontEndSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    export: ExportSettings = Field(default_factory=ExportSettings)
+
+    @field_validator("keywords")
+    @classmethod
+    def _keywords_are_distinct_words(cls, keywords: list[str]) -> list[str]:
+        if not keywords:
+            raise ValueError("list at least one keyword to spot")
+        cleaned = [unicodedata.normalize("NFC", " ".join(k.split())) for k in keywords]
+        if any(not k for k in cleaned):
+            raise ValueError("a keyword is empty")
+        seen: dict[str, str] = {}
+        for keyword in cleaned:
+            folded = keyword.casefold()
+            if folded in seen:
+                raise ValueError(f"'{keyword}' is listed twice (as '{seen[folded]}' too)")
+            if keyword in (UNKNOWN, SILENCE):
+                raise ValueError(f"'{keyword}' is reserved for the negative classes")
+            seen[folded] = keyword
+        return cleaned
+
+    @property
+    def classes(self) -> list[str]:
+        """Model output order: the keywords, then the two negative classes."""
+        return [*self.keywords, UNKNOWN, SILENCE]
+
+
+Recipe = Annotated[Union[KeywordSpottingRecipe], Field(discriminator="task")]
+_recipe_adapter: TypeAdapter[KeywordSpottingRecipe] = TypeAdapter(Recipe)
+
+
+def parse_recipe(data: object, origin: str = "recipe") -> KeywordSpottingRecipe:
+    if not isinstance(data, dict):
+        raise EdgedistillError(f"{origin} must be a YAML mapping (key: value lines)",
+                               "see recipes/digits.yaml for an example")
+    if "task" not in data:
+        raise EdgedistillError(f"{origin} has no `task:` field", "add `task: keyword_spotting`")
+    try:
+        return _recipe_adapter.validate_python(data)
+    except ValidationError as error:
+        raise EdgedistillError(f"{origin} is not a valid recipe:\n{describe_validation_error(error)}",
+                               "fix the fields named above; see recipes/digits.yaml") from None
+
+
+def load_recipe(path: str | Path) -> KeywordSpottingRecipe:
+    path = Path(path)
+    if not path.exists():
+        raise EdgedistillError(f"recipe {path} does not exist", "check the path")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise EdgedistillError(f"{path} is not valid YAML: {error}", "fix the syntax") from None
+    return parse_recipe(data, origin=str(path))

@@ -1,0 +1,43 @@
+"""DS-CNN: the MLPerf Tiny keyword-spotting reference architecture (Zhang et al., "Hello Edge").
+
+A 10x4 strided convolution, four depthwise-separable blocks, global average pooling and one
+linear layer. Every op maps onto TFLite Micro's int8 kernels and onto the Ethos-U NPU.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _separable_block(channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
+        nn.BatchNorm2d(channels),
+        nn.ReLU(),
+        nn.Conv2d(channels, channels, 1, bias=False),
+        nn.BatchNorm2d(channels),
+        nn.ReLU(),
+    )
+
+
+class DSCNN(nn.Module):
+    """Input: MFCC features (batch, frames, coefficients). Output: class logits."""
+
+    def __init__(self, num_classes: int, width: int = 64, blocks: int = 4, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, width, (10, 4), stride=(2, 2), padding=(5, 1), bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+        )
+        self.blocks = nn.Sequential(*[_separable_block(width) for _ in range(blocks)])
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(width, num_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.stem(features.unsqueeze(1))
+        x = self.blocks(x)
+        x = x.mean(dim=(2, 3))
+        return self.classifier(self.dropout(x))
