@@ -14,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -224,12 +225,13 @@ class Dataset:
             raise EdgedistillError(f"dataset {self.root} has no versions yet", "run `edgedistill generate` first")
         if version_id is None:
             return self.info.versions[-1]
+        # two stages may make identical content (one that changed nothing): same id, same data
         matches = [v for v in self.info.versions if v.id.startswith(version_id)]
-        if len(matches) != 1:
+        if len({v.id for v in matches}) != 1:
             known = ", ".join(v.id for v in self.info.versions)
             raise EdgedistillError(f"no single version of {self.info.name} matches '{version_id}'",
                                    f"known versions: {known}")
-        return matches[0]
+        return matches[-1]
 
     def find_version(self, parent: str | None, stage: str, params: dict[str, Any]) -> VersionInfo | None:
         """The version this exact work made before, if any (how reruns skip finished stages)."""
@@ -273,11 +275,23 @@ class Dataset:
         self._save_info()
         return info
 
-    def work_dir(self, key: str) -> Path:
-        """Scratch space for a stage in progress, where finished shards wait for the commit."""
-        path = self.root / "work" / key
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    def derive(self, parent: VersionInfo | None, stage: str, params: dict[str, Any],
+               make: Callable[[list[Sample], Path], list[Sample]]) -> VersionInfo:
+        """Run one stage over `parent` into a new version, or return the version it made before.
+
+        `make(parent_samples, work_dir)` does the work; it may keep finished shards in work_dir,
+        which survives a crash so that a rerun resumes, and is removed once the version is in.
+        """
+        parent_id = parent.id if parent else None
+        done = self.find_version(parent_id, stage, params)
+        if done is not None:
+            return done
+        work = self.root / "work" / stage_key(parent_id, stage, params)
+        work.mkdir(parents=True, exist_ok=True)
+        samples = make(self.samples(parent_id) if parent_id else [], work)
+        info = self.commit(samples, parent_id, stage, params)
+        shutil.rmtree(work, ignore_errors=True)
+        return info
 
 
 def count_samples(samples: list[Sample]) -> dict[str, int]:

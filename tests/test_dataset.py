@@ -1,0 +1,112 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from edgedistill.dataset import Dataset, OntologyClass
+from edgedistill.errors import EdgedistillError
+
+
+def _dataset(tmp_path):
+    return Dataset.create(tmp_path / "ds", "t", "keyword_spotting", [OntologyClass(name="yes"), OntologyClass(name="no")])
+
+
+def test_versions_are_content_addressed_immutable_and_reloaded(tmp_path, audio_sample_factory):
+    dataset = _dataset(tmp_path)
+    samples = [audio_sample_factory(dataset, "yes", "v1", 440), audio_sample_factory(dataset, "no", "v2", 660)]
+    first = dataset.commit(samples, None, "synthesize", {"n": 2})
+    again = Dataset.open(dataset.root)
+    assert [s.id for s in again.samples(first.id)] == [s.id for s in samples]
+    assert first.counts["class:yes"] == 1 and first.counts["samples"] == 2
+    # the same media is stored once
+    assert dataset.add_media((dataset.root / samples[0].media).read_bytes(), "wav")[1] == samples[0].media
+    assert len(list((dataset.root / "media").rglob("*.wav"))) == 2
+    child = dataset.commit(samples[:1], first.id, "filter", {})
+    assert Dataset.open(dataset.root).version().parent == first.id
+    assert dataset.version(child.id[:6]).id == child.id
+
+
+def test_changed_version_file_is_refused(tmp_path, audio_sample_factory):
+    dataset = _dataset(tmp_path)
+    info = dataset.commit([audio_sample_factory(dataset, "yes", "v1")], None, "synthesize", {})
+    path = dataset.root / "versions" / f"{info.id}.jsonl"
+    path.write_text(path.read_text().replace('"yes"', '"no"'))
+    with pytest.raises(EdgedistillError, match="changed on disk"):
+        dataset.samples(info.id)
+
+
+def test_bad_manifest_line_names_the_field(tmp_path, audio_sample_factory):
+    dataset = _dataset(tmp_path)
+    info = dataset.commit([audio_sample_factory(dataset, "yes", "v1")], None, "synthesize", {})
+    meta = json.loads((dataset.root / "dataset.json").read_text())
+    body = '{"id": "x", "media": "m", "kind": "video"}\n'
+    import hashlib
+
+    new_id = hashlib.sha256(body.encode()).hexdigest()[:16]
+    (dataset.root / "versions" / f"{new_id}.jsonl").write_text(body)
+    meta["versions"][0]["id"] = new_id
+    (dataset.root / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(EdgedistillError, match="line 1.*\n.*kind"):
+        Dataset.open(dataset.root).samples(new_id)
+    assert info.id != new_id
+
+
+def test_invalid_dataset_json_is_a_clear_error(tmp_path):
+    (tmp_path / "dataset.json").write_text('{"name": "x", "task": "dancing", "ontology": []}')
+    with pytest.raises(EdgedistillError, match="task"):
+        Dataset.open(tmp_path)
+    with pytest.raises(EdgedistillError, match="no dataset.json"):
+        Dataset.open(tmp_path / "nowhere")
+
+
+def test_derive_reuses_finished_work_and_keeps_shards_until_commit(tmp_path, audio_sample_factory):
+    dataset = _dataset(tmp_path)
+    base = dataset.commit([audio_sample_factory(dataset, "yes", "v1")], None, "synthesize", {})
+    calls = []
+
+    def make(samples, work):
+        calls.append(work)
+        assert work.is_dir()
+        return samples
+
+    one = dataset.derive(base, "split", {"seed": 1}, make)
+    two = dataset.derive(base, "split", {"seed": 1}, make)
+    assert one.id == two.id and len(calls) == 1 and not calls[0].exists()
+    dataset.derive(base, "split", {"seed": 2}, make)
+    assert len(calls) == 2
+
+
+def test_crash_mid_stage_leaves_no_version_and_rerun_resumes(tmp_path, audio_sample_factory):
+    """Kill a stage halfway: no half-written version, and its finished shard survives for the rerun."""
+    dataset = _dataset(tmp_path)
+    audio_sample_factory(dataset, "yes", "v1")
+    script = textwrap.dedent(f"""
+        import os, signal, time
+        from pathlib import Path
+        from edgedistill.dataset import Dataset
+        dataset = Dataset.open({str(dataset.root)!r})
+        def make(samples, work):
+            (work / "shard-0.done").write_text("x")
+            os.kill(os.getpid(), signal.SIGKILL)
+        dataset.derive(None, "synthesize", {{}}, make)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], check=False)
+    assert result.returncode == -signal.SIGKILL
+    reopened = Dataset.open(dataset.root)
+    assert reopened.info.versions == []
+    assert not list((dataset.root / "versions").glob("*")) if (dataset.root / "versions").exists() else True
+    shards = list((dataset.root / "work").rglob("shard-0.done"))
+    assert len(shards) == 1
+    seen = []
+    reopened.derive(None, "synthesize", {}, lambda samples, work: seen.append(sorted(os.listdir(work))) or [])
+    assert seen == [["shard-0.done"]]
+
+
+def test_recreating_with_another_ontology_is_refused(tmp_path):
+    _dataset(tmp_path)
+    with pytest.raises(EdgedistillError, match="different"):
+        Dataset.create(tmp_path / "ds", "t", "keyword_spotting", [OntologyClass(name="maybe")])

@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+
+from edgedistill.dataset import Dataset, OntologyClass
+from edgedistill.frontend import MfccFrontEnd
+from edgedistill.recipe import TrainSettings
+from trainers.keyword_spotter import CHECKPOINT, FeatureSet, clip_features, evaluate, train_keyword_spotter
+from trainers.splits import split_by_group
+
+LABELS = ["low", "high", "_unknown_", "_silence_"]
+
+
+def _tones(n_per_class: int, seed: int) -> FeatureSet:
+    """Clips whose class is audible: a low tone, a high tone, a chirp, or faint noise."""
+    rng = np.random.default_rng(seed)
+    frontend = MfccFrontEnd()
+    t = np.arange(frontend.clip_samples) / frontend.sample_rate
+    clips, targets = [], []
+    for label in range(len(LABELS)):
+        for _ in range(n_per_class):
+            base = {0: 300, 1: 2500, 2: 900}.get(label)
+            if base is None:
+                clip = 0.01 * rng.standard_normal(t.size)
+            elif label == 2:
+                clip = 0.3 * np.sin(2 * np.pi * (base + 1500 * t) * t)
+            else:
+                clip = 0.3 * np.sin(2 * np.pi * base * rng.uniform(0.9, 1.1) * t)
+            clips.append(clip + 0.01 * rng.standard_normal(t.size))
+            targets.append(label)
+    return FeatureSet(frontend(np.array(clips, np.float32)), np.array(targets))
+
+
+def test_training_learns_and_resumes_after_an_interruption(tmp_path):
+    train, val = _tones(24, 0), _tones(8, 1)
+    settings = TrainSettings(epochs=8, batch_size=16, width=16, patience=8)
+
+    def stop_after_three(epoch, total, record):
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_keyword_spotter(train, val, LABELS, settings, tmp_path, stop_after_three)
+    assert (tmp_path / CHECKPOINT).exists()
+    epochs_seen = []
+    result = train_keyword_spotter(train, val, LABELS, settings, tmp_path, lambda e, t, r: epochs_seen.append(e))
+    assert epochs_seen == [4, 5, 6, 7, 8]  # picked up after the last finished epoch
+    assert [h["epoch"] for h in result.history] == list(range(1, 9))
+    metrics = evaluate(result.model, val, LABELS)
+    assert metrics["accuracy"] >= 0.9
+    assert metrics["false_accept_rate"]["_silence_"] == 0.0
+
+
+def test_splits_keep_each_voice_in_one_split(tmp_path, audio_sample_factory):
+    dataset = Dataset.create(tmp_path / "ds", "t", "keyword_spotting", [OntologyClass(name="low")])
+    samples = [audio_sample_factory(dataset, "low", f"voice{v}", 200 + 10 * v + k) for v in range(10) for k in range(2)]
+    split = split_by_group(samples, 0.2, 0.2, seed=0)
+    by_group = {}
+    for sample in split:
+        by_group.setdefault(sample.provenance.group, set()).add(sample.split)
+    assert all(len(splits) == 1 for splits in by_group.values())
+    assert {s.split for s in split} == {"train", "val", "test"}
+    assert split_by_group(samples, 0.2, 0.2, seed=0) == split
+    features = clip_features(dataset, split[:3], MfccFrontEnd(), ["low"])
+    assert features.features.shape == (3, 49, 10) and list(features.targets) == [0, 0, 0]
