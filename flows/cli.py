@@ -180,3 +180,7 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("interrupted: finished work is kept; run the same command again to resume")
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""The whole keyword-spotting flow, through the CLI and a real (embedded) Prefect server."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgedistill.bundle import load_bundle
+from edgedistill.dataset import Dataset
+from edgedistill.errors import EdgedistillError
+
+TINY_RECIPE = """
+task: keyword_spotting
+name: tiny
+keywords: [yes, "no"]
+speech:
+  engines: [espeak-ng, flite]
+  voices_per_engine: 4
+  variants_per_voice: 2
+  unknown_share: 0.5
+  silence_share: 0.5
+augment:
+  copies: 1
+whisper_check:
+  clips_per_voice: 1
+train:
+  epochs: 3
+  width: 16
+  val_share: 0.25
+  test_share: 0.25
+export:
+  max_int8_accuracy_drop: 1.0
+  calibration_samples: 50
+"""
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          env=os.environ | {"PREFECT_HOME": str(cwd / "prefect-home")}, timeout=1500)
+
+
+@pytest.mark.slow
+def test_run_makes_a_bundle_predict_reads_it_and_a_rerun_resumes(tmp_path):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE)
+    out = tmp_path / "run"
+    first = _cli("run", str(recipe), "--out", str(out), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    manifest = load_bundle(out / "bundle")
+    assert manifest.labels == ["yes", "no", "_unknown_", "_silence_"]
+    assert manifest.metrics["int8"]["count"] > 0
+    dataset = Dataset.open(out / "dataset")
+    stages = [v.stage for v in dataset.info.versions]
+    assert stages == ["synthesize", "whisper_check", "split", "augment"]
+    augmented = dataset.samples()
+    assert {s.split for s in augmented} == {"train", "val", "test"}
+
+    clip = dataset.media_path(next(s for s in augmented if s.class_name == "yes"))
+    predicted = _cli("predict", str(out / "bundle"), str(clip), "--json", cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    result = json.loads(predicted.stdout.strip().splitlines()[-1])
+    assert result["label"] in manifest.labels and set(result["scores"]) == set(manifest.labels)
+
+    # a second run finds every version and the trained model: nothing is made again
+    second = _cli("run", str(recipe), "--out", str(out), cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert [v.id for v in Dataset.open(out / "dataset").info.versions] == [v.id for v in dataset.info.versions]
+
+
+def test_cli_reports_bad_recipe_clearly(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("task: keyword_spotting\nname: bad\nkeywords: []\n")
+    result = _cli("generate", str(recipe), "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "keywords" in result.stderr and "at least one keyword" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_predict_refuses_a_tampered_bundle(tmp_path):
+    (tmp_path / "manifest.json").write_text("{}")
+    with pytest.raises(EdgedistillError, match="not a valid bundle manifest"):
+        load_bundle(tmp_path)
