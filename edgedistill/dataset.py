@@ -113,6 +113,7 @@ class VersionInfo(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     key: str  # hash of (parent, stage, params): the same work twice finds this version
     counts: dict[str, int] = Field(default_factory=dict)
+    report: str | None = None  # reports/<id>.json: what the stage saw (clips lost per voice, ...)
     created: datetime
 
 
@@ -255,7 +256,7 @@ class Dataset:
         return samples
 
     def commit(self, samples: Iterable[Sample], parent: str | None, stage: str,
-               params: dict[str, Any]) -> VersionInfo:
+               params: dict[str, Any], report: dict[str, Any] | None = None) -> VersionInfo:
         """Write a new immutable version and record it in the history."""
         samples = list(samples)
         ids = Counter(s.id for s in samples)
@@ -265,22 +266,27 @@ class Dataset:
                                    "this is a bug in that stage; please report it")
         body = "".join(s.model_dump_json() + "\n" for s in samples).encode()
         version_id = sha256_bytes(body)[:16]
+        key = stage_key(parent, stage, params)
+        report_path = None
+        if report is not None:
+            report_path = f"reports/{stage}-{key}.json"
+            write_atomic(self.root / report_path, json.dumps(report, indent=2, default=str).encode())
         write_atomic(self.root / "versions" / f"{version_id}.jsonl", body)
         info = VersionInfo(
-            id=version_id, parent=parent, stage=stage, params=params,
-            key=stage_key(parent, stage, params), counts=count_samples(samples),
-            created=datetime.now(timezone.utc),
+            id=version_id, parent=parent, stage=stage, params=params, key=key, counts=count_samples(samples),
+            report=report_path, created=datetime.now(timezone.utc),
         )
         self.info.versions = [v for v in self.info.versions if v.key != info.key] + [info]
         self._save_info()
         return info
 
     def derive(self, parent: VersionInfo | None, stage: str, params: dict[str, Any],
-               make: Callable[[list[Sample], Path], list[Sample]]) -> VersionInfo:
+               make: Callable[[list[Sample], Path], "list[Sample] | tuple[list[Sample], dict]"]) -> VersionInfo:
         """Run one stage over `parent` into a new version, or return the version it made before.
 
-        `make(parent_samples, work_dir)` does the work; it may keep finished shards in work_dir,
-        which survives a crash so that a rerun resumes, and is removed once the version is in.
+        `make(parent_samples, work_dir)` does the work and returns the new samples, or the samples
+        and a report; it may keep finished shards in work_dir, which survives a crash so that a
+        rerun resumes, and is removed once the version is in.
         """
         parent_id = parent.id if parent else None
         done = self.find_version(parent_id, stage, params)
@@ -288,10 +294,15 @@ class Dataset:
             return done
         work = self.root / "work" / stage_key(parent_id, stage, params)
         work.mkdir(parents=True, exist_ok=True)
-        samples = make(self.samples(parent_id) if parent_id else [], work)
-        info = self.commit(samples, parent_id, stage, params)
+        made = make(self.samples(parent_id) if parent_id else [], work)
+        samples, report = made if isinstance(made, tuple) else (made, None)
+        info = self.commit(samples, parent_id, stage, params, report)
         shutil.rmtree(work, ignore_errors=True)
         return info
+
+    def report(self, version: VersionInfo) -> dict[str, Any] | None:
+        """The report a stage left with its version, if it left one."""
+        return json.loads((self.root / version.report).read_text()) if version.report else None
 
 
 def count_samples(samples: list[Sample]) -> dict[str, int]:

@@ -76,8 +76,9 @@ def test_derive_reuses_finished_work_and_keeps_shards_until_commit(tmp_path, aud
     one = dataset.derive(base, "split", {"seed": 1}, make)
     two = dataset.derive(base, "split", {"seed": 1}, make)
     assert one.id == two.id and len(calls) == 1 and not calls[0].exists()
-    dataset.derive(base, "split", {"seed": 2}, make)
+    reported = dataset.derive(base, "split", {"seed": 2}, lambda samples, work: (make(samples, work), {"lost": 0}))
     assert len(calls) == 2
+    assert Dataset.open(dataset.root).report(reported) == {"lost": 0} and dataset.report(one) is None
 
 
 def test_crash_mid_stage_leaves_no_version_and_rerun_resumes(tmp_path, audio_sample_factory):
