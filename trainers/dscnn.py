@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 def _separable_block(channels: int) -> nn.Sequential:
@@ -28,8 +29,9 @@ class DSCNN(nn.Module):
         super().__init__()
         # Per-coefficient standardisation, set from the training features (`set_normalisation`).
         # MFCC c0 spans ~100 units and the rest ~10: without this the first layer sees mostly c0.
-        self.register_buffer("feature_mean", torch.zeros(1))
+        # Written as a multiply-add: litert-torch's int8 quantiser handles that but not a subtract.
         self.register_buffer("feature_scale", torch.ones(1))
+        self.register_buffer("feature_shift", torch.zeros(1))
         self.stem = nn.Sequential(
             nn.Conv2d(1, width, (10, 4), stride=(2, 2), padding=(5, 1), bias=False),
             nn.BatchNorm2d(width),
@@ -42,12 +44,13 @@ class DSCNN(nn.Module):
 
     def set_normalisation(self, features: torch.Tensor) -> None:
         """features: (n, frames, coefficients) training features."""
-        self.feature_mean = features.mean(dim=(0, 1))
         self.feature_scale = 1.0 / (features.std(dim=(0, 1)) + 1e-3)
+        self.feature_shift = -features.mean(dim=(0, 1)) * self.feature_scale
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = (features - self.feature_mean) * self.feature_scale
+        x = features * self.feature_scale + self.feature_shift
         x = self.stem(x.unsqueeze(1))
         x = self.blocks(x)
-        x = x.mean(dim=(2, 3))
+        # adaptive pooling (not x.mean) stays channels-last in TFLite, so Vela runs it on the NPU
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
         return self.classifier(self.dropout(x))

@@ -171,8 +171,8 @@ def save_model(model: nn.Module, path: Path, labels: list[str], settings: TrainS
 def load_model(path: Path) -> tuple[nn.Module, list[str]]:
     saved = torch.load(path, weights_only=False)
     model = DSCNN(len(saved["labels"]), width=saved["width"])
-    model.feature_mean = saved["state_dict"]["feature_mean"]
     model.feature_scale = saved["state_dict"]["feature_scale"]
+    model.feature_shift = saved["state_dict"]["feature_shift"]
     model.load_state_dict(saved["state_dict"])
     model.eval()
     return model, saved["labels"]

@@ -1,0 +1,134 @@
+"""Run a bundle's int8 model on audio files, with exactly the preprocessing its manifest declares.
+
+The exporter uses the same `Int8Classifier` to measure int8 accuracy, so what `predict` does
+and what the bundle's metrics describe are one code path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgedistill.audio import fit_to_length, load_audio
+from edgedistill.bundle import Manifest, Quantization, load_bundle
+from edgedistill.errors import EdgedistillError
+from edgedistill.frontend import MfccFrontEnd
+
+
+def quantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Float -> int8 the way TFLite does it: round(x / scale) + zero_point, saturated."""
+    return np.clip(np.round(values / scale) + zero_point, -128, 127).astype(np.int8)
+
+
+def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+class Int8Classifier:
+    """A full-int8 .tflite classifier run with ai-edge-litert (XNNPACK/reference int8 kernels)."""
+
+    def __init__(self, model: Path | bytes) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        if isinstance(model, bytes):
+            self._interpreter = Interpreter(model_content=model, num_threads=1)
+        else:
+            self._interpreter = Interpreter(model_path=str(model), num_threads=1)
+        self._interpreter.allocate_tensors()
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+
+    @staticmethod
+    def _quantization(details: dict) -> Quantization:
+        scale, zero_point = details["quantization"]
+        return Quantization(scale=float(scale), zero_point=int(zero_point), dtype=np.dtype(details["dtype"]).name)
+
+    @property
+    def input_quantization(self) -> Quantization:
+        return self._quantization(self._input)
+
+    @property
+    def output_quantization(self) -> Quantization:
+        return self._quantization(self._output)
+
+    @property
+    def input_shape(self) -> list[int]:
+        return [int(d) for d in self._input["shape"]]
+
+    @property
+    def output_shape(self) -> list[int]:
+        return [int(d) for d in self._output["shape"]]
+
+    def run_int8(self, inputs: np.ndarray) -> np.ndarray:
+        """int8 inputs (N, ...) -> raw int8 outputs (N, classes), one invoke per sample (batch is 1)."""
+        outputs = []
+        for row in inputs:
+            self._interpreter.set_tensor(self._input["index"], row[None].astype(np.int8))
+            self._interpreter.invoke()
+            outputs.append(self._interpreter.get_tensor(self._output["index"])[0].copy())
+        return np.stack(outputs) if outputs else np.zeros((0, self.output_shape[-1]), np.int8)
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """Float features (N, frames, mfcc) -> dequantised logits (N, classes)."""
+        quant_in, quant_out = self.input_quantization, self.output_quantization
+        raw = self.run_int8(quantize(features, quant_in.scale, quant_in.zero_point))
+        return dequantize(raw, quant_out.scale, quant_out.zero_point)
+
+
+def loudest_window(audio: np.ndarray, length: int) -> np.ndarray:
+    """The `length`-sample window with the most energy; shorter audio is centred and zero-padded.
+
+    A recording may be longer than the model's clip; the keyword is most likely where it is loudest.
+    """
+    if audio.size <= length:
+        return fit_to_length(audio, length)
+    energy = np.concatenate([[0.0], np.cumsum(audio.astype(np.float64) ** 2)])
+    start = int(np.argmax(energy[length:] - energy[:-length]))
+    return audio[start:start + length].astype(np.float32)
+
+
+def _classify_file(path: Path, manifest: Manifest, frontend: MfccFrontEnd, classifier: Int8Classifier) -> dict:
+    audio = load_audio(path, frontend.sample_rate)
+    features = frontend(loudest_window(audio, frontend.clip_samples))[None]
+    probabilities = softmax(classifier.logits(features))[0]
+    best = int(np.argmax(probabilities))
+    return {"file": str(path), "label": manifest.labels[best], "score": float(probabilities[best]),
+            "scores": {label: float(p) for label, p in zip(manifest.labels, probabilities)}}
+
+
+def predict_files(bundle_dir: Path, files: list[Path]) -> list[dict]:
+    """Classify each audio file (any format soundfile/ffmpeg reads, any sample rate) with a bundle.
+
+    Raises EdgedistillError naming the file for missing, empty or corrupt audio.
+    """
+    bundle_dir = Path(bundle_dir)
+    manifest = load_bundle(bundle_dir)
+    if manifest.input.kind != "audio":
+        raise EdgedistillError(f"bundle {manifest.name} takes {manifest.input.kind} input, not audio",
+                               "pass image files to an image bundle")
+    try:
+        frontend = MfccFrontEnd.from_spec(manifest.input.frontend)
+    except (ValueError, TypeError) as error:
+        raise EdgedistillError(f"bundle {manifest.name} declares a front end this version cannot run: {error}",
+                               "upgrade edgedistill or re-export the bundle") from None
+    classifier = Int8Classifier(bundle_dir / manifest.file("model_int8").path)
+    _check_manifest_matches_model(manifest, classifier)
+    return [_classify_file(Path(file), manifest, frontend, classifier) for file in files]
+
+
+def _check_manifest_matches_model(manifest: Manifest, classifier: Int8Classifier) -> None:
+    """The manifest is what a device team codes against: refuse a model that disagrees with it."""
+    declared = manifest.input.quantization
+    actual = classifier.input_quantization
+    if declared is None or not np.isclose(declared.scale, actual.scale) or declared.zero_point != actual.zero_point:
+        raise EdgedistillError(f"bundle {manifest.name}: the manifest's input quantisation {declared} does not match "
+                               f"the model's ({actual})", "re-export the bundle")
+    if classifier.output_shape[-1] != len(manifest.labels):
+        raise EdgedistillError(f"bundle {manifest.name}: the model has {classifier.output_shape[-1]} outputs but the "
+                               f"manifest lists {len(manifest.labels)} labels", "re-export the bundle")

@@ -1,0 +1,275 @@
+"""The human side of a bundle: a README.md model card and a self-contained report.html.
+
+Both are rendered from the manifest alone, so they can never say something the manifest does not.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from typing import Any
+
+import jinja2
+import numpy as np
+import yaml
+
+from edgedistill.bundle import Manifest
+from edgedistill.recipe import SILENCE, UNKNOWN
+
+_NEGATIVE_MEANING = {UNKNOWN: "any other word or sound", SILENCE: "silence or background noise"}
+
+
+def _percent(value: Any) -> str:
+    return "n/a" if value is None else f"{100 * float(value):.1f}%"
+
+
+def _kib(value: Any) -> str:
+    return "n/a" if value is None else f"{int(value):,} B ({int(value) / 1024:.1f} KiB)"
+
+
+def _number(value: Any) -> str:
+    return "n/a" if value is None else f"{value:,}"
+
+
+def _environment(autoescape: bool) -> jinja2.Environment:
+    environment = jinja2.Environment(autoescape=autoescape, undefined=jinja2.StrictUndefined,
+                                     trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    environment.filters.update(percent=_percent, kib=_kib, number=_number)
+    return environment
+
+
+def _context(manifest: Manifest) -> dict:
+    """Everything the templates show, with missing figures as None rather than template errors."""
+    float_metrics, int8_metrics = manifest.metrics.get("float", {}), manifest.metrics.get("int8", {})
+    recall_rows = [{"label": label, "meaning": _NEGATIVE_MEANING.get(label, "keyword"),
+                    "float": float_metrics.get("per_class_recall", {}).get(label),
+                    "int8": int8_metrics.get("per_class_recall", {}).get(label)} for label in manifest.labels]
+    false_accepts = [{"label": label, "float": float_metrics.get("false_accept_rate", {}).get(label),
+                      "int8": int8_metrics.get("false_accept_rate", {}).get(label)}
+                     for label in (UNKNOWN, SILENCE) if label in manifest.labels]
+    frontend = manifest.input.frontend
+    return {
+        "m": manifest, "frontend": frontend, "keywords": [x for x in manifest.labels if x not in _NEGATIVE_MEANING],
+        "clip_seconds": frontend["clip_samples"] / frontend["sample_rate"],
+        "float_metrics": float_metrics, "int8_metrics": int8_metrics, "recall_rows": recall_rows,
+        "false_accepts": false_accepts, "micro": manifest.targets.get("tflite_micro", {}),
+        "vela": manifest.targets.get("vela", {}), "onnx": manifest.targets.get("onnx", {}),
+        "agreement": manifest.metrics.get("int8_vs_float", {}),
+        "recipe_yaml": yaml.safe_dump(manifest.recipe, sort_keys=False).strip() if manifest.recipe else "",
+        "dataset_json": json.dumps(manifest.dataset, indent=2, default=str),
+    }
+
+
+MODEL_CARD = """\
+# {{ m.name }}: keyword spotter
+
+Listens to {{ "%.2g" % clip_seconds }} s of mono audio at {{ frontend.sample_rate }} Hz and says which of these it heard:
+{% for row in recall_rows %}
+- `{{ row.label }}`: {{ row.meaning }}
+{% endfor %}
+
+The model is a full-int8 DS-CNN for TensorFlow Lite Micro and Arm Ethos-U.
+
+## Files
+| file | what it is | bytes | sha256 |
+|---|---|---:|---|
+{% for f in m.files %}
+| `{{ f.path }}` | {{ f.role }} | {{ f.bytes | number }} | `{{ f.sha256[:16] }}...` |
+{% endfor %}
+
+`manifest.json` holds the full hashes and every figure below in machine-readable form.
+
+## How to feed it
+1. **Audio**: mono float samples in [-1, 1] at {{ frontend.sample_rate }} Hz, clips of {{ frontend.clip_samples }} samples.
+2. **Features** (CMSIS-DSP `arm_mfcc_f32`, the same code on the device and in training): frames of
+   {{ frontend.frame_length }} samples (FFT length {{ frontend.frame_length }}) every {{ frontend.hop_length }} samples
+   ({{ frontend.frames }} frames), {{ frontend.window }} window, magnitude spectrum, {{ frontend.mel_filters }} mel filters
+   from {{ frontend.f_min }} to {{ frontend.f_max }} Hz, log(x + {{ frontend.log_offset }}), DCT to {{ frontend.mfcc }}
+   coefficients. Input tensor: {{ m.input.shape }} (batch, frames, coefficients). The C header carries the
+   filter bank, DCT matrix and window for `arm_mfcc_init_f32`.
+{% if m.input.quantization %}
+3. **Quantise** each feature: `q = clamp(round(x / {{ m.input.quantization.scale }}) + ({{ m.input.quantization.zero_point }}), -128, 127)` as int8.
+{% endif %}
+{% if m.output.quantization %}
+4. **Read** the int8 output {{ m.output.shape }}: `logit = (q - ({{ m.output.quantization.zero_point }})) * {{ m.output.quantization.scale }}`;
+   the largest logit is the answer; softmax of the logits gives scores.
+{% endif %}
+
+| index | label |
+|---:|---|
+{% for label in m.labels %}
+| {{ loop.index0 }} | `{{ label }}` |
+{% endfor %}
+
+## How well it works
+Measured on {{ int8_metrics.get("count", "n/a") }} held-out test clips.
+
+| | float (PyTorch) | int8 (TFLite) |
+|---|---:|---:|
+| accuracy | {{ float_metrics.get("accuracy") | percent }} | {{ int8_metrics.get("accuracy") | percent }} |
+{% for row in recall_rows %}
+| recall `{{ row.label }}` | {{ row.float | percent }} | {{ row.int8 | percent }} |
+{% endfor %}
+{% for row in false_accepts %}
+| false accepts on `{{ row.label }}` | {{ row.float | percent }} | {{ row.int8 | percent }} |
+{% endfor %}
+
+A false accept is a negative clip (`_unknown_`, `_silence_`) called a keyword: the error that wakes a device for nothing.
+{% if agreement %}
+The int8 model picks the same class as the float model on {{ agreement.get("top1_agreement") | percent }} of test clips.
+{% endif %}
+
+## Size and speed
+- int8 model: {{ micro.get("model_bytes") | kib }}
+{% if micro.get("arena_bytes") %}
+- TFLite Micro tensor arena: {{ micro.get("arena_bytes") | kib }} (recorded on the host; add a margin).
+  TFLite Micro's kernels gave the same top class as LiteRT on {{ micro.get("top1_agreement") | percent }} of {{ micro.get("checked_inputs") }} checked inputs.
+{% endif %}
+{% if vela.get("status") == "ok" %}
+- {{ vela.accelerator }} (Vela estimate, {{ vela.system_config }}): {{ vela.sram_bytes | kib }} SRAM,
+  {{ vela.flash_bytes | kib }} flash, {{ vela.cycles_total | number }} cycles = {{ "%.3f" % (vela.inference_seconds * 1000) }} ms per inference
+  at {{ "%.0f" % (vela.clock_hz / 1e6) }} MHz, {{ vela.npu_operator_share | percent }} of operators on the NPU.
+{% elif vela %}
+- Ethos-U: not compiled ({{ vela.get("reason", vela.get("status")) }}).
+{% endif %}
+
+## Intended use
+Spotting a small, fixed set of spoken keywords on a microcontroller or NPU, one clip at a time; for a
+continuous stream, slide the window (e.g. every 0.25 s) and act on a keyword seen in consecutive windows.
+
+## Limits
+- **Trained on synthetic speech**: text-to-speech voices with augmentation (noise, reverb, channel effects).
+  The test clips are synthetic too, from voices held out of training, so the figures above are likely
+  better than what real speakers and real microphones will give. Record real clips on the target device
+  and measure before relying on it.
+- It knows only the labels above; words it never heard may land in any class, not only `_unknown_`.
+- Accents, children's voices, far-field speech and loud rooms are covered only as far as the synthetic
+  voices and augmentations covered them.
+
+## Provenance
+- created {{ m.created.isoformat(timespec="seconds") }} by edgedistill {{ m.edgedistill_version }}
+- dataset: `{{ dataset_json | replace("\\n", " ") }}`
+{% if recipe_yaml %}
+
+Recipe:
+```yaml
+{{ recipe_yaml }}
+```
+{% endif %}
+"""
+
+
+REPORT_HTML = """\
+<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ m.name }}: edgedistill report</title>
+<style>
+body { font-family: system-ui, sans-serif; max-width: 70rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+table { border-collapse: collapse; margin: 1rem 0; } td, th { border: 1px solid #ccc; padding: .3rem .6rem; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; } .worse { color: #b00; font-weight: bold; }
+.figures img { max-width: 48%; } code { background: #f4f4f4; padding: 0 .2rem; }
+</style></head><body>
+<h1>{{ m.name }}</h1>
+<p>Keyword spotter for: {% for k in keywords %}<code>{{ k }}</code>{{ ", " if not loop.last }}{% endfor %}.
+Created {{ m.created.isoformat(timespec="seconds") }} by edgedistill {{ m.edgedistill_version }}.</p>
+
+<h2>Accuracy</h2>
+<table><tr><th></th><th>float (PyTorch)</th><th>int8 (TFLite)</th></tr>
+<tr><td>accuracy</td><td class="num">{{ float_metrics.get("accuracy") | percent }}</td>
+<td class="num">{{ int8_metrics.get("accuracy") | percent }}</td></tr>
+<tr><td>test clips</td><td class="num">{{ float_metrics.get("count", "n/a") }}</td>
+<td class="num">{{ int8_metrics.get("count", "n/a") }}</td></tr>
+{% if agreement %}<tr><td>int8 picks the float model's class</td><td></td>
+<td class="num">{{ agreement.get("top1_agreement") | percent }}</td></tr>{% endif %}
+</table>
+
+<h2>Recall per class</h2>
+<table><tr><th>label</th><th>meaning</th><th>float</th><th>int8</th></tr>
+{% for row in recall_rows %}
+<tr><td><code>{{ row.label }}</code></td><td>{{ row.meaning }}</td><td class="num">{{ row.float | percent }}</td>
+<td class="num{{ ' worse' if row.float is not none and row.int8 is not none and row.int8 < row.float }}">{{ row.int8 | percent }}</td></tr>
+{% endfor %}
+</table>
+
+<h2>False accepts</h2>
+<p>Share of negative clips that the model calls a keyword.</p>
+<table><tr><th>negative class</th><th>float</th><th>int8</th></tr>
+{% for row in false_accepts %}
+<tr><td><code>{{ row.label }}</code></td><td class="num">{{ row.float | percent }}</td><td class="num">{{ row.int8 | percent }}</td></tr>
+{% endfor %}
+</table>
+
+<h2>Confusion matrices</h2>
+<div class="figures">{% for title, png in confusion_images %}<img alt="{{ title }}" src="data:image/png;base64,{{ png }}">{% endfor %}</div>
+
+<h2>Size and targets</h2>
+<table>
+<tr><td>int8 .tflite</td><td class="num">{{ micro.get("model_bytes") | kib }}</td></tr>
+<tr><td>TFLite Micro arena</td><td class="num">{{ micro.get("arena_bytes") | kib }}</td></tr>
+<tr><td>TFLite Micro vs LiteRT (same top class / identical int8 outputs)</td>
+<td class="num">{{ micro.get("top1_agreement") | percent }} / {{ micro.get("exact_agreement") | percent }}</td></tr>
+{% if onnx %}<tr><td>ONNX vs PyTorch, largest logit difference</td><td class="num">{{ "%.2g" % onnx.get("max_abs_logit_difference", 0) }}</td></tr>{% endif %}
+</table>
+{% if vela.get("status") == "ok" %}
+<h3>Ethos-U ({{ vela.accelerator }}, Vela estimate)</h3>
+<table>
+<tr><td>system config / memory mode</td><td>{{ vela.system_config }} / {{ vela.memory_mode }}</td></tr>
+<tr><td>SRAM</td><td class="num">{{ vela.sram_bytes | kib }}</td></tr>
+<tr><td>flash</td><td class="num">{{ vela.flash_bytes | kib }}</td></tr>
+<tr><td>cycles per inference</td><td class="num">{{ vela.cycles_total | number }}</td></tr>
+<tr><td>time per inference</td><td class="num">{{ "%.3f" % (vela.inference_seconds * 1000) }} ms at {{ "%.0f" % (vela.clock_hz / 1e6) }} MHz</td></tr>
+<tr><td>operators on the NPU</td><td class="num">{{ vela.npu_operators }} of {{ vela.npu_operators + vela.cpu_operators }} ({{ vela.npu_operator_share | percent }})</td></tr>
+</table>
+{% elif vela %}
+<p>Ethos-U: not compiled ({{ vela.get("reason", vela.get("status")) }}).</p>
+{% endif %}
+
+<h2>Limits</h2>
+<p>Trained and tested on synthetic speech (text-to-speech voices with augmentation); expect lower accuracy
+on real speakers and microphones. Measure on recordings from the target device before relying on it.</p>
+</body></html>
+"""
+
+
+def confusion_png(confusion: list[list[int]], labels: list[str], title: str) -> bytes:
+    """A confusion matrix (rows: truth) as PNG bytes, counts written in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    matrix = np.asarray(confusion)
+    size = max(4.0, 0.5 * len(labels) + 2)
+    figure, axes = pyplot.subplots(figsize=(size, size), dpi=100)
+    try:
+        axes.imshow(matrix, cmap="Blues")
+        axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+        axes.set_yticks(range(len(labels)), labels)
+        axes.set_xlabel("predicted")
+        axes.set_ylabel("true")
+        axes.set_title(title)
+        threshold = matrix.max() / 2 if matrix.size else 0
+        for (row, column), count in np.ndenumerate(matrix):
+            axes.text(column, row, str(count), ha="center", va="center",
+                      color="white" if count > threshold else "black", fontsize=8)
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+        return buffer.getvalue()
+    finally:
+        pyplot.close(figure)
+
+
+def model_card_markdown(manifest: Manifest) -> str:
+    return _environment(autoescape=False).from_string(MODEL_CARD).render(**_context(manifest))
+
+
+def report_html(manifest: Manifest) -> str:
+    context = _context(manifest)
+    images = []
+    for key, title in (("float", "float (PyTorch)"), ("int8", "int8 (TFLite)")):
+        confusion = manifest.metrics.get(key, {}).get("confusion")
+        if confusion:
+            png = confusion_png(confusion, manifest.labels, f"{title}, rows: truth")
+            images.append((title, base64.b64encode(png).decode()))
+    return _environment(autoescape=True).from_string(REPORT_HTML).render(**context, confusion_images=images)

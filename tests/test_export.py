@@ -1,0 +1,212 @@
+"""The bundle exporter, end to end with the real toolchain: ONNX, litert-torch, TFLite Micro, gcc, Vela."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from edgedistill.bundle import MANIFEST, load_bundle
+from edgedistill.errors import EdgedistillError
+from edgedistill.frontend import MfccFrontEnd
+from edgedistill.inference import Int8Classifier
+from edgedistill.metrics import classification_metrics
+from edgedistill.recipe import ExportSettings
+from exporters.bundle import export_keyword_bundle
+from exporters.c_header import c_identifier, c_string
+from exporters.vela import compile_for_ethos_u
+from trainers.dscnn import DSCNN
+
+LABELS = ["on", "off", "_unknown_", "_silence_"]
+FRAMES, MFCC = MfccFrontEnd().feature_shape
+ROLES = {"model_int8", "model_float_onnx", "c_header", "vela_report", "model_card", "report"}
+
+
+def _separable_features(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One fixed random pattern per class plus noise, on an MFCC-like scale (c0 much larger)."""
+    centres = np.random.default_rng(1234).normal(0, 3, (len(LABELS), FRAMES, MFCC))
+    centres[..., 0] = centres[..., 0] * 5 - 40
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count) % len(LABELS)
+    return (centres[labels] + rng.normal(0, 1.5, (count, FRAMES, MFCC))).astype(np.float32), labels
+
+
+def _fit(features: np.ndarray, labels: np.ndarray, steps: int = 60) -> DSCNN:
+    torch.manual_seed(0)
+    model = DSCNN(len(LABELS), width=16)
+    model.set_normalisation(torch.from_numpy(features))
+    optimiser = torch.optim.Adam(model.parameters(), 3e-3)
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        batch = rng.integers(0, len(features), 32)
+        loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(features[batch])),
+                                                 torch.from_numpy(labels[batch]))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return model.eval()
+
+
+def _float_metrics(model: DSCNN, features: np.ndarray, labels: np.ndarray) -> dict:
+    with torch.no_grad():
+        predictions = model(torch.from_numpy(features)).argmax(1).numpy()
+    return classification_metrics(labels, predictions, LABELS)
+
+
+def _export(model, out_dir, calibration, test_features, test_labels, progress=None, **settings):
+    return export_keyword_bundle(
+        model, out_dir=out_dir, name="onoff", labels=LABELS, frontend=MfccFrontEnd(), calibration=calibration,
+        test_features=test_features, test_labels=test_labels,
+        float_metrics=_float_metrics(model, test_features, test_labels), settings=ExportSettings(**settings),
+        dataset_ref={"path": "datasets/onoff", "version": "abc123"},
+        recipe={"task": "keyword_spotting", "name": "onoff", "keywords": ["on", "off"]}, progress=progress)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    features, labels = _separable_features(256, seed=1)
+    test_features, test_labels = _separable_features(96, seed=2)
+    return _fit(features, labels), features, labels, test_features, test_labels
+
+
+@pytest.fixture(scope="module")
+def bundle(trained, tmp_path_factory):
+    model, features, _, test_features, test_labels = trained
+    out_dir = tmp_path_factory.mktemp("export") / "onoff"
+    messages = []
+    manifest = _export(model, out_dir, features, test_features, test_labels, progress=messages.append)
+    return out_dir, manifest, messages
+
+
+def test_bundle_holds_every_file_with_matching_hashes(bundle):
+    out_dir, manifest, messages = bundle
+    loaded = load_bundle(out_dir)  # checks every sha256
+    assert loaded == manifest
+    assert ROLES <= {entry.role for entry in manifest.files}
+    on_disk = {path.name for path in out_dir.iterdir()}
+    assert on_disk == {entry.path for entry in manifest.files} | {MANIFEST}
+    assert [p.name for p in out_dir.parent.iterdir()] == ["onoff"]  # no temp folder left beside it
+    assert manifest.labels == LABELS and manifest.dataset["version"] == "abc123"
+    assert manifest.input.frontend == MfccFrontEnd().spec()
+    assert any("Vela" in message for message in messages)
+
+
+def test_int8_model_has_int8_io_small_size_and_keeps_accuracy(bundle, trained):
+    out_dir, manifest, _ = bundle
+    model_file = out_dir / manifest.file("model_int8").path
+    classifier = Int8Classifier(model_file)
+    assert classifier.input_quantization == manifest.input.quantization
+    assert classifier.output_quantization == manifest.output.quantization
+    assert (manifest.input.quantization.dtype, manifest.output.quantization.dtype) == ("int8", "int8")
+    assert classifier.input_shape == manifest.input.shape == [1, FRAMES, MFCC]
+    assert model_file.stat().st_size < 40_000  # width-16 DS-CNN: ~20 KB
+    float_accuracy, int8_accuracy = manifest.metrics["float"]["accuracy"], manifest.metrics["int8"]["accuracy"]
+    assert float_accuracy >= 0.9
+    assert float_accuracy - int8_accuracy <= ExportSettings().max_int8_accuracy_drop
+    assert manifest.metrics["int8_vs_float"]["top1_agreement"] >= 0.95
+
+
+def test_tflite_micro_runs_the_model_and_reports_its_arena(bundle):
+    micro = bundle[1].targets["tflite_micro"]
+    assert micro["arena_bytes"] > 0
+    assert micro["model_bytes"] == bundle[1].file("model_int8").bytes
+    assert micro["checked_inputs"] > 0
+    assert micro["top1_agreement"] >= 0.95 and micro["within_one_step"] >= 0.95
+
+
+def test_onnx_matches_torch(bundle, trained):
+    import onnxruntime
+
+    out_dir, manifest, _ = bundle
+    model, _, _, test_features, _ = trained
+    session = onnxruntime.InferenceSession(str(out_dir / manifest.file("model_float_onnx").path))
+    with torch.no_grad():
+        expected = model(torch.from_numpy(test_features[:16])).numpy()
+    np.testing.assert_allclose(session.run(None, {"features": test_features[:16]})[0], expected, atol=1e-4)
+    assert not list(out_dir.glob("*.onnx.data"))
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
+def test_c_header_compiles_and_holds_the_exact_model(bundle, tmp_path):
+    out_dir, manifest, _ = bundle
+    header = out_dir / manifest.file("c_header").path
+    source = tmp_path / "use_model.c"
+    source.write_text(f'#include "{header}"\n'
+                      "#include <stddef.h>\n"
+                      "_Static_assert(_Alignof(onoff_model) >= 16, \"model must be 16-byte aligned\");\n"
+                      "size_t use(void) { return onoff_model_len + ONOFF_ARENA_BYTES + ONOFF_LABEL_COUNT\n"
+                      "  + sizeof onoff_dct_coefs / sizeof(float) + onoff_filter_pos[0] + onoff_filter_lengths[0]\n"
+                      "  + (size_t)(onoff_filter_coefs[0] + onoff_window[1] + ONOFF_INPUT_SCALE);\n}\n")
+    result = subprocess.run(["gcc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", str(source)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    text = header.read_text()
+    body = text[text.index("onoff_model[") :].split("{", 1)[1].split("}", 1)[0]
+    model_bytes = bytes(int(token, 16) for token in body.replace("\n", "").split(",") if token.strip())
+    assert model_bytes == (out_dir / manifest.file("model_int8").path).read_bytes()
+    assert f"#define ONOFF_INPUT_ZERO_POINT ({manifest.input.quantization.zero_point})" in text
+    assert f"#define ONOFF_ARENA_BYTES {manifest.targets['tflite_micro']['arena_bytes']}" in text
+
+
+def test_vela_compiles_everything_onto_the_npu(bundle):
+    out_dir, manifest, _ = bundle
+    vela = manifest.targets["vela"]
+    assert vela["status"] == "ok" and vela["accelerator"] == "Ethos_U55_128"
+    assert vela["sram_bytes"] > 0 and vela["flash_bytes"] > 0 and vela["cycles_total"] > 0
+    assert vela["npu_operator_share"] == 1.0 and vela["cpu_operators"] == 0  # adaptive pooling stays channels-last
+    assert "cycles_total" in (out_dir / manifest.file("vela_report").path).read_text()
+
+
+def test_model_card_and_report_describe_the_bundle(bundle):
+    out_dir, manifest, _ = bundle
+    card = (out_dir / "README.md").read_text()
+    assert all(f"`{label}`" in card for label in LABELS)
+    assert str(manifest.input.quantization.scale) in card and "synthetic" in card
+    report = (out_dir / "report.html").read_text()
+    assert report.count("data:image/png;base64,") == 2  # float and int8 confusion matrices
+    assert "http://" not in report and "https://" not in report  # self-contained
+    assert "Ethos_U55_128" in report
+
+
+def test_too_large_int8_drop_raises_and_keeps_the_old_bundle(bundle, trained, tmp_path):
+    model, features, *_ = trained
+    # Inputs on the float model's decision boundaries: labelled with the float answer, float accuracy
+    # is 100%, and int8 rounding flips some of them.
+    candidates = np.random.default_rng(5).normal(0, 1, (3000, FRAMES, MFCC)).astype(np.float32)
+    candidates = candidates * features.std(axis=0) + features.mean(axis=0)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(candidates)).numpy()
+    top_two = np.sort(logits, axis=1)[:, -2:]
+    closest = np.argsort(top_two[:, 1] - top_two[:, 0])[:60]
+    test_features, test_labels = candidates[closest], logits[closest].argmax(1)
+    old_bundle = tmp_path / "onoff"
+    shutil.copytree(bundle[0], old_bundle)
+    before = (old_bundle / MANIFEST).read_bytes()
+    with pytest.raises(EdgedistillError) as raised:
+        _export(model, old_bundle, features, test_features, test_labels,
+                formats=["tflite"], max_int8_accuracy_drop=0.0)
+    assert "float 100.0%" in raised.value.problem and "int8" in raised.value.problem
+    assert "max_int8_accuracy_drop" in raised.value.hint
+    assert (old_bundle / MANIFEST).read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["onoff"]
+
+
+def test_refuses_to_replace_a_folder_that_is_not_a_bundle(trained, tmp_path):
+    model, features, _, test_features, test_labels = trained
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(EdgedistillError, match="not a bundle"):
+        _export(model, tmp_path, features, test_features, test_labels)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_vela_failure_is_reported_not_raised():
+    result = compile_for_ethos_u(b"this is not a tflite model")
+    assert result.figures["status"] == "failed" and result.figures["reason"]
+
+
+def test_c_names_and_strings_are_safe():
+    assert c_identifier("digits-v2.1") == "digits_v2_1"
+    assert c_identifier("2go") == "m_2go"
+    assert c_string('say "hi"\\') == '"say \\"hi\\"\\\\"'
+    assert c_string("né") == '"n\\303\\251"'

@@ -1,0 +1,137 @@
+"""predict_files: real audio files of any rate and format through a real exported bundle."""
+
+import shutil
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from edgedistill.errors import EdgedistillError
+from edgedistill.frontend import MfccFrontEnd
+from edgedistill.inference import loudest_window, predict_files, quantize
+from edgedistill.metrics import classification_metrics
+from edgedistill.recipe import ExportSettings
+from exporters.bundle import export_keyword_bundle
+from trainers.dscnn import DSCNN
+
+LABELS = ["low", "high", "_unknown_", "_silence_"]
+TONES = {"low": 300.0, "high": 2500.0}
+
+
+def _clip(label: str, rate: int, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    noise = 0.01 * rng.standard_normal(t.size)
+    if label in TONES:
+        return (rng.uniform(0.05, 0.5) * np.sin(2 * np.pi * TONES[label] * rng.uniform(0.85, 1.15) * t) + noise)
+    if label == "_unknown_":  # a chirp: sound that is neither keyword
+        return 0.3 * np.sin(2 * np.pi * (900 + 1500 * t) * t) + noise
+    return noise
+
+
+def _features(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(len(LABELS)), per_class)
+    clips = np.array([_clip(LABELS[i], 16000, 1.0, rng) for i in labels], np.float32)
+    return MfccFrontEnd()(clips), labels
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    features, labels = _features(32, seed=0)
+    test_features, test_labels = _features(12, seed=1)
+    torch.manual_seed(0)
+    model = DSCNN(len(LABELS), width=16)
+    model.set_normalisation(torch.from_numpy(features))
+    optimiser = torch.optim.Adam(model.parameters(), 3e-3)
+    rng = np.random.default_rng(0)
+    for _ in range(120):
+        batch = rng.integers(0, len(features), 32)
+        loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(features[batch])),
+                                                 torch.from_numpy(labels[batch]))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        float_metrics = classification_metrics(test_labels, model(torch.from_numpy(test_features)).argmax(1).numpy(),
+                                               LABELS)
+    out_dir = tmp_path_factory.mktemp("predict") / "tones"
+    export_keyword_bundle(model, out_dir=out_dir, name="tones", labels=LABELS, frontend=MfccFrontEnd(),
+                          calibration=features, test_features=test_features, test_labels=test_labels,
+                          float_metrics=float_metrics, settings=ExportSettings(formats=["tflite"]),
+                          dataset_ref={}, recipe={})
+    return out_dir
+
+
+def _write(path, label: str, rate: int, seconds: float = 1.0, seed: int = 7, **options):
+    soundfile.write(path, _clip(label, rate, seconds, np.random.default_rng(seed)).astype(np.float32), rate, **options)
+    return path
+
+
+def test_predicts_wav_at_other_sample_rates(bundle_dir, tmp_path):
+    files = [_write(tmp_path / "low_8k.wav", "low", 8000), _write(tmp_path / "high_44k.wav", "high", 44100),
+             _write(tmp_path / "low_16k.wav", "low", 16000, subtype="PCM_16"),
+             _write(tmp_path / "quiet_22k.wav", "_silence_", 22050)]
+    results = predict_files(bundle_dir, files)
+    assert [r["label"] for r in results] == ["low", "high", "low", "_silence_"]
+    for result, file in zip(results, files):
+        assert result["file"] == str(file)
+        assert set(result["scores"]) == set(LABELS)
+        assert sum(result["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert result["score"] == max(result["scores"].values())
+
+
+def test_predicts_flac_and_ogg_and_long_recordings(bundle_dir, tmp_path):
+    flac = _write(tmp_path / "high.flac", "high", 48000)
+    ogg = _write(tmp_path / "low.ogg", "low", 16000, format="OGG", subtype="VORBIS")
+    # 3 s of near-silence with the tone in the middle: the loudest second is the one to classify
+    rng = np.random.default_rng(3)
+    long = 0.005 * rng.standard_normal(48000)
+    long[16000:32000] += _clip("high", 16000, 1.0, rng)
+    soundfile.write(tmp_path / "long.wav", long.astype(np.float32), 16000)
+    results = predict_files(bundle_dir, [flac, ogg, tmp_path / "long.wav"])
+    assert [r["label"] for r in results] == ["high", "low", "high"]
+
+
+def test_corrupt_and_empty_files_name_the_file(bundle_dir, tmp_path):
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    with pytest.raises(EdgedistillError, match="empty.wav"):
+        predict_files(bundle_dir, [empty])
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk" + bytes(range(256)) * 4)
+    with pytest.raises(EdgedistillError, match="corrupt.wav"):
+        predict_files(bundle_dir, [corrupt])
+    with pytest.raises(EdgedistillError, match="missing.wav"):
+        predict_files(bundle_dir, [tmp_path / "missing.wav"])
+
+
+def test_tampered_bundle_fails_its_hash(bundle_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle_dir, copy)
+    model = next(copy.glob("*_int8.tflite"))
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(EdgedistillError, match="sha256"):
+        predict_files(copy, [_write(tmp_path / "low.wav", "low", 16000)])
+
+
+def test_not_a_bundle(tmp_path):
+    with pytest.raises(EdgedistillError, match="not a bundle"):
+        predict_files(tmp_path, [])
+
+
+def test_loudest_window_finds_the_sound_and_pads_short_audio():
+    audio = np.zeros(5000, np.float32)
+    audio[3000:3100] = 1.0
+    window = loudest_window(audio, 1000)
+    assert window.size == 1000 and window.sum() == 100
+    short = loudest_window(np.ones(10, np.float32), 100)
+    assert short.size == 100 and short[45:55].sum() == 10
+
+
+def test_quantize_saturates_like_tflite():
+    values = np.array([-100.0, -0.26, 0.0, 0.24, 100.0], np.float32)
+    np.testing.assert_array_equal(quantize(values, 0.5, 3), np.array([-128, 2, 3, 3, 127], np.int8))
