@@ -44,6 +44,9 @@ class WhisperCheckSettings(_Section):
     model: str = "tiny.en"  # a local folder, a hub id, or the packaged tiny.en
     clips_per_voice: int = Field(2, ge=1)  # clips checked for each voice and keyword
     min_pass_share: float = Field(0.5, ge=0, le=1)  # voice/keyword kept if this share is heard right
+    # "packed": up to 20 clips per 30 s Whisper window (10x faster, and context helps tiny.en hear
+    # isolated words); "single": one clip per window, slower and stricter
+    windowing: Literal["packed", "single"] = "packed"
 
 
 class TrainSettings(_Section):

@@ -77,9 +77,14 @@ def check_step(recipe: KeywordSpottingRecipe, dataset: Dataset, parent: VersionI
                progress: Progress = None) -> VersionInfo:
     from labelers.whisper_check import check_speech
 
-    return dataset.derive(parent, "whisper_check", _params(recipe, "whisper_check"),
-                          lambda samples, work: check_speech(dataset, samples, recipe.whisper_check, work,
-                                                             progress).samples)
+    def check(samples, work):
+        result = check_speech(dataset, samples, recipe.whisper_check, work, progress)
+        report = {"voices": result.voices, "engines_dropped": result.engines_dropped,
+                  "failed_groups": result.failed_groups, "clips_per_second": result.clips_per_second,
+                  "kept": len(result.kept), "dropped": len(result.dropped)}
+        return result.kept, report
+
+    return dataset.derive(parent, "whisper_check", _params(recipe, "whisper_check"), check)
 
 
 def split_step(recipe: KeywordSpottingRecipe, dataset: Dataset, parent: VersionInfo) -> VersionInfo:

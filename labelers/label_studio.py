@@ -1,0 +1,673 @@
+"""Human review in Label Studio: push the doubtful auto-labels, pull the people's verdicts back.
+
+The round trip, for keyword-spotting (audio) and detection (images, boxes, optional masks):
+- `push_for_review`: find or create the project (labelling config generated from the ontology),
+  connect the dataset's media folder as local-files storage, and import one task per routed
+  sample with the auto-labels as predictions. The sample id rides in the task data, so pushing
+  again only adds what is new; an existing project, and anything a person did in it, is never
+  changed.
+- `pull_reviews`: read the annotations back into a new dataset version with review state
+  (accepted, corrected, rejected), who reviewed and when, and a report of auto-label quality.
+
+Routing: a sample whose weakest label scores below `threshold` goes to review, plus a seeded
+random `qc_share` of the confident ones (quality control); the rest are accepted automatically.
+Only Label Studio's JSON task format is spoken here; the dataset never sees it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, Review, Sample, VersionInfo
+from edgedistill.errors import EdgedistillError
+
+Route = Literal["review", "quality_control", "auto"]
+
+# control and object tag names of the generated labelling configs
+IMAGE, AUDIO = "image", "audio"
+BOX, MASK = "box", "mask"
+KEYWORD, TRANSCRIPT = "keyword", "transcript"
+VERDICT, REJECT = "verdict", "reject sample"
+REVIEW_STAGE = "review"
+HUMAN = LabelSource(labeler="label-studio", model="human review")
+AUTO_REVIEWER = "edgedistill:auto-accept"  # who accepted the confident labels nobody looked at
+SECRET_BLOCK = "label-studio-api-key"  # Prefect Secret block tried when the environment has no token
+
+
+class ReviewSettings(BaseModel):
+    """The recipe's `review:` section (to move into edgedistill/recipe.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(0.5, ge=0, le=1)  # samples with a label scoring below this go to people
+    qc_share: float = Field(0.05, ge=0, le=1)  # share of confident samples sent too, to measure quality
+    seed: int = 0
+    project: str | None = None  # project title; default "edgedistill: <dataset name>"
+    document_root: str | None = None  # the server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (env default)
+    wait_hours: float = Field(24.0, gt=0)  # how long a flow waits for people before going on
+    poll_seconds: float = Field(30.0, gt=0)
+    box_tolerance_px: float = Field(1.0, ge=0)  # a reviewed box this close to the auto box is "accepted"
+
+
+# -- connection ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Connection:
+    url: str
+    token: str = field(repr=False)  # never printed: repr and logs show the URL only
+
+
+def connection_from_env(secret_block: str = SECRET_BLOCK) -> Connection:
+    """URL and token from LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY, else the token from a Prefect Secret."""
+    url = os.environ.get("LABEL_STUDIO_URL", "").rstrip("/")
+    token = os.environ.get("LABEL_STUDIO_API_KEY") or _secret_from_prefect(secret_block)
+    if not url or not token:
+        raise EdgedistillError(
+            "no Label Studio connection: LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY are not both set",
+            f"export both (or store the token in a Prefect Secret block named '{secret_block}'); "
+            "`edgedistill review serve` starts a local Label Studio and prints them")
+    return Connection(url=url, token=token)
+
+
+def _secret_from_prefect(name: str) -> str | None:
+    """The token from a Prefect Secret block, inside a flow run or with a Prefect API configured."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    in_run = FlowRunContext.get() is not None or TaskRunContext.get() is not None
+    if not (in_run or os.environ.get("PREFECT_API_URL")):
+        return None  # outside Prefect, loading a block would start a throwaway server just to find nothing
+    try:
+        from prefect.blocks.system import Secret
+
+        return str(Secret.load(name).get())
+    except (ValueError, ImportError):
+        return None
+
+
+def connect(connection: Connection):
+    """A logged-in SDK client; a clear error when the server is down or the token is refused."""
+    from label_studio_sdk import LabelStudio
+
+    client = LabelStudio(base_url=connection.url, api_key=connection.token, timeout=60)
+    _call(connection, "check the token", client.users.whoami)
+    return client
+
+
+def _call(connection: Connection, action: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run one SDK call; turn network and HTTP failures into errors that say what to do."""
+    import httpx
+    from label_studio_sdk.core.api_error import ApiError
+
+    try:
+        return function(*args, **kwargs)
+    except httpx.TransportError as error:
+        raise EdgedistillError(f"cannot reach Label Studio at {connection.url} to {action}: {type(error).__name__}",
+                               "start it (`edgedistill review serve`) or fix LABEL_STUDIO_URL") from None
+    except ApiError as error:
+        if error.status_code in (401, 403):
+            raise EdgedistillError(f"Label Studio at {connection.url} refused the token ({error.status_code})",
+                                   "set LABEL_STUDIO_API_KEY to the access token shown under Account & Settings "
+                                   "(a legacy token needs legacy tokens enabled in Organization settings)") from None
+        raise EdgedistillError(f"Label Studio could not {action}: HTTP {error.status_code} {str(error.body)[:300]}",
+                               "check the project in the Label Studio UI; nothing in the dataset was changed") from None
+
+
+# -- labelling config ----------------------------------------------------------------------------
+def _xml_attr(value: str) -> str:
+    from xml.sax.saxutils import quoteattr
+
+    return quoteattr(value)
+
+
+def has_masks(samples: Iterable[Sample]) -> bool:
+    return any(label.mask is not None for sample in samples for label in sample.labels)
+
+
+def label_config(dataset: Dataset, masks: bool = False) -> str:
+    """The Label Studio labelling config generated from the dataset's ontology."""
+    classes = [c.name for c in dataset.info.ontology]
+    if dataset.info.task == "detection":
+        labels = "".join(f"<Label value={_xml_attr(c)}/>" for c in classes)
+        brush = f'<BrushLabels name="{MASK}" toName="{IMAGE}">{labels}</BrushLabels>' if masks else ""
+        return (f'<View><Image name="{IMAGE}" value="$image" zoom="true"/>'
+                f'<RectangleLabels name="{BOX}" toName="{IMAGE}">{labels}</RectangleLabels>{brush}'
+                f'{_verdict_control(IMAGE)}</View>')
+    if dataset.info.task == "keyword_spotting":
+        choices = "".join(f"<Choice value={_xml_attr(c)}/>" for c in classes)
+        return (f'<View><Audio name="{AUDIO}" value="$audio"/>'
+                f'<Header value="Which keyword is said?"/>'
+                f'<Choices name="{KEYWORD}" toName="{AUDIO}" choice="single-radio" showInline="true">{choices}</Choices>'
+                f'<Header value="What is said (transcript)"/>'
+                f'<TextArea name="{TRANSCRIPT}" toName="{AUDIO}" editable="true" maxSubmissions="1" rows="1"/>'
+                f'{_verdict_control(AUDIO)}</View>')
+    raise EdgedistillError(f"review supports detection and keyword_spotting datasets, not {dataset.info.task}",
+                           "review this dataset with a custom Label Studio project")
+
+
+def _verdict_control(to_name: str) -> str:
+    # a sample that is unusable (broken audio, wrong image) is rejected as a whole, not relabelled
+    return (f'<Header value="Unusable sample?"/><Choices name="{VERDICT}" toName="{to_name}" choice="single">'
+            f'<Choice value="{REJECT}"/></Choices>')
+
+
+def required_controls(dataset: Dataset, masks: bool) -> dict[str, tuple[str, set[str]]]:
+    """Control name -> (tag type, labels) that pushing and pulling rely on."""
+    classes = {c.name for c in dataset.info.ontology}
+    if dataset.info.task == "detection":
+        controls = {BOX: ("RectangleLabels", classes)}
+        if masks:
+            controls[MASK] = ("BrushLabels", classes)
+    else:
+        controls = {KEYWORD: ("Choices", classes), TRANSCRIPT: ("TextArea", set())}
+    return controls | {VERDICT: ("Choices", {REJECT})}
+
+
+def config_problems(parsed: dict[str, Any], required: dict[str, tuple[str, set[str]]]) -> list[str]:
+    """What an edited project's config lacks for the round trip (empty when it still fits)."""
+    problems = []
+    for name, (kind, labels) in required.items():
+        control = parsed.get(name)
+        if control is None or control.get("type") != kind:
+            problems.append(f"control {kind} '{name}' is missing")
+            continue
+        missing = labels - set(control.get("labels") or [])
+        if missing:
+            problems.append(f"'{name}' lacks the labels {sorted(missing)}")
+    return problems
+
+
+# -- routing -------------------------------------------------------------------------------------
+def confidence(sample: Sample) -> float:
+    """The weakest label's score; a label without a score counts as sure, no labels at all as doubtful."""
+    if not sample.labels:
+        return 0.0
+    return min(1.0 if label.score is None else label.score for label in sample.labels)
+
+
+def _draw(seed: int, sample_id: str) -> float:
+    """A stable uniform number per sample, so a sample's quality-control draw never changes."""
+    digest = hashlib.sha256(f"{seed}:{sample_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def route(sample: Sample, settings: ReviewSettings) -> Route:
+    if sample.review.status != "auto":
+        return "auto"  # people already decided; never ask again
+    if confidence(sample) < settings.threshold:
+        return "review"
+    return "quality_control" if _draw(settings.seed, sample.id) < settings.qc_share else "auto"
+
+
+# -- tasks (our labels -> Label Studio results) --------------------------------------------------
+def media_url(dataset: Dataset, sample: Sample, document_root: Path) -> str:
+    from urllib.parse import quote
+
+    path = dataset.media_path(sample).resolve()
+    try:
+        relative = path.relative_to(document_root)
+    except ValueError:
+        raise EdgedistillError(f"the media of {dataset.root} lie outside Label Studio's document root {document_root}",
+                               "start Label Studio with LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT set to a folder "
+                               "above the dataset, and set the same value here") from None
+    return f"/data/local-files/?d={quote(str(relative))}"
+
+
+def label_results(sample: Sample, task: str) -> list[dict[str, Any]]:
+    """One sample's labels as Label Studio result regions."""
+    if task == "keyword_spotting":
+        label = sample.labels[0] if sample.labels else None
+        if label is None:
+            return []
+        regions = [{"from_name": KEYWORD, "to_name": AUDIO, "type": "choices", "value": {"choices": [label.class_name]},
+                    **({"score": label.score} if label.score is not None else {})}]
+        if label.transcript:
+            regions.append({"from_name": TRANSCRIPT, "to_name": AUDIO, "type": "textarea",
+                            "value": {"text": [label.transcript]}})
+        return regions
+    assert isinstance(sample.shape, ImageShape)
+    width, height = sample.shape.width, sample.shape.height
+    regions = []
+    for index, label in enumerate(sample.labels):
+        common = {"to_name": IMAGE, "original_width": width, "original_height": height, "image_rotation": 0,
+                  **({"score": label.score} if label.score is not None else {})}
+        if label.box is not None:
+            x, y, w, h = label.box
+            regions.append({"id": f"b{index}", "from_name": BOX, "type": "rectanglelabels", **common,
+                            "value": {"x": 100 * x / width, "y": 100 * y / height, "width": 100 * w / width,
+                                      "height": 100 * h / height, "rotation": 0, "rectanglelabels": [label.class_name]}})
+        if label.mask is not None:
+            regions.append({"id": f"m{index}", "from_name": MASK, "type": "brushlabels", **common,
+                            "value": {"format": "rle", "rle": coco_to_brush(label.mask),
+                                      "brushlabels": [label.class_name]}})
+    return regions
+
+
+def coco_to_brush(rle: dict[str, Any]) -> list[int]:
+    """COCO RLE (compressed or not) -> Label Studio's brush RLE."""
+    from label_studio_sdk.converter.brush import mask2rle
+
+    return [int(v) for v in mask2rle(decode_coco(rle).astype(np.uint8) * 255)]
+
+
+def decode_coco(rle: dict[str, Any]) -> np.ndarray:
+    from pycocotools import mask as coco_mask
+
+    import warnings
+
+    height, width = rle["size"]
+    if isinstance(rle["counts"], list):
+        rle = coco_mask.frPyObjects(rle, height, width)
+    else:
+        rle = {"size": [height, width], "counts": rle["counts"].encode() if isinstance(rle["counts"], str) else rle["counts"]}
+    with warnings.catch_warnings():
+        # pycocotools 2.0.11 trips numpy 2's copy-keyword deprecation; the decoded mask is right
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return coco_mask.decode(rle).astype(bool)
+
+
+def encode_coco(mask: np.ndarray) -> dict[str, Any]:
+    from pycocotools import mask as coco_mask
+
+    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def brush_to_mask(rle: list[int], width: int, height: int) -> np.ndarray:
+    from label_studio_sdk.converter.brush import decode_rle
+
+    return decode_rle(rle).reshape(height, width, 4)[:, :, 3] > 127
+
+
+def model_version(sample: Sample) -> str:
+    sources = sorted({"/".join(filter(None, (label.source.labeler, label.source.model, label.source.version)))
+                      for label in sample.labels})
+    return ", ".join(sources) or "none"
+
+
+def make_task(dataset: Dataset, sample: Sample, version: VersionInfo, why: Route, document_root: Path) -> dict:
+    media_key = IMAGE if dataset.info.task == "detection" else AUDIO
+    data = {media_key: media_url(dataset, sample, document_root), "sample_id": sample.id, "dataset": dataset.info.name,
+            "version": version.id, "route": why, "confidence": round(confidence(sample), 4)}
+    prediction = {"model_version": model_version(sample), "score": confidence(sample),
+                  "result": label_results(sample, dataset.info.task)}
+    return {"data": data, "predictions": [prediction]}
+
+
+# -- push ----------------------------------------------------------------------------------------
+@dataclass
+class PushResult:
+    project_id: int
+    project_url: str
+    created_project: bool
+    imported: int  # new tasks this push
+    already_there: int  # routed samples whose task existed (not touched)
+    routes: dict[str, int]  # review / quality_control / auto -> samples
+    config_edited: bool  # the project's config differs from ours but still fits
+
+
+def project_title(dataset: Dataset, settings: ReviewSettings) -> str:
+    return settings.project or f"edgedistill: {dataset.info.name}"
+
+
+def resolve_document_root(settings: ReviewSettings) -> Path:
+    root = settings.document_root or os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
+    if not root:
+        raise EdgedistillError("Label Studio's local-files document root is unknown",
+                               "set LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (the same value the server runs with) "
+                               "or `document_root` in the recipe's review section")
+    return Path(root).resolve()
+
+
+def find_project(client, connection: Connection, title: str) -> Any | None:
+    matches = [p for p in _call(connection, "list projects", client.projects.list, title=title) if p.title == title]
+    return min(matches, key=lambda p: p.id) if matches else None  # the oldest: the one people worked in
+
+
+def existing_tasks(client, connection: Connection, project_id: int) -> dict[str, Any]:
+    """sample id -> task, for every task in the project (with its annotations)."""
+    tasks = _call(connection, "list tasks", lambda: list(client.tasks.list(project=project_id, fields="all",
+                                                                              page_size=500)))
+    return {str(task.data.get("sample_id")): task for task in tasks if task.data.get("sample_id")}
+
+
+def push_for_review(dataset: Dataset, connection: Connection, settings: ReviewSettings,
+                    version_id: str | None = None) -> PushResult:
+    """Send the routed samples of a version to Label Studio; safe to run again at any time."""
+    version = dataset.version(version_id)
+    samples = dataset.samples(version.id)
+    document_root = resolve_document_root(settings)
+    masks = has_masks(samples)
+    client = connect(connection)
+    project, created = _project_for(dataset, client, connection, settings, masks)
+    config_edited = False
+    if not created:
+        problems = config_problems(project.parsed_label_config or {}, required_controls(dataset, masks))
+        if problems:
+            raise _config_error(project, problems)
+        config_edited = project.label_config != label_config(dataset, masks)
+    _ensure_media_storage(dataset, client, connection, project.id)
+    routes = {sample.id: route(sample, settings) for sample in samples}
+    present = existing_tasks(client, connection, project.id)
+    new = [make_task(dataset, s, version, routes[s.id], document_root)
+           for s in samples if routes[s.id] != "auto" and s.id not in present]
+    for start in range(0, len(new), 500):
+        _call(connection, "import tasks", client.projects.import_tasks, project.id,
+              request=new[start:start + 500], return_task_ids=True)
+    counts = {name: sum(1 for r in routes.values() if r == name) for name in ("review", "quality_control", "auto")}
+    return PushResult(project_id=project.id, project_url=f"{connection.url}/projects/{project.id}",
+                      created_project=created, imported=len(new),
+                      already_there=sum(1 for s in samples if routes[s.id] != "auto" and s.id in present),
+                      routes=counts, config_edited=config_edited)
+
+
+def _project_for(dataset: Dataset, client, connection: Connection, settings: ReviewSettings,
+                 masks: bool) -> tuple[Any, bool]:
+    title = project_title(dataset, settings)
+    project = find_project(client, connection, title)
+    if project is not None:
+        return project, False
+    _call(connection, "create the project", client.projects.create, title=title, label_config=label_config(dataset, masks),
+          description=f"Auto-labels of {dataset.root.resolve()} to review (made by edgedistill)",
+          show_collab_predictions=True)
+    return find_project(client, connection, title), True
+
+
+def _config_error(project, problems: list[str]) -> EdgedistillError:
+    return EdgedistillError(
+        f"the labelling config of Label Studio project '{project.title}' (id {project.id}) was changed: "
+        + "; ".join(problems),
+        "restore those controls under Settings > Labeling Interface, or push to a new project "
+        "(--project NAME); edgedistill never overwrites a project people edited")
+
+
+def _ensure_media_storage(dataset: Dataset, client, connection: Connection, project_id: int) -> None:
+    """Local-files storage on the media folder: Label Studio serves a file only under such a storage."""
+    media = str((dataset.root / "media").resolve())
+    storages = _call(connection, "list storages", client.import_storage.local.list, project=project_id)
+    if not any(getattr(s, "path", None) == media for s in storages):
+        _call(connection, "connect the media folder", client.import_storage.local.create, project=project_id,
+              path=media, title=f"{dataset.info.name} media", use_blob_urls=False)
+
+
+# -- pull ----------------------------------------------------------------------------------------
+@dataclass
+class Verdict:
+    """What one reviewer said about one sample."""
+
+    status: Literal["accepted", "corrected", "rejected"]
+    labels: list[Label]  # the labels to keep
+    reviewed: list[Label]  # what the reviewer's annotation holds (for the quality report)
+    reviewer: str
+    at: datetime
+
+
+@dataclass
+class PullResult:
+    version: VersionInfo
+    counts: dict[str, int]  # accepted / corrected / rejected / auto_accepted / pending / missing_task
+    report: dict[str, Any]
+    missing: list[str] = field(default_factory=list)  # routed samples whose task is gone (re-push)
+
+
+def latest_annotation(task) -> dict | None:
+    """The newest finished annotation of a task; skipped (cancelled) ones do not count."""
+    done = [a for a in (task.annotations or []) if not a.get("was_cancelled")]
+    return max(done, key=lambda a: (a.get("updated_at") or "", a["id"])) if done else None
+
+
+def results_to_labels(results: list[dict], sample: Sample, task: str) -> tuple[list[Label], bool]:
+    """A reviewer's regions as Labels, and whether the sample was rejected as a whole."""
+    rejected = any(r.get("from_name") == VERDICT and REJECT in r.get("value", {}).get("choices", []) for r in results)
+    if task == "keyword_spotting":
+        chosen = next((r["value"]["choices"][0] for r in results if r.get("from_name") == KEYWORD), None)
+        text = next((" ".join(r["value"].get("text", [])) for r in results if r.get("from_name") == TRANSCRIPT), None)
+        if chosen is None:
+            return [], rejected
+        auto = sample.labels[0] if sample.labels else None
+        span = auto.span if auto and auto.class_name == chosen else None
+        return [Label(class_name=chosen, span=span, transcript=text or None, source=HUMAN)], rejected
+    return _image_labels(results, sample), rejected
+
+
+def _image_labels(results: list[dict], sample: Sample) -> list[Label]:
+    assert isinstance(sample.shape, ImageShape)
+    width, height = sample.shape.width, sample.shape.height
+    labels = []
+    for region in results:
+        value = region.get("value", {})
+        if region.get("type") == "rectanglelabels":
+            box = (value["x"] * width / 100, value["y"] * height / 100,
+                   value["width"] * width / 100, value["height"] * height / 100)
+            labels.append(Label(class_name=value["rectanglelabels"][0], box=box, source=HUMAN))
+        elif region.get("type") == "brushlabels" and value.get("format") == "rle":
+            mask = brush_to_mask(value["rle"], width, height)
+            labels.append(Label(class_name=value["brushlabels"][0], box=_mask_box(mask),
+                                mask=encode_coco(mask), source=HUMAN))
+    return _merge_masks_into_boxes(labels)
+
+
+def _mask_box(mask: np.ndarray) -> tuple[float, float, float, float] | None:
+    ys, xs = np.nonzero(mask)
+    if xs.size == 0:
+        return None
+    return float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)
+
+
+def _merge_masks_into_boxes(labels: list[Label]) -> list[Label]:
+    """A brush region and the box of the same class that holds it are one object, not two."""
+    boxes = [label for label in labels if label.mask is None]
+    merged = list(boxes)
+    for masked in (label for label in labels if label.mask is not None):
+        host = next((b for b in boxes if b.class_name == masked.class_name and b.mask is None
+                     and masked.box and iou(b.box, masked.box) > 0.5), None)
+        if host is None:
+            merged.append(masked)
+        else:
+            merged[merged.index(host)] = host.model_copy(update={"mask": masked.mask})
+            boxes.remove(host)
+    return merged
+
+
+def iou(a: tuple[float, float, float, float] | None, b: tuple[float, float, float, float] | None) -> float:
+    if a is None or b is None:
+        return 1.0 if a is None and b is None else 0.0
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def same_labels(auto: list[Label], reviewed: list[Label], tolerance_px: float) -> bool:
+    """Whether the reviewer left the auto-labels as they were (within rounding of the UI)."""
+    if sorted(l.class_name for l in auto) != sorted(l.class_name for l in reviewed):
+        return False
+    unmatched = list(reviewed)
+    for label in auto:
+        match = next((r for r in unmatched if r.class_name == label.class_name and _same_geometry(label, r, tolerance_px)
+                      and (r.transcript is None or (r.transcript or "").strip() == (label.transcript or "").strip())),
+                     None)
+        if match is None:
+            return False
+        unmatched.remove(match)
+    return True
+
+
+def _same_geometry(a: Label, b: Label, tolerance_px: float) -> bool:
+    if (a.box is None) != (b.box is None):
+        return False
+    if a.box is not None and max(abs(p - q) for p, q in zip(a.box, b.box)) > tolerance_px:
+        return False
+    if a.mask is not None and b.mask is not None:
+        ma, mb = decode_coco(a.mask), decode_coco(b.mask)
+        return float((ma & mb).sum()) / max(1.0, float((ma | mb).sum())) >= 0.95
+    return (a.mask is None) == (b.mask is None) or b.mask is None
+
+
+def verdict_of(annotation: dict, sample: Sample, task: str, reviewers: dict[int, str],
+               settings: ReviewSettings) -> Verdict:
+    reviewed, rejected = results_to_labels(annotation.get("result") or [], sample, task)
+    reviewer = reviewers.get(annotation.get("completed_by"), f"user {annotation.get('completed_by')}")
+    at = datetime.fromisoformat(annotation.get("updated_at") or annotation["created_at"])
+    if rejected:
+        return Verdict("rejected", sample.labels, reviewed, reviewer, at)  # the data stays; training drops it
+    if same_labels(sample.labels, reviewed, settings.box_tolerance_px):
+        return Verdict("accepted", sample.labels, reviewed, reviewer, at)
+    return Verdict("corrected", reviewed, reviewed, reviewer, at)
+
+
+def check_ontology(verdicts: dict[str, Verdict], dataset: Dataset) -> None:
+    """Refuse labels outside the ontology before anything is written (a config edited by hand)."""
+    known = {c.name for c in dataset.info.ontology}
+    strange = sorted({l.class_name for v in verdicts.values() for l in v.labels} - known)
+    if strange:
+        raise EdgedistillError(f"reviewers used classes that are not in the ontology of {dataset.info.name}: {strange}",
+                               "relabel those tasks with known classes in Label Studio, or add the classes to "
+                               "the recipe and rebuild the dataset; nothing was written")
+
+
+def pull_reviews(dataset: Dataset, connection: Connection, settings: ReviewSettings,
+                 version_id: str | None = None) -> PullResult:
+    """Read reviews into a new version made from `version_id` (default: newest version not made by a pull)."""
+    parent = _pull_parent(dataset, version_id)
+    samples = dataset.samples(parent.id)
+    client = connect(connection)
+    project = find_project(client, connection, project_title(dataset, settings))
+    if project is None:
+        raise EdgedistillError(f"Label Studio has no project '{project_title(dataset, settings)}'",
+                               "run `edgedistill review push` first")
+    problems = config_problems(project.parsed_label_config or {}, required_controls(dataset, has_masks(samples)))
+    if problems:
+        raise _config_error(project, problems)
+    tasks = existing_tasks(client, connection, project.id)
+    users = _call(connection, "list users", lambda: list(client.users.list()))
+    reviewers = {u.id: u.email or u.username or f"user {u.id}" for u in users}
+    annotations = {sid: a for sid, task in tasks.items() if (a := latest_annotation(task)) is not None}
+    by_id = {s.id: s for s in samples}
+    verdicts = {sid: verdict_of(a, by_id[sid], dataset.info.task, reviewers, settings)
+                for sid, a in annotations.items() if sid in by_id}
+    check_ontology(verdicts, dataset)
+    routes = {s.id: route(s, settings) for s in samples}
+    missing = sorted(sid for sid, r in routes.items() if r != "auto" and sid not in tasks)
+    params = {"project": project.id, "threshold": settings.threshold, "qc_share": settings.qc_share,
+              "seed": settings.seed, "reviews": _fingerprint(annotations), "missing": missing}
+    report: dict[str, Any] = {}
+
+    def make(parent_samples: list[Sample], _work: Path) -> tuple[list[Sample], dict]:
+        updated = [apply_review(s, verdicts.get(s.id), routes[s.id]) for s in parent_samples]
+        report.update(quality_report(parent_samples, verdicts, routes, missing))
+        return updated, report
+
+    version = dataset.derive(parent, REVIEW_STAGE, params, make)
+    stored = dataset.report(version) or report  # a pull that found nothing new returns the earlier report
+    return PullResult(version=version, counts=stored.get("counts", {}), report=stored, missing=missing)
+
+
+def _pull_parent(dataset: Dataset, version_id: str | None) -> VersionInfo:
+    if version_id is not None:
+        return dataset.version(version_id)
+    for version in reversed(dataset.info.versions):
+        if version.stage != REVIEW_STAGE:
+            return version  # pulls always start from the reviewed data, so a later pull supersedes
+    return dataset.version()
+
+
+def _fingerprint(annotations: dict[str, dict]) -> str:
+    """Identity of the review state: a new pull makes a new version only when people did something."""
+    state = sorted((sid, a["id"], a.get("updated_at")) for sid, a in annotations.items())
+    return hashlib.sha256(json.dumps(state).encode()).hexdigest()[:16]
+
+
+def apply_review(sample: Sample, verdict: Verdict | None, why: Route) -> Sample:
+    if verdict is not None:
+        return sample.model_copy(update={
+            "labels": verdict.labels,
+            "review": Review(status=verdict.status, reviewer=verdict.reviewer, at=verdict.at)})
+    if why == "auto" and sample.review.status == "auto":
+        return sample.model_copy(update={"review": Review(status="accepted", reviewer=AUTO_REVIEWER)})
+    return sample  # waiting for people (or its task was deleted): keep it as it was
+
+
+# -- the quality report --------------------------------------------------------------------------
+def quality_report(samples: list[Sample], verdicts: dict[str, Verdict], routes: dict[str, Route],
+                   missing: list[str]) -> dict[str, Any]:
+    """Per class: how the auto-labels fared, and their precision/recall against the reviewed labels."""
+    per_class: dict[str, dict[str, float | int | None]] = {}
+
+    def row(name: str) -> dict:
+        return per_class.setdefault(name, {"accepted": 0, "corrected": 0, "rejected": 0, "auto_accepted": 0,
+                                           "pending": 0, "true_positives": 0, "auto_labels": 0, "reviewed_labels": 0})
+
+    counts = {"accepted": 0, "corrected": 0, "rejected": 0, "auto_accepted": 0, "pending": 0,
+              "missing_task": len(missing)}
+    for sample in samples:
+        verdict = verdicts.get(sample.id)
+        outcome = verdict.status if verdict else ("auto_accepted" if routes[sample.id] == "auto" else "pending")
+        counts[outcome] += 1
+        for label in sample.labels:
+            row(label.class_name)[outcome] += 1
+        if verdict is None or verdict.status == "rejected":
+            continue  # precision and recall only where a person gave the truth
+        for name, matched in _matches(sample.labels, verdict.reviewed).items():
+            row(name)["true_positives"] += matched
+        for label in sample.labels:
+            row(label.class_name)["auto_labels"] += 1
+        for label in verdict.reviewed:
+            row(label.class_name)["reviewed_labels"] += 1
+    for figures in per_class.values():
+        tp = figures["true_positives"]
+        figures["precision"] = tp / figures["auto_labels"] if figures["auto_labels"] else None
+        figures["recall"] = tp / figures["reviewed_labels"] if figures["reviewed_labels"] else None
+    return {"counts": counts, "per_class": dict(sorted(per_class.items())), "missing_tasks": missing}
+
+
+def _matches(auto: list[Label], reviewed: list[Label], min_iou: float = 0.5) -> dict[str, int]:
+    """Per class, how many auto-labels match a reviewed one (same class, boxes overlapping by min_iou)."""
+    found: dict[str, int] = {}
+    left = list(reviewed)
+    for label in sorted(auto, key=lambda l: -(l.score or 0.0)):
+        best = max((r for r in left if r.class_name == label.class_name), key=lambda r: iou(label.box, r.box),
+                   default=None)
+        if best is not None and iou(label.box, best.box) >= min_iou:
+            left.remove(best)
+            found[label.class_name] = found.get(label.class_name, 0) + 1
+    return found
+
+
+def report_table(report: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Rows for a printed table: class, accepted, corrected, rejected, auto, precision, recall."""
+    rows = []
+    for name, f in report["per_class"].items():
+        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        rows.append((name, str(f["accepted"]), str(f["corrected"]), str(f["rejected"]), str(f["auto_accepted"]),
+                     str(f["pending"]), fmt(f["precision"]), fmt(f["recall"])))
+    return rows
+
+
+# -- waiting for people --------------------------------------------------------------------------
+@dataclass
+class ReviewProgress:
+    total: int  # tasks in the project
+    done: int  # tasks with a finished annotation
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.total
+
+
+def review_progress(dataset: Dataset, connection: Connection, settings: ReviewSettings) -> ReviewProgress:
+    client = connect(connection)
+    project = find_project(client, connection, project_title(dataset, settings))
+    if project is None:
+        raise EdgedistillError(f"Label Studio has no project '{project_title(dataset, settings)}'",
+                               "run `edgedistill review push` first")
+    tasks = existing_tasks(client, connection, project.id)
+    return ReviewProgress(total=len(tasks), done=sum(1 for t in tasks.values() if latest_annotation(t) is not None))

