@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup system venv run test bench
+.PHONY: setup system venv label-studio run test bench
 
-setup: system venv
+setup: system venv label-studio
 
 system: .system-stamp
 .system-stamp: scripts/install-debian-packages.sh
@@ -20,6 +20,13 @@ $(VENV)/.stamp: requirements.lock pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q --no-deps -r requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+# The Label Studio server for `edgedistill review serve` and the review tests; its pins clash
+# with the project's, so it has a virtual environment of its own.
+label-studio: .venv-labelstudio/.stamp
+.venv-labelstudio/.stamp: scripts/install-label-studio.sh
+	bash scripts/install-label-studio.sh
 	touch $@
 
 run: setup

@@ -49,6 +49,20 @@ class WhisperCheckSettings(_Section):
     windowing: Literal["packed", "single"] = "packed"
 
 
+class ReviewSettings(_Section):
+    """Human review in Label Studio (`edgedistill review push|pull`, and the flow when enabled)."""
+
+    enabled: bool = False  # the flow pauses for people between labelling and training
+    threshold: float = Field(0.5, ge=0, le=1)  # samples with a label scoring below this go to people
+    qc_share: float = Field(0.05, ge=0, le=1)  # share of confident samples sent too, to measure quality
+    seed: int = 0
+    project: str | None = None  # project title; default "edgedistill: <dataset name>"
+    document_root: str | None = None  # the server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (env default)
+    wait_hours: float = Field(24.0, gt=0)  # how long a flow waits for people before going on
+    poll_seconds: float = Field(30.0, gt=0)
+    box_tolerance_px: float = Field(1.0, ge=0)  # a reviewed box this close to the auto box is "accepted"
+
+
 class TrainSettings(_Section):
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -86,6 +100,7 @@ class KeywordSpottingRecipe(_Section):
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
     whisper_check: WhisperCheckSettings = Field(default_factory=WhisperCheckSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
     frontend: FrontEndSettings = Field(default_factory=FrontEndSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)

@@ -13,9 +13,12 @@ from rich.table import Table
 
 from edgedistill.errors import EdgedistillError
 from flows.progress import console, progress_bar
+from flows.review import review_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Foundation models in, microcontroller models out.")
+
+app.add_typer(review_app, name="review")
 
 RecipeArg = Annotated[Path, typer.Argument(help="recipe YAML, e.g. recipes/digits.yaml")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", help="run folder (default: runs/<recipe name>)")]

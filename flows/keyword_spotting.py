@@ -184,26 +184,51 @@ def export_step(recipe: KeywordSpottingRecipe, dataset: Dataset, version: Versio
 
 # -- Prefect ---------------------------------------------------------------------------------
 def keyword_spotting_flow_fn():
-    """Build the Prefect flow lazily, so importing this module does not import Prefect."""
+    """Build the Prefect flow lazily, so importing this module does not import Prefect.
+
+    Tasks take and return small values (paths, version ids). Prefect's own result caching is
+    off: the dataset is the cache, and each step finds the version it made before.
+    """
     from prefect import flow, task
     from prefect.artifacts import create_markdown_artifact
+    from prefect.cache_policies import NO_CACHE
 
-    @task(name="prepare-dataset", retries=1)
-    def prepare(recipe_path: str, out: str) -> str:
-        recipe = load_recipe(recipe_path)
-        return prepare_dataset(recipe, RunPaths(Path(out))).id
+    from flows.progress import progress_bar
+    from flows.review import review_step
 
-    @task(name="train")
-    def train(recipe_path: str, out: str, version_id: str) -> dict:
+    def context(recipe_path: str, out: str) -> tuple[KeywordSpottingRecipe, RunPaths, Dataset]:
         recipe, paths = load_recipe(recipe_path), RunPaths(Path(out))
-        dataset = Dataset.open(paths.dataset)
-        trained = train_step(recipe, dataset, dataset.version(version_id), paths)
+        return recipe, paths, open_dataset(recipe, paths.dataset)
+
+    @task(name="synthesize", cache_policy=NO_CACHE, retries=1)
+    def synthesize(recipe_path: str, out: str) -> str:
+        recipe, _, dataset = context(recipe_path, out)
+        with progress_bar("synthesize") as update:
+            return synthesize_step(recipe, dataset, update).id
+
+    @task(name="whisper-check", cache_policy=NO_CACHE, retries=1)
+    def check(recipe_path: str, out: str, version_id: str) -> str:
+        recipe, _, dataset = context(recipe_path, out)
+        with progress_bar("whisper check") as update:
+            return check_step(recipe, dataset, dataset.version(version_id), update).id
+
+    @task(name="split-and-augment", cache_policy=NO_CACHE, retries=1)
+    def training_set(recipe_path: str, out: str, version_id: str) -> str:
+        recipe, _, dataset = context(recipe_path, out)
+        with progress_bar("augment") as update:
+            return training_set_step(recipe, dataset, dataset.version(version_id), update).id
+
+    @task(name="train", cache_policy=NO_CACHE)
+    def train(recipe_path: str, out: str, version_id: str) -> dict:
+        recipe, paths, dataset = context(recipe_path, out)
+        with progress_bar("train") as update:
+            trained = train_step(recipe, dataset, dataset.version(version_id), paths,
+                                 lambda epoch, total, _: update(epoch, total))
         return trained.__dict__ | {"path": str(trained.path)}
 
-    @task(name="export")
+    @task(name="export", cache_policy=NO_CACHE)
     def export(recipe_path: str, out: str, version_id: str, trained: dict) -> str:
-        recipe, paths = load_recipe(recipe_path), RunPaths(Path(out))
-        dataset = Dataset.open(paths.dataset)
+        recipe, paths, dataset = context(recipe_path, out)
         model = TrainedModel(**(trained | {"path": Path(trained["path"])}))
         manifest = export_step(recipe, dataset, dataset.version(version_id), model, paths)
         create_markdown_artifact(key=f"{recipe.name.lower().replace('_', '-')}-bundle",
@@ -212,7 +237,11 @@ def keyword_spotting_flow_fn():
 
     @flow(name="keyword-spotting", log_prints=True)
     def keyword_spotting(recipe_path: str, out: str) -> str:
-        version_id = prepare(recipe_path, out)
+        recipe = load_recipe(recipe_path)
+        version_id = check(recipe_path, out, synthesize(recipe_path, out))
+        if recipe.review.enabled:  # pauses the run until people have reviewed the doubtful clips
+            version_id = review_step(str(RunPaths(Path(out)).dataset), recipe.review)
+        version_id = training_set(recipe_path, out, version_id)
         trained = train(recipe_path, out, version_id)
         return export(recipe_path, out, version_id, trained)
 

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, Review, Sample, VersionInfo
 from edgedistill.errors import EdgedistillError
+from edgedistill.recipe import ReviewSettings
 
 Route = Literal["review", "quality_control", "auto"]
 
@@ -41,21 +41,6 @@ REVIEW_STAGE = "review"
 HUMAN = LabelSource(labeler="label-studio", model="human review")
 AUTO_REVIEWER = "edgedistill:auto-accept"  # who accepted the confident labels nobody looked at
 SECRET_BLOCK = "label-studio-api-key"  # Prefect Secret block tried when the environment has no token
-
-
-class ReviewSettings(BaseModel):
-    """The recipe's `review:` section (to move into edgedistill/recipe.py)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    threshold: float = Field(0.5, ge=0, le=1)  # samples with a label scoring below this go to people
-    qc_share: float = Field(0.05, ge=0, le=1)  # share of confident samples sent too, to measure quality
-    seed: int = 0
-    project: str | None = None  # project title; default "edgedistill: <dataset name>"
-    document_root: str | None = None  # the server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (env default)
-    wait_hours: float = Field(24.0, gt=0)  # how long a flow waits for people before going on
-    poll_seconds: float = Field(30.0, gt=0)
-    box_tolerance_px: float = Field(1.0, ge=0)  # a reviewed box this close to the auto box is "accepted"
 
 
 # -- connection ----------------------------------------------------------------------------------
@@ -515,6 +500,8 @@ def _same_geometry(a: Label, b: Label, tolerance_px: float) -> bool:
 def verdict_of(annotation: dict, sample: Sample, task: str, reviewers: dict[int, str],
                settings: ReviewSettings) -> Verdict:
     reviewed, rejected = results_to_labels(annotation.get("result") or [], sample, task)
+    if task == "keyword_spotting" and not reviewed:
+        reviewed = sample.labels  # every clip has one class: a submit without a choice leaves it as it was
     reviewer = reviewers.get(annotation.get("completed_by"), f"user {annotation.get('completed_by')}")
     at = datetime.fromisoformat(annotation.get("updated_at") or annotation["created_at"])
     if rejected:
@@ -540,13 +527,7 @@ def pull_reviews(dataset: Dataset, connection: Connection, settings: ReviewSetti
     parent = _pull_parent(dataset, version_id)
     samples = dataset.samples(parent.id)
     client = connect(connection)
-    project = find_project(client, connection, project_title(dataset, settings))
-    if project is None:
-        raise EdgedistillError(f"Label Studio has no project '{project_title(dataset, settings)}'",
-                               "run `edgedistill review push` first")
-    problems = config_problems(project.parsed_label_config or {}, required_controls(dataset, has_masks(samples)))
-    if problems:
-        raise _config_error(project, problems)
+    project = pushed_project(dataset, client, connection, settings, has_masks(samples))
     tasks = existing_tasks(client, connection, project.id)
     users = _call(connection, "list users", lambda: list(client.users.list()))
     reviewers = {u.id: u.email or u.username or f"user {u.id}" for u in users}
@@ -569,6 +550,18 @@ def pull_reviews(dataset: Dataset, connection: Connection, settings: ReviewSetti
     version = dataset.derive(parent, REVIEW_STAGE, params, make)
     stored = dataset.report(version) or report  # a pull that found nothing new returns the earlier report
     return PullResult(version=version, counts=stored.get("counts", {}), report=stored, missing=missing)
+
+
+def pushed_project(dataset: Dataset, client, connection: Connection, settings: ReviewSettings, masks: bool) -> Any:
+    """The dataset's project, checked to still hold the controls the round trip reads."""
+    project = find_project(client, connection, project_title(dataset, settings))
+    if project is None:
+        raise EdgedistillError(f"Label Studio has no project '{project_title(dataset, settings)}'",
+                               "run `edgedistill review push` first")
+    problems = config_problems(project.parsed_label_config or {}, required_controls(dataset, masks))
+    if problems:
+        raise _config_error(project, problems)
+    return project
 
 
 def _pull_parent(dataset: Dataset, version_id: str | None) -> VersionInfo:
@@ -665,9 +658,6 @@ class ReviewProgress:
 
 def review_progress(dataset: Dataset, connection: Connection, settings: ReviewSettings) -> ReviewProgress:
     client = connect(connection)
-    project = find_project(client, connection, project_title(dataset, settings))
-    if project is None:
-        raise EdgedistillError(f"Label Studio has no project '{project_title(dataset, settings)}'",
-                               "run `edgedistill review push` first")
+    project = pushed_project(dataset, client, connection, settings, masks=False)
     tasks = existing_tasks(client, connection, project.id)
     return ReviewProgress(total=len(tasks), done=sum(1 for t in tasks.values() if latest_annotation(t) is not None))

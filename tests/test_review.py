@@ -1,0 +1,398 @@
+"""The Label Studio review round trip against a real Label Studio (started once for this module).
+
+Reviewers' work is done through Label Studio's API as the UI would do it: annotations that keep,
+move, relabel or reject the predictions. The server needs `bash scripts/install-label-studio.sh`;
+without it these tests are skipped with that hint.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgedistill.dataset import (Dataset, ImageShape, Label, LabelSource, OntologyClass, Provenance, Sample)
+from edgedistill.errors import EdgedistillError
+from edgedistill.recipe import ReviewSettings
+from labelers.label_studio import (BOX, MASK, REJECT, VERDICT, Connection, coco_to_brush, brush_to_mask,
+                                   config_problems, decode_coco, encode_coco, existing_tasks, label_config, pull_reviews,
+                                   push_for_review, route)
+
+OWL = LabelSource(labeler="owlv2", model="tiny-random", version="1")
+WHISPER = LabelSource(labeler="whisper_check", model="tiny.en")
+
+
+# -- the server ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def label_studio(tmp_path_factory):
+    """One real Label Studio for the module; its document root is the folder holding the datasets."""
+    from labelers.label_studio_server import label_studio_command, start_label_studio
+
+    try:
+        label_studio_command()
+    except EdgedistillError as error:
+        pytest.skip(f"{error.problem}: {error.hint}")
+    base = tmp_path_factory.mktemp("review")
+    server = start_label_studio(base / "ls-data", document_root=base)
+    os.environ["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] = str(base)
+    yield server, base
+    server.stop()
+    os.environ.pop("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", None)
+    assert server.process.poll() is not None
+
+
+@pytest.fixture(scope="module")
+def client(label_studio):
+    from label_studio_sdk import LabelStudio
+
+    server, _ = label_studio
+    return LabelStudio(base_url=server.url, api_key=server.token)
+
+
+def _connection(label_studio) -> Connection:
+    server, _ = label_studio
+    return Connection(url=server.url, token=server.token)
+
+
+# -- datasets made by hand -------------------------------------------------------------------------
+def _image(dataset: Dataset, seed: int) -> tuple[str, str]:
+    pixels = np.random.default_rng(seed).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return dataset.add_media(buffer.getvalue(), "png")
+
+
+def _mask(box: tuple[int, int, int, int]) -> dict:
+    mask = np.zeros((60, 80), dtype=bool)
+    x, y, w, h = box
+    mask[y:y + h, x:x + w] = True
+    return encode_coco(mask)
+
+
+def detection_dataset(root: Path, scores: list[float], masks: bool = True) -> Dataset:
+    dataset = Dataset.create(root, root.name, "detection", [OntologyClass(name="cat"), OntologyClass(name="dog")])
+    samples = []
+    for index, score in enumerate(scores):
+        digest, media = _image(dataset, index)
+        box = (10 + index, 8, 30, 20)
+        labels = [Label(class_name="cat", box=box, score=score, source=OWL,
+                        mask=_mask(box) if masks and index % 2 == 0 else None),
+                  Label(class_name="dog", box=(50, 30, 20, 25), score=0.95, source=OWL)]
+        samples.append(Sample(id=digest[:16], media=media, kind="image", shape=ImageShape(width=80, height=60),
+                              provenance=Provenance(source="test", seed=index), labels=labels))
+    dataset.commit(samples, None, "auto_label", {"scores": scores})
+    return dataset
+
+
+def keyword_dataset(root: Path, audio_sample_factory, scores: list[float]) -> Dataset:
+    dataset = Dataset.create(root, root.name, "keyword_spotting",
+                             [OntologyClass(name=n) for n in ("yes", "no", "_unknown_", "_silence_")])
+    samples = []
+    for index, score in enumerate(scores):
+        made = audio_sample_factory(dataset, "yes", f"voice{index}", frequency=300.0 + 40 * index)
+        label = Label(class_name="yes", span=(0.2, 0.7), transcript="yes", score=score, source=WHISPER)
+        samples.append(made.model_copy(update={"labels": [label]}))
+    dataset.commit(samples, None, "whisper_check", {})
+    return dataset
+
+
+def annotate(client, task, result: list[dict]) -> None:
+    """What a reviewer's Submit does."""
+    client.annotations.create(id=task.id, result=result, lead_time=2.5)
+
+
+def moved(region: dict, **value) -> dict:
+    return {**region, "value": {**region["value"], **value}}
+
+
+REJECTION = {"from_name": VERDICT, "to_name": "image", "type": "choices", "value": {"choices": [REJECT]}}
+
+
+# -- without a server ------------------------------------------------------------------------------
+def test_label_config_follows_the_ontology(tmp_path, audio_sample_factory):
+    detection = detection_dataset(tmp_path / "det", [0.2])
+    config = label_config(detection, masks=True)
+    assert '<RectangleLabels name="box" toName="image"><Label value="cat"/><Label value="dog"/>' in config
+    assert '<BrushLabels name="mask"' in config and '<BrushLabels' not in label_config(detection, masks=False)
+    speech = keyword_dataset(tmp_path / "kws", audio_sample_factory, [0.2])
+    config = label_config(speech)
+    assert '<Audio name="audio" value="$audio"/>' in config and '<TextArea name="transcript"' in config
+    assert '<Choice value="_silence_"/>' in config
+    parsed = {"box": {"type": "RectangleLabels", "labels": ["cat"]}, VERDICT: {"type": "Choices", "labels": [REJECT]}}
+    from labelers.label_studio import required_controls
+    assert config_problems(parsed, required_controls(detection, masks=False)) == ["'box' lacks the labels ['dog']"]
+
+
+def test_routing_sends_doubtful_samples_and_a_stable_quality_share(tmp_path):
+    scores = list(np.linspace(0.0, 0.99, 200))
+    dataset = detection_dataset(tmp_path / "det", scores, masks=False)
+    settings = ReviewSettings(threshold=0.5, qc_share=0.2, seed=3)
+    routes = [route(s, settings) for s in dataset.samples()]
+    doubtful = [r for s, r in zip(scores, routes) if s < 0.5]
+    confident = [r for s, r in zip(scores, routes) if s >= 0.5]
+    assert set(doubtful) == {"review"}
+    assert 0.1 < confident.count("quality_control") / len(confident) < 0.3
+    assert routes == [route(s, settings) for s in dataset.samples()]  # the draw never changes
+
+
+def test_masks_survive_the_brush_format():
+    mask = np.zeros((60, 80), dtype=bool)
+    mask[5:40, 12:33] = True
+    mask[50:55, 70:80] = True
+    assert (brush_to_mask(coco_to_brush(encode_coco(mask)), 80, 60) == mask).all()
+    assert (decode_coco({"size": [60, 80], "counts": encode_coco(mask)["counts"]}) == mask).all()
+
+
+def test_wait_for_people_outside_a_flow_gives_up_at_the_timeout():
+    from flows.review import wait_for_people
+    from labelers.label_studio import ReviewProgress
+
+    started = time.monotonic()
+    progress = wait_for_people(lambda: ReviewProgress(total=3, done=1), timeout_s=0.6, poll_s=0.2)
+    assert not progress.finished and time.monotonic() - started < 5
+
+
+def test_a_server_that_is_down_or_missing_settings_gives_a_clear_error(tmp_path, monkeypatch):
+    from labelers.label_studio import connection_from_env
+    from labelers.label_studio_server import free_port
+
+    dataset = detection_dataset(tmp_path / "det", [0.1])
+    down = Connection(url=f"http://127.0.0.1:{free_port()}", token="secret-token-1234")
+    with pytest.raises(EdgedistillError, match="cannot reach Label Studio") as error:
+        push_for_review(dataset, down, ReviewSettings(document_root=str(tmp_path)))
+    assert "secret-token-1234" not in str(error.value) and "secret-token-1234" not in repr(down)
+    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with pytest.raises(EdgedistillError, match="LABEL_STUDIO_URL"):
+        connection_from_env()
+    assert len(dataset.info.versions) == 1
+
+
+# -- against the real server -----------------------------------------------------------------------
+def test_detection_round_trip(label_studio, client):
+    _, base = label_studio
+    connection = _connection(label_studio)
+    dataset = detection_dataset(base / "boxes", [0.1, 0.2, 0.3, 0.35, 0.9, 0.95])
+    settings = ReviewSettings(threshold=0.5, qc_share=0.0)
+    parent = dataset.version()
+
+    pushed = push_for_review(dataset, connection, settings)
+    assert (pushed.created_project, pushed.imported, pushed.routes["auto"]) == (True, 4, 2)
+    again = push_for_review(dataset, connection, settings)
+    assert (again.created_project, again.imported, again.already_there) == (False, 0, 4)
+
+    samples = dataset.samples()
+    tasks = existing_tasks(client, connection, pushed.project_id)
+    assert set(tasks) == {s.id for s in samples[:4]}
+    first = tasks[samples[0].id].predictions[0]
+    assert first.model_version == "owlv2/tiny-random/1" and first.score == pytest.approx(0.1)
+    regions = first.result
+    assert {r["from_name"] for r in regions} == {BOX, MASK}
+    # accept as predicted (masks included), correct (move the cat, drop the dog), reject, leave one
+    annotate(client, tasks[samples[0].id], regions)
+    cat, dog = [r for r in tasks[samples[1].id].predictions[0].result if r["from_name"] == BOX]
+    annotate(client, tasks[samples[1].id], [moved(cat, x=50.0, rectanglelabels=["dog"])])
+    annotate(client, tasks[samples[2].id], [*tasks[samples[2].id].predictions[0].result, REJECTION])
+
+    pulled = pull_reviews(dataset, connection, settings)
+    assert pulled.counts == {"accepted": 1, "corrected": 1, "rejected": 1, "auto_accepted": 2, "pending": 1,
+                             "missing_task": 0}
+    reviewed = {s.id: s for s in dataset.samples(pulled.version.id)}
+    server, _ = label_studio
+    accepted, corrected, rejected, pending = (reviewed[s.id] for s in samples[:4])
+    assert accepted.review.status == "accepted" and accepted.review.reviewer == server.username
+    assert accepted.labels == samples[0].labels  # the auto-labels, scores and masks kept
+    assert corrected.review.status == "corrected" and corrected.review.at is not None
+    assert [(l.class_name, l.source.labeler) for l in corrected.labels] == [("dog", "label-studio")]
+    assert corrected.labels[0].box == pytest.approx((40.0, 8.0, 30.0, 20.0))
+    assert rejected.review.status == "rejected" and rejected.labels == samples[2].labels
+    assert dataset.media_path(rejected).exists()
+    assert pending.review.status == "auto"
+    assert {reviewed[s.id].review.reviewer for s in samples[4:]} == {"edgedistill:auto-accept"}
+    cat_row = pulled.report["per_class"]["cat"]
+    # two reviewed samples: one cat kept, one cat turned into a dog -> precision 1/2, recall 1/1
+    assert (cat_row["accepted"], cat_row["corrected"], cat_row["rejected"]) == (1, 1, 1)
+    assert (cat_row["precision"], cat_row["recall"]) == (0.5, 1.0)
+    assert pulled.report["per_class"]["dog"]["recall"] == pytest.approx(1 / 2)
+
+    assert dataset.samples(parent.id) == samples  # the pushed version is untouched
+    assert pull_reviews(dataset, connection, settings).version.id == pulled.version.id  # nothing new: same version
+
+    # a new sample in a later version: the next push adds just that one task
+    digest, media = _image(dataset, 99)
+    extra = samples[0].model_copy(update={"id": digest[:16], "media": media})
+    dataset.commit([*samples, extra], parent.id, "auto_label_more", {})
+    assert push_for_review(dataset, connection, settings).imported == 1
+
+
+def test_keyword_round_trip_through_the_cli(label_studio, client, audio_sample_factory, monkeypatch):
+    from typer.testing import CliRunner
+
+    from flows.review import review_app
+
+    server, base = label_studio
+    dataset = keyword_dataset(base / "words", audio_sample_factory, [0.2, 0.3, 0.4])
+    monkeypatch.setenv("LABEL_STUDIO_URL", server.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
+    runner = CliRunner()
+    pushed = runner.invoke(review_app, ["push", str(dataset.root), "--threshold", "0.5"])
+    assert pushed.exit_code == 0, pushed.output
+    assert server.token not in pushed.output
+
+    project = next(p for p in client.projects.list(title="edgedistill: words"))
+    tasks = existing_tasks(client, _connection(label_studio), project.id)
+    samples = dataset.samples()
+    keep = tasks[samples[0].id].predictions[0].result
+    assert [r["value"] for r in keep] == [{"choices": ["yes"]}, {"text": ["yes"]}]
+    annotate(client, tasks[samples[0].id], keep)
+    annotate(client, tasks[samples[1].id], [
+        {"from_name": "keyword", "to_name": "audio", "type": "choices", "value": {"choices": ["no"]}},
+        {"from_name": "transcript", "to_name": "audio", "type": "textarea", "value": {"text": ["no way"]}}])
+    annotate(client, tasks[samples[2].id], [{**REJECTION, "to_name": "audio"}])
+
+    pulled = runner.invoke(review_app, ["pull", str(dataset.root), "--threshold", "0.5"])
+    assert pulled.exit_code == 0, pulled.output
+    assert server.token not in pulled.output
+    reviewed = Dataset.open(dataset.root).samples()
+    assert [s.review.status for s in reviewed] == ["accepted", "corrected", "rejected"]
+    assert (reviewed[1].labels[0].class_name, reviewed[1].labels[0].transcript) == ("no", "no way")
+    report = Dataset.open(dataset.root).report(Dataset.open(dataset.root).version())
+    assert report["per_class"]["yes"]["precision"] == 0.5
+
+
+def test_wrong_token_is_refused_clearly(label_studio, tmp_path):
+    server, base = label_studio
+    dataset = detection_dataset(base / "refused", [0.1])
+    with pytest.raises(EdgedistillError, match="refused the token") as error:
+        push_for_review(dataset, Connection(url=server.url, token="0" * 40), ReviewSettings())
+    assert "0" * 40 not in str(error.value)
+
+
+def test_an_edited_label_config_is_never_overwritten(label_studio, client):
+    _, base = label_studio
+    connection = _connection(label_studio)
+    dataset = detection_dataset(base / "edited", [0.1, 0.2], masks=False)
+    settings = ReviewSettings(project="edited by hand")
+    pushed = push_for_review(dataset, connection, settings)
+    # a person adds an instruction: still fits, left alone
+    fitting = label_config(dataset).replace("<View>", '<View><Header value="Look closely"/>', 1)
+    client.projects.update(pushed.project_id, label_config=fitting)
+    assert push_for_review(dataset, connection, settings).config_edited
+    # a person removes the class "dog": push and pull refuse, and the dataset is untouched
+    broken = fitting.replace('<Label value="dog"/>', "")
+    client.projects.update(pushed.project_id, label_config=broken)
+    versions = list(dataset.info.versions)
+    for step in (push_for_review, pull_reviews):
+        with pytest.raises(EdgedistillError, match="labelling config .* was changed"):
+            step(dataset, connection, settings)
+    assert client.projects.get(pushed.project_id).label_config == broken
+    assert Dataset.open(dataset.root).info.versions == versions
+
+
+def test_a_task_deleted_in_the_ui_is_reported_and_pushed_again(label_studio, client):
+    _, base = label_studio
+    connection = _connection(label_studio)
+    dataset = detection_dataset(base / "deleted", [0.1, 0.2], masks=False)
+    settings = ReviewSettings()
+    pushed = push_for_review(dataset, connection, settings)
+    samples = dataset.samples()
+    tasks = existing_tasks(client, connection, pushed.project_id)
+    annotate(client, tasks[samples[0].id], tasks[samples[0].id].predictions[0].result)
+    client.tasks.delete(str(tasks[samples[1].id].id))
+    pulled = pull_reviews(dataset, connection, settings)
+    assert pulled.missing == [samples[1].id]
+    kept = dataset.samples(pulled.version.id)[1]
+    assert kept.labels == samples[1].labels and kept.review.status == "auto"
+    assert push_for_review(dataset, connection, settings).imported == 1
+
+
+FLOW_SCRIPT = """
+import json, os, sys
+from prefect.blocks.system import Secret
+from prefect.client.orchestration import get_client
+from flows.review import review_flow_fn
+# the token comes from a Prefect Secret block here, not from the environment
+Secret(value=os.environ.pop("TEST_LABEL_STUDIO_TOKEN")).save("label-studio-api-key", overwrite=True)
+state = review_flow_fn()(sys.argv[1], {"poll_seconds": 1, "wait_hours": 0.05, "project": "flow"}, return_state=True)
+with get_client(sync_client=True) as client:
+    kinds = [s.type.value for s in client.read_flow_run_states(state.state_details.flow_run_id)]
+print(json.dumps({"version": state.result(), "states": kinds}))
+"""
+
+
+def test_the_flow_pauses_until_people_finish(label_studio, client, tmp_path):
+    server, base = label_studio
+    dataset = detection_dataset(base / "flowing", [0.1, 0.2], masks=False)
+    env = {k: v for k, v in os.environ.items() if k != "LABEL_STUDIO_API_KEY"} | {
+        "PREFECT_HOME": str(tmp_path / "prefect"), "LABEL_STUDIO_URL": server.url,
+        "TEST_LABEL_STUDIO_TOKEN": server.token, "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(base)}
+    flow = subprocess.Popen([sys.executable, "-c", FLOW_SCRIPT, str(dataset.root)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).parents[1])
+    annotated = threading.Event()
+
+    def reviewer() -> None:
+        # a person opens the project some time after the flow pushed it, and labels both tasks
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and flow.poll() is None:
+            projects = list(client.projects.list(title="flow"))
+            tasks = existing_tasks(client, _connection(label_studio), projects[0].id) if projects else {}
+            if len(tasks) == 2:
+                time.sleep(3)
+                for task in tasks.values():
+                    annotate(client, task, task.predictions[0].result)
+                annotated.set()
+                return
+            time.sleep(1)
+
+    person = threading.Thread(target=reviewer)
+    person.start()
+    out, err = flow.communicate(timeout=240)
+    person.join()
+    assert flow.returncode == 0, err[-3000:]
+    assert annotated.is_set()
+    result = json.loads(out.strip().splitlines()[-1])
+    assert "PAUSED" in result["states"]
+    reviewed = Dataset.open(dataset.root).samples(result["version"])
+    assert [s.review.status for s in reviewed] == ["accepted", "accepted"]
+    assert server.token not in out + err
+
+
+def test_serve_restarts_on_its_data_prints_credentials_and_stops_cleanly(label_studio):
+    """Runs last: it stops the module's server and serves the same data folder through the CLI."""
+    import httpx
+    import signal
+
+    from labelers.label_studio_server import free_port
+
+    server, base = label_studio
+    server.stop()
+    port = free_port()
+    serve = subprocess.Popen(
+        [sys.executable, "-c", "from flows.review import review_app; review_app()", "serve", "--data-dir",
+         str(server.data_dir), "--port", str(port), "--document-root", str(base)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        cwd=Path(__file__).parents[1])
+    try:
+        output = ""
+        while "press Ctrl-C" not in output and serve.poll() is None:
+            output += serve.stdout.readline()
+        assert f"LABEL_STUDIO_API_KEY={server.token}" in output, output
+        assert f"LABEL_STUDIO_URL=http://127.0.0.1:{port}" in output
+        who = httpx.get(f"http://127.0.0.1:{port}/api/current-user/whoami",
+                        headers={"Authorization": f"Token {server.token}"}, timeout=10)
+        assert who.json()["email"] == server.username
+    finally:
+        serve.send_signal(signal.SIGINT)
+        assert serve.wait(60) == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
