@@ -10,8 +10,11 @@ class EdgedistillError(Exception):
         super().__init__(f"{problem}\n  -> {hint}" if hint else problem)
 
 
-def describe_validation_error(error) -> str:
-    """One line per pydantic error, naming the field: `speech.engines.0: Input should be ...`."""
+def describe_validation_error(error, skip: int = 0) -> str:
+    """One line per pydantic error, naming the field: `speech.engines.0: Input should be ...`.
+
+    `skip` drops leading location parts that are not fields (a union's tag).
+    """
     return "\n".join(
-        f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in error.errors()
+        f"  {'.'.join(str(p) for p in e['loc'][skip:]) or '(top level)'}: {e['msg']}" for e in error.errors()
     )

@@ -129,24 +129,132 @@ class KeywordSpottingRecipe(_Section):
         return [*self.keywords, UNKNOWN, SILENCE]
 
 
-Recipe = Annotated[Union[KeywordSpottingRecipe], Field(discriminator="task")]
-_recipe_adapter: TypeAdapter[KeywordSpottingRecipe] = TypeAdapter(Recipe)
+# -- detection --------------------------------------------------------------------------------
+class DetectionClass(_Section):
+    """One class of the ontology: the prompts that mean it, and those that must not."""
+
+    prompts: list[str]
+    negative_prompts: list[str] = Field(default_factory=list)
+    threshold: float | None = Field(None, ge=0, le=1)  # None: the labeler's threshold
 
 
-def parse_recipe(data: object, origin: str = "recipe") -> KeywordSpottingRecipe:
+class CompositingSettings(_Section):
+    enabled: bool = True
+    cutouts: str | None = None  # folder of object images with alpha, in sub-folders named by class
+    backgrounds: str | None = None  # folder of background photos; None: generated backgrounds
+    images: int = Field(300, ge=0)  # composites to make
+    objects_per_image: tuple[int, int] = (1, 4)
+    scale: tuple[float, float] = (0.15, 0.5)  # object size relative to the image's shorter side
+    max_rotation: float = Field(20.0, ge=0, le=180)
+    occlusion_probability: float = Field(0.2, ge=0, le=1)
+    blending: list[Literal["none", "gaussian", "poisson"]] = ["gaussian", "poisson"]
+    image_size: tuple[int, int] = (320, 320)  # width, height
+
+
+class DiffusionSettings(_Section):
+    enabled: bool = False
+    model: str = "stabilityai/sd-turbo"  # a hub id or a local folder
+    images: int = Field(50, ge=0)
+    steps: int = Field(2, ge=1)
+    image_size: tuple[int, int] = (512, 512)
+    batch_size: int = Field(1, ge=1)
+
+
+class AutoLabelSettings(_Section):
+    labeler: Literal["owlv2", "owlvit", "teacher", "none"] = "owlv2"
+    model: str = "google/owlv2-base-patch16-ensemble"  # hub id or local folder (or teacher model file)
+    teacher_adapter: str | None = None  # for labeler "teacher": an adapter name (see labelers/teachers.py)
+    teacher_classes: dict[str, str] = Field(default_factory=dict)  # teacher class -> ontology class
+    threshold: float = Field(0.2, ge=0, le=1)
+    nms_iou: float = Field(0.5, gt=0, le=1)
+    class_agnostic_nms: bool = False
+    batch_size: int = Field(4, ge=1)
+    review_below: float = Field(0.4, ge=0, le=1)  # labels scoring below this are marked for review
+    masks: bool = False  # run Segment Anything from the boxes
+    sam_model: str = "facebook/sam-vit-base"
+
+
+class DetectorTrainSettings(_Section):
+    input_size: int = Field(96, ge=32)
+    grayscale: bool = False
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(2e-3, gt=0)
+    patience: int = Field(8, ge=1)
+    width: float = Field(0.35, gt=0, le=1)  # MobileNet width multiplier
+    val_share: float = Field(0.15, gt=0, lt=1)
+    test_share: float = Field(0.2, gt=0, lt=1)
+    centroid_distance: float = Field(0.1, gt=0)  # F1 match radius, as a share of the input size
+    seed: int = 0
+    yolo: bool = False  # also train a YOLO model (needs the optional `yolo` extra, AGPL-3.0)
+    yolo_model: str = "yolo11n.yaml"
+    yolo_epochs: int = Field(100, ge=1)
+    yolo_image_size: int = Field(320, ge=32)
+
+
+class DetectionRecipe(_Section):
+    task: Literal["detection"]
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    classes: dict[str, DetectionClass]
+    images: str | None = None  # the team's own unlabelled photos
+    seed: int = 0
+    compositing: CompositingSettings = Field(default_factory=CompositingSettings)
+    diffusion: DiffusionSettings = Field(default_factory=DiffusionSettings)
+    autolabel: AutoLabelSettings = Field(default_factory=AutoLabelSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
+    train: DetectorTrainSettings = Field(default_factory=DetectorTrainSettings)
+    export: ExportSettings = Field(default_factory=ExportSettings)
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _prompt_lists_are_classes(cls, classes: object) -> object:
+        """`helmet: ["hard hat", "safety helmet"]` is short for `helmet: {prompts: [...]}`."""
+        if isinstance(classes, dict):
+            return {name: {"prompts": spec} if isinstance(spec, list) else spec for name, spec in classes.items()}
+        return classes
+
+    @field_validator("classes")
+    @classmethod
+    def _ontology_is_unambiguous(cls, classes: dict[str, DetectionClass]) -> dict[str, DetectionClass]:
+        if not classes:
+            raise ValueError("name at least one class with its prompts, e.g. `helmet: [\"hard hat\"]`")
+        owner: dict[str, str] = {}
+        for name, spec in classes.items():
+            if not spec.prompts:
+                raise ValueError(f"class '{name}' has no prompts")
+            for prompt in spec.prompts:
+                key = " ".join(prompt.casefold().split())
+                if key in owner and owner[key] != name:
+                    raise ValueError(f"prompt '{prompt}' maps to two classes: '{owner[key]}' and '{name}'")
+                owner[key] = name
+        return classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.classes)
+
+
+AnyRecipe = KeywordSpottingRecipe | DetectionRecipe
+Recipe = Annotated[Union[KeywordSpottingRecipe, DetectionRecipe], Field(discriminator="task")]
+_recipe_adapter: TypeAdapter[AnyRecipe] = TypeAdapter(Recipe)
+
+
+def parse_recipe(data: object, origin: str = "recipe") -> AnyRecipe:
     if not isinstance(data, dict):
         raise EdgedistillError(f"{origin} must be a YAML mapping (key: value lines)",
                                "see recipes/digits.yaml for an example")
     if "task" not in data:
-        raise EdgedistillError(f"{origin} has no `task:` field", "add `task: keyword_spotting`")
+        raise EdgedistillError(f"{origin} has no `task:` field",
+                               "add `task: keyword_spotting` or `task: detection`")
     try:
         return _recipe_adapter.validate_python(data)
     except ValidationError as error:
-        raise EdgedistillError(f"{origin} is not a valid recipe:\n{describe_validation_error(error)}",
-                               "fix the fields named above; see recipes/digits.yaml") from None
+        tagged = data.get("task") in ("keyword_spotting", "detection")
+        raise EdgedistillError(f"{origin} is not a valid recipe:\n{describe_validation_error(error, skip=int(tagged))}",
+                               "fix the fields named above; recipes/ has examples") from None
 
 
-def load_recipe(path: str | Path) -> KeywordSpottingRecipe:
+def load_recipe(path: str | Path) -> AnyRecipe:
     path = Path(path)
     if not path.exists():
         raise EdgedistillError(f"recipe {path} does not exist", "check the path")
