@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup system venv label-studio run test bench
+.PHONY: setup system venv label-studio models run test bench
 
-setup: system venv label-studio
+setup: system venv label-studio models
 
 system: .system-stamp
 .system-stamp: scripts/install-debian-packages.sh
@@ -27,6 +27,13 @@ $(VENV)/.stamp: requirements.lock pyproject.toml
 label-studio: .venv-labelstudio/.stamp
 .venv-labelstudio/.stamp: scripts/install-label-studio.sh
 	bash scripts/install-label-studio.sh
+	touch $@
+
+# Real detector weights that ship inside a PyPI wheel (MediaPipe's BlazeFace .tflite files): the
+# offline face teacher. Read out of the wheel, never installed: mediapipe pins numpy<2.
+models: $(VENV)/.models-stamp
+$(VENV)/.models-stamp: $(VENV)/.stamp labelers/teachers.py
+	$(BIN)/python -m labelers.teachers fetch
 	touch $@
 
 run: setup

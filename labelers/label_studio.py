@@ -29,6 +29,7 @@ import numpy as np
 from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, Review, Sample, VersionInfo
 from edgedistill.errors import EdgedistillError
 from edgedistill.recipe import ReviewSettings
+from edgedistill.masks import decode_rle, encode_rle, mask_box
 
 Route = Literal["review", "quality_control", "auto"]
 
@@ -239,36 +240,13 @@ def coco_to_brush(rle: dict[str, Any]) -> list[int]:
     """COCO RLE (compressed or not) -> Label Studio's brush RLE."""
     from label_studio_sdk.converter.brush import mask2rle
 
-    return [int(v) for v in mask2rle(decode_coco(rle).astype(np.uint8) * 255)]
-
-
-def decode_coco(rle: dict[str, Any]) -> np.ndarray:
-    from pycocotools import mask as coco_mask
-
-    import warnings
-
-    height, width = rle["size"]
-    if isinstance(rle["counts"], list):
-        rle = coco_mask.frPyObjects(rle, height, width)
-    else:
-        rle = {"size": [height, width], "counts": rle["counts"].encode() if isinstance(rle["counts"], str) else rle["counts"]}
-    with warnings.catch_warnings():
-        # pycocotools 2.0.11 trips numpy 2's copy-keyword deprecation; the decoded mask is right
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return coco_mask.decode(rle).astype(bool)
-
-
-def encode_coco(mask: np.ndarray) -> dict[str, Any]:
-    from pycocotools import mask as coco_mask
-
-    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    return [int(v) for v in mask2rle(decode_rle(rle).astype(np.uint8) * 255)]
 
 
 def brush_to_mask(rle: list[int], width: int, height: int) -> np.ndarray:
-    from label_studio_sdk.converter.brush import decode_rle
+    from label_studio_sdk.converter.brush import decode_rle as decode_brush
 
-    return decode_rle(rle).reshape(height, width, 4)[:, :, 3] > 127
+    return decode_brush(rle).reshape(height, width, 4)[:, :, 3] > 127
 
 
 def model_version(sample: Sample) -> str:
@@ -434,16 +412,9 @@ def _image_labels(results: list[dict], sample: Sample) -> list[Label]:
             labels.append(Label(class_name=value["rectanglelabels"][0], box=box, source=HUMAN))
         elif region.get("type") == "brushlabels" and value.get("format") == "rle":
             mask = brush_to_mask(value["rle"], width, height)
-            labels.append(Label(class_name=value["brushlabels"][0], box=_mask_box(mask),
-                                mask=encode_coco(mask), source=HUMAN))
+            labels.append(Label(class_name=value["brushlabels"][0], box=mask_box(mask),
+                                mask=encode_rle(mask), source=HUMAN))
     return _merge_masks_into_boxes(labels)
-
-
-def _mask_box(mask: np.ndarray) -> tuple[float, float, float, float] | None:
-    ys, xs = np.nonzero(mask)
-    if xs.size == 0:
-        return None
-    return float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)
 
 
 def _merge_masks_into_boxes(labels: list[Label]) -> list[Label]:
@@ -492,7 +463,7 @@ def _same_geometry(a: Label, b: Label, tolerance_px: float) -> bool:
     if a.box is not None and max(abs(p - q) for p, q in zip(a.box, b.box)) > tolerance_px:
         return False
     if a.mask is not None and b.mask is not None:
-        ma, mb = decode_coco(a.mask), decode_coco(b.mask)
+        ma, mb = decode_rle(a.mask), decode_rle(b.mask)
         return float((ma & mb).sum()) / max(1.0, float((ma | mb).sum())) >= 0.95
     return (a.mask is None) == (b.mask is None) or b.mask is None
 

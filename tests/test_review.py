@@ -23,8 +23,9 @@ from PIL import Image
 from edgedistill.dataset import (Dataset, ImageShape, Label, LabelSource, OntologyClass, Provenance, Sample)
 from edgedistill.errors import EdgedistillError
 from edgedistill.recipe import ReviewSettings
+from edgedistill.masks import decode_rle, encode_rle
 from labelers.label_studio import (BOX, MASK, REJECT, VERDICT, Connection, coco_to_brush, brush_to_mask,
-                                   config_problems, decode_coco, encode_coco, existing_tasks, label_config, pull_reviews,
+                                   config_problems, existing_tasks, label_config, pull_reviews,
                                    push_for_review, route)
 
 OWL = LabelSource(labeler="owlv2", model="tiny-random", version="1")
@@ -75,7 +76,7 @@ def _mask(box: tuple[int, int, int, int]) -> dict:
     mask = np.zeros((60, 80), dtype=bool)
     x, y, w, h = box
     mask[y:y + h, x:x + w] = True
-    return encode_coco(mask)
+    return encode_rle(mask)
 
 
 def detection_dataset(root: Path, scores: list[float], masks: bool = True) -> Dataset:
@@ -148,8 +149,8 @@ def test_masks_survive_the_brush_format():
     mask = np.zeros((60, 80), dtype=bool)
     mask[5:40, 12:33] = True
     mask[50:55, 70:80] = True
-    assert (brush_to_mask(coco_to_brush(encode_coco(mask)), 80, 60) == mask).all()
-    assert (decode_coco({"size": [60, 80], "counts": encode_coco(mask)["counts"]}) == mask).all()
+    assert (brush_to_mask(coco_to_brush(encode_rle(mask)), 80, 60) == mask).all()
+    assert (decode_rle({"size": [60, 80], "counts": encode_rle(mask)["counts"]}) == mask).all()
 
 
 def test_wait_for_people_outside_a_flow_gives_up_at_the_timeout():

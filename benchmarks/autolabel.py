@@ -1,0 +1,133 @@
+"""Auto-labelling throughput in images per second: batched against one image at a time.
+
+    .venv/bin/python benchmarks/autolabel.py                       # tiny random OWLv2, CPU (offline)
+    .venv/bin/python benchmarks/autolabel.py --base-size --images 6 --batch-sizes 1 2   # real size, random
+    .venv/bin/python benchmarks/autolabel.py --model google/owlv2-base-patch16-ensemble --images 64
+    .venv/bin/python benchmarks/autolabel.py --sam facebook/sam-vit-base   # add Segment Anything rows
+
+The images are real pictures drawn with PIL and stored in a temporary dataset, so every row
+includes decoding, preprocessing, the model and the ontology mapping: what `label_with_owl`
+costs in a flow. The first batch of each row is a warm-up and is not timed. On a machine with a
+GPU the model runs there (CUDA); the table names the device. The BlazeFace teacher row appears
+when its weights are present (`python -m labelers.teachers fetch`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from rich.console import Console
+from rich.table import Table
+
+from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, MediaPolicy, OntologyClass, Provenance, Sample
+from edgedistill.images import image_bytes
+from edgedistill.recipe import AutoLabelSettings, DetectionClass
+from labelers.owl import default_device, label_with_owl, load_owl, save_tiny_owl
+from labelers.sam import add_masks, load_sam, save_tiny_sam
+from labelers.teachers import ADAPTERS, find_packaged, label_with_teacher
+
+ONTOLOGY = {
+    "helmet": DetectionClass(prompts=["hard hat", "safety helmet"], negative_prompts=["baseball cap"]),
+    "person": DetectionClass(prompts=["person", "worker"]),
+}
+
+
+def picture(width: int, height: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (width, height), tuple(int(c) for c in rng.integers(60, 200, 3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x, y = int(rng.integers(0, width - 40)), int(rng.integers(0, height - 40))
+        size = int(rng.integers(20, max(21, min(width, height) // 3)))
+        draw.ellipse([x, y, x + size, y + size], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+    return np.asarray(image)
+
+
+def make_dataset(root: Path, count: int, width: int, height: int) -> tuple[Dataset, list[Sample]]:
+    ontology = [OntologyClass(name=n, prompts=c.prompts, negative_prompts=c.negative_prompts) for n, c in ONTOLOGY.items()]
+    dataset = Dataset.create(root, "bench", "detection", ontology, MediaPolicy(image_size=(width, height)))
+    samples = []
+    for seed in range(count):
+        digest, media = dataset.add_media(image_bytes(picture(width, height, seed), "PNG"), "png")
+        box = Label(class_name="person", box=(width * 0.2, height * 0.2, width * 0.4, height * 0.5), score=0.9,
+                    source=LabelSource(labeler="bench"))
+        samples.append(Sample(id=digest[:16], media=media, kind="image", shape=ImageShape(width=width, height=height),
+                              provenance=Provenance(source="bench", seed=seed), labels=[box]))
+    return dataset, samples
+
+
+def images_per_second(run, samples: list[Sample], warmup: int, work: Path) -> float:
+    run(samples[:warmup], work / "warmup")  # loads the model, warms caches and kernels
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    run(samples[warmup:], work / "timed")
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return (len(samples) - warmup) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", help="OWL hub id or folder (default: a random OWLv2 made here)")
+    parser.add_argument("--base-size", action="store_true",
+                        help="make the random OWLv2 the size of owlv2-base-patch16 (960 px): real speed, no weights")
+    parser.add_argument("--images", type=int, default=24)
+    parser.add_argument("--size", type=int, nargs=2, default=(320, 240), metavar=("WIDTH", "HEIGHT"))
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--sam", help="also time Segment Anything (hub id, folder, or 'tiny')")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows: list[tuple[str, str, int, float]] = []
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        model = args.model or str(save_tiny_owl(root / "random-owlv2", "owlv2", base_size=args.base_size))
+        label = args.model or ("random, owlv2-base size" if args.base_size else "tiny random")
+        dataset, samples = make_dataset(root / "dataset", args.images, *args.size)
+        kind = load_owl(model).kind
+        for batch in args.batch_sizes:
+            settings = AutoLabelSettings(model=model, batch_size=batch, threshold=0.1)
+            warmup = min(batch, len(samples) - 1)
+            speed = images_per_second(lambda s, w: label_with_owl(dataset, s, ONTOLOGY, settings, w), samples,
+                                      warmup, root / f"owl-{batch}")
+            rows.append((kind, label, batch, speed))
+        if args.sam:
+            sam = str(save_tiny_sam(root / "tiny-sam")) if args.sam == "tiny" else args.sam
+            load_sam(sam)
+            for batch in args.batch_sizes:
+                speed = images_per_second(lambda s, w: add_masks(dataset, s, sam, w, batch), samples,
+                                          min(batch, len(samples) - 1), root / f"sam-{batch}")
+                rows.append(("sam", args.sam, batch, speed))
+        if find_packaged(ADAPTERS["blazeface_short_range"].packaged):
+            settings = AutoLabelSettings(labeler="teacher", teacher_adapter="blazeface_short_range",
+                                         teacher_classes={"face": "person"})
+            for batch in sorted({1, max(args.batch_sizes)}):
+                settings = settings.model_copy(update={"batch_size": batch})
+                speed = images_per_second(lambda s, w: label_with_teacher(dataset, s, ONTOLOGY, settings, w), samples,
+                                          1, root / f"teacher-{batch}")
+                rows.append(("teacher", "blazeface_short_range (TFLite)", batch, speed))
+    print_table(rows, args)
+
+
+def print_table(rows: list[tuple[str, str, int, float]], args: argparse.Namespace) -> None:
+    device = default_device()
+    name = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {args.threads} torch thread(s)"
+    table = Table(title=f"auto-labelling throughput: {args.images} images {args.size[0]}x{args.size[1]} on {name}")
+    for column in ("labeler", "model", "batch", "images/s", "vs batch 1"):
+        table.add_column(column, justify="right" if column in ("batch", "images/s", "vs batch 1") else "left")
+    single = {(labeler, model): speed for labeler, model, batch, speed in rows if batch == 1}
+    for labeler, model, batch, speed in rows:
+        base = single.get((labeler, model))
+        table.add_row(labeler, model, str(batch), f"{speed:.3g}", f"{speed / base:.2f}x" if base else "")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

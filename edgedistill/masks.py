@@ -1,0 +1,38 @@
+"""Masks as COCO RLE: the one form a Label carries, whoever made it (compositing, SAM, people)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as coco_mask
+
+
+def encode_rle(mask: np.ndarray) -> dict[str, Any]:
+    """A boolean (h, w) mask -> COCO compressed RLE, its counts as text so it fits in JSON."""
+    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def decode_rle(rle: dict[str, Any]) -> np.ndarray:
+    """COCO RLE (compressed as str or bytes, or uncompressed counts) -> boolean (h, w) mask."""
+    height, width = rle["size"]
+    counts = rle["counts"]
+    if isinstance(counts, list):
+        encoded = coco_mask.frPyObjects(rle, height, width)
+    else:
+        encoded = {"size": [height, width], "counts": counts.encode() if isinstance(counts, str) else counts}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # pycocotools vs numpy 2's copy keyword
+        return coco_mask.decode(encoded).astype(bool)
+
+
+def mask_box(mask: np.ndarray) -> tuple[float, float, float, float] | None:
+    """Bounding box (x, y, w, h) in pixels of the True pixels, as pycocotools' toBbox gives it."""
+    rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
+    if not rows.any():
+        return None
+    y0, y1 = np.flatnonzero(rows)[[0, -1]]
+    x0, x1 = np.flatnonzero(cols)[[0, -1]]
+    return float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)

@@ -1,0 +1,122 @@
+"""The team's own photos as unlabelled samples: every image in a folder, decoded upright.
+
+Each file is decoded with `decode_image` (EXIF rotation, CMYK, palette and 16-bit handled),
+downscaled to at most MAX_SIDE pixels on its long side and re-encoded as JPEG. Files that cannot
+be read are skipped and listed in one warning; a folder with no readable image is an error.
+The work runs in resumable shards (generators/shards.py), so a rerun after a crash goes on.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from edgedistill.dataset import Dataset, ImageShape, Provenance, Sample
+from edgedistill.errors import EdgedistillError
+from edgedistill.images import IMAGE_SUFFIXES, decode_image, image_bytes
+from generators.shards import ShardOutput, run_shards
+
+logger = logging.getLogger(__name__)
+
+MAX_SIDE = 2048  # longer sides are downscaled: detectors see a few hundred pixels anyway
+SHARD_SIZE = 32
+
+
+@dataclass(frozen=True)
+class PhotoJob:
+    relative: str  # path under the folder, with forward slashes: the sample's group
+    size: int  # bytes and modification time: a changed file must not reuse an old shard
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class _ShardSettings:
+    dataset_root: Path
+    folder: Path
+
+
+def find_photos(folder: Path) -> list[PhotoJob]:
+    """Every file with an image suffix under `folder`, in a stable order."""
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return [PhotoJob(p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+
+
+def downscale(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
+    scale = max_side / max(image.shape[:2])
+    if scale >= 1:
+        return image
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def _photo_sample(dataset: Dataset, folder: Path, job: PhotoJob) -> Sample:
+    original = decode_image((folder / job.relative).read_bytes(), name=job.relative)
+    image = downscale(original)
+    digest, relative = dataset.add_media(image_bytes(image, "JPEG"), "jpg")
+    params = {"file": job.relative, "original_size": [original.shape[1], original.shape[0]],
+              "downscaled": image.shape != original.shape}
+    return Sample(id=digest[:16], media=relative, kind="image",
+                  shape=ImageShape(width=image.shape[1], height=image.shape[0]),
+                  provenance=Provenance(source="photos", params=params, group=job.relative))
+
+
+def ingest_shard(settings: _ShardSettings, jobs: list[PhotoJob]) -> ShardOutput:
+    """Decode and store a shard of photos (runs in a worker process)."""
+    dataset = Dataset.open(settings.dataset_root)
+    output = ShardOutput()
+    for job in jobs:
+        try:
+            output.samples.append(_photo_sample(dataset, settings.folder, job))
+        except EdgedistillError as error:
+            output.failures.append({"file": job.relative, "error": error.problem})
+        except OSError as error:  # vanished or unreadable on disk since it was listed
+            output.failures.append({"file": job.relative, "error": str(error)})
+    return output
+
+
+def _unique(samples: list[Sample]) -> tuple[list[Sample], list[str]]:
+    """Keep the first of byte-identical photos; return the files of the others."""
+    seen: set[str] = set()
+    kept, duplicates = [], []
+    for sample in samples:
+        if sample.id in seen:
+            duplicates.append(sample.provenance.params["file"])
+        else:
+            seen.add(sample.id)
+            kept.append(sample)
+    return kept, duplicates
+
+
+def ingest_photos(dataset: Dataset, folder: str | Path, work_dir: Path,
+                  progress: Callable[[int, int], None] | None = None,
+                  workers: int | None = None) -> list[Sample]:
+    """Every readable image under `folder` as an unlabelled sample of `dataset` (the caller commits)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EdgedistillError(f"photo folder {folder} does not exist", "check `images:` in the recipe")
+    jobs = find_photos(folder)
+    if not jobs:
+        raise EdgedistillError(f"{folder} holds no images",
+                               f"put photos with one of these suffixes in it: {' '.join(IMAGE_SUFFIXES)}")
+    shards = -(-len(jobs) // SHARD_SIZE)
+    run = run_shards(jobs, functools.partial(ingest_shard, _ShardSettings(Path(dataset.root), folder)),
+                     Path(work_dir), SHARD_SIZE, min(workers or os.cpu_count() or 1, shards), progress)
+    failures = [f for output in run.outputs for f in output.failures]
+    samples, duplicates = _unique([s for output in run.outputs for s in output.samples])
+    if failures:
+        listing = "\n  ".join(f"{f['file']}: {f['error']}" for f in failures)
+        logger.warning("skipped %d of %d photos that could not be read:\n  %s", len(failures), len(jobs), listing)
+    if duplicates:
+        logger.warning("%d photos are byte-identical copies of others and were kept once: %s",
+                       len(duplicates), ", ".join(duplicates[:10]))
+    if not samples:
+        raise EdgedistillError(f"none of the {len(jobs)} images in {folder} could be read",
+                               "check that they are JPEG, PNG, BMP, WEBP or TIFF files and not damaged")
+    return samples

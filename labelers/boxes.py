@@ -1,0 +1,68 @@
+"""Box helpers shared by the detection labelers: IoU, non-maximum suppression, conversions.
+
+Boxes are float arrays of shape (n, 4) in (x0, y0, x1, y1) pixel corners unless a name says
+otherwise; a Label stores (x, y, width, height), so `xyxy_to_xywh` is the last step.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def iou_matrix(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Intersection over union of every box in `first` (n, 4) with every box in `second` (m, 4)."""
+    first = np.asarray(first, dtype=np.float64).reshape(-1, 4)
+    second = np.asarray(second, dtype=np.float64).reshape(-1, 4)
+    top_left = np.maximum(first[:, None, :2], second[None, :, :2])
+    bottom_right = np.minimum(first[:, None, 2:], second[None, :, 2:])
+    intersection = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
+    union = box_areas(first)[:, None] + box_areas(second)[None, :] - intersection
+    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+
+
+def box_areas(boxes: np.ndarray) -> np.ndarray:
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+
+
+def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
+                        groups: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the boxes kept, best score first; a box is dropped when it overlaps a better one
+    of the same group (class-aware) by IoU > iou_threshold. `groups=None`: one group (class-agnostic).
+
+    OpenCV's NMS is used because torchvision, its usual home, is not installable alongside our torch.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    xywh = xyxy_to_xywh(boxes).tolist()
+    # OpenCV drops scores at or below its threshold (which must be >= 0): shift every score above
+    # it, keeping their order, because thresholds were applied before NMS
+    ranks = (scores - scores.min() + 1.0).tolist()
+    if groups is None:
+        kept = cv2.dnn.NMSBoxes(xywh, ranks, 0.0, float(iou_threshold))
+    else:
+        kept = cv2.dnn.NMSBoxesBatched(xywh, ranks, np.asarray(groups).astype(int).tolist(), 0.0,
+                                       float(iou_threshold))
+    kept = np.asarray(kept, dtype=np.int64).reshape(-1)
+    return kept[np.argsort(-scores[kept], kind="stable")]
+
+
+def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+
+
+def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
+
+
+def clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Boxes cut to the image; a model may predict past the border (OWLv2 sees a padded square)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+    return boxes

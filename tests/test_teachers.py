@@ -1,0 +1,174 @@
+"""Existing detectors as teachers: the packaged BlazeFace labels real photos offline, and any ONNX
+detector runs through an adapter registered in a few lines."""
+
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, MediaPolicy, OntologyClass, Provenance, Sample
+from edgedistill.errors import EdgedistillError
+from edgedistill.images import image_bytes, load_image
+from edgedistill.recipe import AutoLabelSettings, DetectionClass
+from labelers.boxes import iou_matrix, xywh_to_xyxy
+from labelers.teachers import (ADAPTERS, PackagedWeights, Preprocess, TeacherAdapter, find_packaged, get_adapter,
+                               label_with_teacher, register_adapter, resolve_teacher_model, ssd_anchor_centres)
+
+FACES = {"face": DetectionClass(prompts=["face"], threshold=0.5)}
+ASTRONAUT_FACE = [178, 78, 274, 178]  # x0, y0, x1, y1: Eileen Collins' face in scikit-image's astronaut.png
+CAMERAMAN_FACE = [180, 115, 275, 210]
+
+
+def skimage_photo(name: str) -> np.ndarray:
+    try:
+        folder = Path(str(metadata.distribution("scikit-image").locate_file("skimage/data")))
+    except metadata.PackageNotFoundError:
+        pytest.skip("the real photos come with scikit-image (a test dependency): pip install scikit-image")
+    return load_image(folder / name)
+
+
+@pytest.fixture(scope="module")
+def blazeface() -> None:
+    for name in ("blazeface_short_range", "blazeface_full_range"):
+        if find_packaged(ADAPTERS[name].packaged) is None:
+            pytest.skip("BlazeFace weights missing: run `python -m labelers.teachers fetch` once (setup)")
+
+
+def photo_dataset(root: Path, pictures: list[np.ndarray], classes=("face",)) -> tuple[Dataset, list[Sample]]:
+    dataset = Dataset.create(root, "faces", "detection", [OntologyClass(name=c, prompts=[c]) for c in classes],
+                             MediaPolicy())
+    samples = []
+    for index, picture in enumerate(pictures):
+        digest, media = dataset.add_media(image_bytes(picture, "PNG"), "png")
+        height, width = picture.shape[:2]
+        samples.append(Sample(id=f"{index}-{digest[:12]}", media=media, kind="image",
+                              shape=ImageShape(width=width, height=height), provenance=Provenance(source="photos")))
+    return dataset, samples
+
+
+def face_settings(**changes) -> AutoLabelSettings:
+    return AutoLabelSettings(**{"labeler": "teacher", "teacher_adapter": "blazeface_short_range", **changes})
+
+
+def test_anchors_match_mediapipe_layout():
+    short = ssd_anchor_centres(128, [8, 16, 16, 16], 2)
+    assert short.shape == (896, 2)  # 16x16 cells x 2 anchors, then 8x8 cells x 6 anchors
+    assert np.allclose(short[0], [1 / 32, 1 / 32]) and np.allclose(short[1], short[0])
+    assert np.allclose(short[2], [3 / 32, 1 / 32]) and np.allclose(short[512], [1 / 16, 1 / 16])
+    assert ssd_anchor_centres(192, [4], 1).shape == (2304, 2)
+
+
+def test_blazeface_finds_the_faces_in_real_photos(blazeface, tmp_path):
+    astronaut, cameraman, coffee = (skimage_photo(n) for n in ("astronaut.png", "camera.png", "coffee.png"))
+    # the astronaut again, off-centre on a wide canvas: letterboxing must be undone exactly
+    wide = np.full((512, 900, 3), 128, np.uint8)
+    wide[:, 300:812] = astronaut
+    dataset, samples = photo_dataset(tmp_path / "ds", [astronaut, coffee, wide, cameraman])
+    settings = face_settings(teacher_adapter="blazeface_full_range")
+    labelled = label_with_teacher(dataset, samples, FACES, settings, tmp_path / "work")
+    faces = [[label for label in s.labels] for s in labelled]
+    assert [len(f) for f in faces] == [1, 0, 1, 1]
+    expected = [ASTRONAUT_FACE, None, [ASTRONAUT_FACE[0] + 300, 78, ASTRONAUT_FACE[2] + 300, 178], CAMERAMAN_FACE]
+    for found, truth in zip(faces, expected):
+        if truth:
+            assert iou_matrix(xywh_to_xyxy(found[0].box), np.array(truth))[0, 0] > 0.6
+            assert found[0].class_name == "face" and found[0].score > 0.8
+    label = faces[0][0]
+    assert label.source.labeler == "teacher" and label.source.model.startswith("blazeface_full_range:")
+    assert label.source.version.startswith("sha256:")
+    assert "mediapipe" not in sys.modules  # the weights are read from the file, the package never imported
+
+
+def test_short_range_maps_faces_to_an_ontology_class_and_batches(blazeface, tmp_path):
+    astronaut = skimage_photo("astronaut.png")
+    dataset, samples = photo_dataset(tmp_path / "ds", [astronaut, astronaut[:, ::-1].copy(), astronaut[:300]],
+                                     classes=("visitor",))
+    ontology = {"visitor": DetectionClass(prompts=["visitor"])}
+    mapped = face_settings(teacher_classes={"face": "visitor"}, threshold=0.5)
+    one = label_with_teacher(dataset, samples, ontology, mapped.model_copy(update={"batch_size": 1}), tmp_path / "a")
+    three = label_with_teacher(dataset, samples, ontology, mapped.model_copy(update={"batch_size": 3}), tmp_path / "b")
+    assert [s.labels for s in one] == [s.labels for s in three]
+    assert all(len(s.labels) == 1 and s.labels[0].class_name == "visitor" for s in one)
+    mirrored = xywh_to_xyxy(one[1].labels[0].box)[0]
+    assert iou_matrix(mirrored, [512 - ASTRONAUT_FACE[2], 78, 512 - ASTRONAUT_FACE[0], 178])[0, 0] > 0.6
+
+
+def test_reruns_replace_the_teachers_labels_and_keep_others(blazeface, tmp_path):
+    dataset, samples = photo_dataset(tmp_path / "ds", [skimage_photo("astronaut.png")])
+    person = Label(class_name="face", box=(0, 0, 10, 10), source=LabelSource(labeler="human"))
+    samples = [samples[0].model_copy(update={"labels": [person]})]
+    once = label_with_teacher(dataset, samples, FACES, face_settings(), tmp_path / "w")
+    twice = label_with_teacher(dataset, once, FACES, face_settings(), tmp_path / "w2")
+    assert once[0].labels[0] == person and len(once[0].labels) == 2
+    assert twice == once
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(teacher_adapter="yolo_nonexistent"), "no teacher adapter called"),
+    (dict(teacher_classes={"cat": "face"}), "has no class cat"),
+    (dict(teacher_classes={"face": "person"}), "not a class of the recipe"),
+    (dict(model="/no/such/model.tflite"), "does not exist"),
+])
+def test_bad_teacher_settings_are_clear(blazeface, tmp_path, settings, message):
+    dataset, samples = photo_dataset(tmp_path / "ds", [np.zeros((8, 8, 3), np.uint8)])
+    with pytest.raises(EdgedistillError, match=message):
+        label_with_teacher(dataset, samples, FACES, face_settings(**settings), tmp_path / "w")
+
+
+def test_no_shared_class_and_wrong_files_are_refused(tmp_path, monkeypatch):
+    dataset, samples = photo_dataset(tmp_path / "ds", [np.zeros((8, 8, 3), np.uint8)], classes=("helmet",))
+    with pytest.raises(EdgedistillError, match="no class of teacher"):
+        label_with_teacher(dataset, samples, {"helmet": DetectionClass(prompts=["hat"])}, face_settings(), tmp_path)
+    (tmp_path / "model.pt").write_bytes(b"x")
+    with pytest.raises(EdgedistillError, match="not an ONNX or TFLite"):
+        resolve_teacher_model(str(tmp_path / "model.pt"), get_adapter("blazeface_short_range"))
+    (tmp_path / "broken.tflite").write_bytes(b"not a model")
+    with pytest.raises(EdgedistillError, match="could not be loaded"):
+        label_with_teacher(dataset, samples, FACES, face_settings(model=str(tmp_path / "broken.tflite")), tmp_path)
+    monkeypatch.setenv("EDGEDISTILL_MODELS", str(tmp_path / "empty"))
+    absent = TeacherAdapter("absent", ["face"], Preprocess(8, 8), lambda o: o,
+                            PackagedWeights("no-such-package==1.0", "x/absent.tflite"))
+    with pytest.raises(EdgedistillError, match="labelers.teachers fetch"):
+        resolve_teacher_model("packaged", absent)
+
+
+# -- any ONNX detector through a registered adapter ----------------------------------------------
+@pytest.fixture(scope="module")
+def bright_square_onnx(tmp_path_factory) -> Path:
+    """A real ONNX detector in a few lines: it reports one box, the input's top-left quarter, with a
+    score equal to that quarter's mean brightness (NCHW input in [0, 1], dynamic batch)."""
+    import torch
+
+    class TopLeftQuarter(torch.nn.Module):
+        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            batch = images.shape[0]
+            half = images.shape[-1] // 2
+            score = images[:, :, :half, :half].mean(dim=(1, 2, 3))
+            boxes = torch.tensor([0.0, 0.0, 0.5, 0.5]).expand(batch, 1, 4)
+            return boxes, score[:, None]
+
+    path = tmp_path_factory.mktemp("onnx") / "quarter.onnx"
+    torch.onnx.export(TopLeftQuarter(), (torch.rand(2, 3, 32, 32),), str(path), input_names=["images"],
+                      output_names=["boxes", "scores"], dynamic_axes={"images": {0: "batch"}}, dynamo=False)
+    return path
+
+
+def decode_quarter(outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    boxes, scores = outputs
+    return boxes.reshape(-1, 4), scores.reshape(-1), np.zeros(scores.size, dtype=np.int64)
+
+
+def test_an_onnx_detector_with_a_registered_adapter(bright_square_onnx, tmp_path):
+    register_adapter(TeacherAdapter("quarter", ["bright"], Preprocess(32, 32, letterbox=False, layout="NCHW"),
+                                    decode_quarter))
+    bright = np.zeros((40, 60, 3), np.uint8)
+    bright[:20, :30] = 255
+    dataset, samples = photo_dataset(tmp_path / "ds", [bright, np.zeros((40, 60, 3), np.uint8)], classes=("lamp",))
+    settings = AutoLabelSettings(labeler="teacher", teacher_adapter="quarter", model=str(bright_square_onnx),
+                                 teacher_classes={"bright": "lamp"}, threshold=0.5, batch_size=2)
+    labelled = label_with_teacher(dataset, samples, {"lamp": DetectionClass(prompts=["lamp"])}, settings, tmp_path / "w")
+    assert [(l.class_name, l.box) for l in labelled[0].labels] == [("lamp", (0.0, 0.0, 30.0, 20.0))]
+    assert labelled[0].labels[0].score == pytest.approx(1.0, abs=0.01)
+    assert labelled[1].labels == []  # a dark image scores 0: below the threshold
