@@ -69,8 +69,14 @@ def _params(recipe: KeywordSpottingRecipe, *sections: str) -> dict:
 def synthesize_step(recipe: KeywordSpottingRecipe, dataset: Dataset, progress: Progress = None) -> VersionInfo:
     from generators.synthesis import synthesize_speech
 
-    return dataset.derive(None, "synthesize", _params(recipe, "speech"),
-                          lambda _, work: synthesize_speech(dataset, recipe, work, progress).samples)
+    def synthesize(_, work):
+        result = synthesize_speech(dataset, recipe, work, progress)
+        report = {"engine_counts": result.engine_counts, "clips_per_second": result.clips_per_second,
+                  "failures": [f.__dict__ for f in result.failures],
+                  "duplicates_dropped": result.duplicates_dropped}
+        return result.samples, report
+
+    return dataset.derive(None, "synthesize", _params(recipe, "speech"), synthesize)
 
 
 def check_step(recipe: KeywordSpottingRecipe, dataset: Dataset, parent: VersionInfo,

@@ -1,0 +1,309 @@
+"""Audio augmentation: noisy, reverberant, shifted, band-limited copies of clean clips.
+
+Each clean clip gets `settings.copies` copies, each through a random chain drawn from its own
+seed: speed/pitch, room reverb (pyroomacoustics), time shift, a telephone or low-rate channel,
+noise at an SNR measured on the word itself (coloured noise, or babble made from other clips of
+the same split so nothing leaks across splits), and gain. `_silence_` clips get noise and gain
+only. Copies keep the parent's split, group and labels (spans moved with the audio).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import soxr
+from scipy.signal import butter, fftconvolve, sosfiltfilt
+
+from edgedistill.audio import fit_to_length, load_audio, wav_bytes
+from edgedistill.dataset import Dataset, Provenance, Sample
+from edgedistill.recipe import SILENCE, AugmentSettings
+from generators.shards import ShardOutput, run_shards
+
+NOISE_COLOURS = ("white", "pink", "brown")
+_COLOUR_EXPONENT = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power falls as 1/f^exponent
+RIRS_PER_SEED = 32
+BABBLE_TALKERS = (3, 6)
+BABBLE_SHARE = 0.3  # of noisy copies, how many get babble rather than coloured noise
+GAIN_DB = (-12.0, 6.0)
+TELEPHONE_BAND = (300.0, 3400.0)
+LOW_RATES = (8000, 6000, 11025)
+SHARD_SIZE = 64
+
+
+def coloured_noise(colour: str, length: int, rng: np.random.Generator) -> np.ndarray:
+    """White, pink or brown noise of unit RMS, shaped in the frequency domain."""
+    spectrum = np.fft.rfft(rng.standard_normal(length))
+    frequencies = np.fft.rfftfreq(length)
+    frequencies[0] = frequencies[1] if length > 1 else 1.0  # no infinite DC gain
+    spectrum *= frequencies ** (-_COLOUR_EXPONENT[colour] / 2)
+    noise = np.fft.irfft(spectrum, n=length)
+    return (noise / (np.sqrt(np.mean(noise**2)) or 1.0)).astype(np.float32)
+
+
+def rms(audio: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
+
+
+# -- rooms -------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=4)
+def room_impulse_responses(seed: int, sample_rate: int, count: int = RIRS_PER_SEED) -> tuple[np.ndarray, ...]:
+    """A few dozen simulated rooms per seed: small to large, dry to echoing (image source method)."""
+    import pyroomacoustics as pra
+
+    responses = []
+    for index in range(count):
+        rng = np.random.default_rng([seed, index])
+        size = rng.uniform([2.5, 2.5, 2.3], [9.0, 8.0, 4.0])
+        absorption, max_order = pra.inverse_sabine(float(rng.uniform(0.15, 0.9)), size)
+        room = pra.ShoeBox(size, fs=sample_rate, materials=pra.Material(absorption),
+                           max_order=min(max_order, 20))  # higher orders add little but cost a lot
+        room.add_source(rng.uniform([0.4, 0.4, 0.8], size - 0.4))
+        room.add_microphone(rng.uniform([0.4, 0.4, 0.8], size - 0.4))
+        room.compute_rir()
+        response = np.asarray(room.rir[0][0], dtype=np.float32)
+        responses.append(response / np.abs(response).max())
+    return tuple(responses)
+
+
+# -- the chain ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AugmentJob:
+    parent: Sample
+    copy: int
+    seed: int
+    babble: tuple[str, ...]  # media paths of other clips of the same split
+
+
+@dataclass(frozen=True)
+class _AugmentContext:
+    dataset_root: Path
+    settings: AugmentSettings
+    sample_rate: int
+    rir_seed: int
+
+
+@dataclass
+class _Clip:
+    audio: np.ndarray
+    span: tuple[float, float] | None
+    rate: int
+    chain: list[dict[str, Any]]
+
+    def speech_part(self) -> np.ndarray:
+        """The samples of the word, for SNR: padding silence must not count as signal."""
+        if self.span is None:
+            return self.audio
+        start, end = (int(round(t * self.rate)) for t in self.span)
+        part = self.audio[max(0, start):max(start + 1, end)]
+        return part if rms(part) > 0 else self.audio
+
+
+def _change_speed(clip: _Clip, settings: AugmentSettings, rng: np.random.Generator) -> None:
+    """Faster or slower (pitch follows, as on a tape), re-centred in the clip; the span follows."""
+    factor = float(rng.uniform(*settings.speed_range))
+    length = clip.audio.size
+    changed = soxr.resample(clip.audio, clip.rate, max(1, round(clip.rate / factor))).astype(np.float32)
+    # soxr keeps the rate label: `changed` played at clip.rate is `factor` times faster
+    clip.audio = fit_to_length(changed, length)
+    shift = (length - changed.size) // 2
+    if clip.span is not None:
+        clip.span = tuple(max(0.0, min(length / clip.rate, t / factor + shift / clip.rate)) for t in clip.span)
+    clip.chain.append({"step": "speed", "factor": round(factor, 4)})
+
+
+def _shift_pitch(clip: _Clip, settings: AugmentSettings, rng: np.random.Generator) -> None:
+    from audiomentations import PitchShift
+
+    low, high = settings.speed_range
+    semitones = float(rng.uniform(12 * math.log2(low), 12 * math.log2(high)))
+    shifter = PitchShift(min_semitones=semitones, max_semitones=semitones, p=1.0)
+    clip.audio = shifter(samples=clip.audio, sample_rate=clip.rate).astype(np.float32)
+    clip.chain.append({"step": "pitch", "semitones": round(semitones, 3)})
+
+
+def _reverb(clip: _Clip, rir_seed: int, rng: np.random.Generator) -> None:
+    responses = room_impulse_responses(rir_seed, clip.rate)
+    index = int(rng.integers(len(responses)))
+    peak = float(np.abs(clip.audio).max()) or 1.0
+    wet = fftconvolve(clip.audio, responses[index])[: clip.audio.size]  # the tail past the clip is cut
+    clip.audio = (wet * (peak / (float(np.abs(wet).max()) or 1.0))).astype(np.float32)
+    clip.chain.append({"step": "reverb", "room": index, "rir_seed": rir_seed})
+
+
+def _shift(clip: _Clip, settings: AugmentSettings, rng: np.random.Generator) -> None:
+    """Move the audio in time, never pushing the word out of the clip."""
+    duration = clip.audio.size / clip.rate
+    low, high = -settings.max_shift_seconds, settings.max_shift_seconds
+    if clip.span is not None:
+        low, high = max(low, -clip.span[0]), min(high, duration - clip.span[1])
+    seconds = float(rng.uniform(low, high)) if high > low else 0.0
+    samples = int(round(seconds * clip.rate))
+    shifted = np.zeros_like(clip.audio)
+    if samples >= 0:
+        shifted[samples:] = clip.audio[: clip.audio.size - samples]
+    else:
+        shifted[:samples] = clip.audio[-samples:]
+    clip.audio = shifted
+    if clip.span is not None:
+        clip.span = (clip.span[0] + samples / clip.rate, clip.span[1] + samples / clip.rate)
+    clip.chain.append({"step": "shift", "seconds": round(samples / clip.rate, 4)})
+
+
+def _channel(clip: _Clip, rng: np.random.Generator) -> None:
+    if rng.random() < 0.5 and clip.rate > 2 * TELEPHONE_BAND[1]:
+        sos = butter(4, TELEPHONE_BAND, btype="bandpass", fs=clip.rate, output="sos")
+        clip.audio = sosfiltfilt(sos, clip.audio).astype(np.float32)
+        clip.chain.append({"step": "telephone"})
+        return
+    low_rate = int(rng.choice([r for r in LOW_RATES if r < clip.rate] or [clip.rate]))
+    down = soxr.resample(clip.audio, clip.rate, low_rate)
+    clip.audio = fit_to_length(soxr.resample(down, low_rate, clip.rate).astype(np.float32), clip.audio.size, 0)
+    clip.chain.append({"step": "low_rate", "rate": low_rate})
+
+
+def _babble(dataset_root: Path, paths: tuple[str, ...], length: int, rate: int, rng: np.random.Generator) -> np.ndarray:
+    count = int(rng.integers(BABBLE_TALKERS[0], BABBLE_TALKERS[1] + 1))
+    picks = rng.choice(len(paths), size=min(count, len(paths)), replace=False)
+    mix = np.zeros(length, dtype=np.float32)
+    for pick in picks:
+        talker = load_audio(dataset_root / paths[int(pick)], rate)
+        mix += np.roll(np.resize(talker, length), int(rng.integers(length))) / (rms(talker) or 1.0)
+    return mix / (rms(mix) or 1.0)
+
+
+def _add_noise(clip: _Clip, context: _AugmentContext, babble: tuple[str, ...], rng: np.random.Generator) -> None:
+    """Noise at an SNR drawn from settings, against the word's own RMS (silence: its own level)."""
+    snr = float(rng.uniform(*context.settings.snr_db))
+    use_babble = bool(babble) and rng.random() < BABBLE_SHARE
+    if use_babble:
+        noise, kind = _babble(context.dataset_root, babble, clip.audio.size, clip.rate, rng), "babble"
+    else:
+        kind = str(rng.choice(NOISE_COLOURS))
+        noise = coloured_noise(kind, clip.audio.size, rng)
+    signal = rms(clip.speech_part()) or 10 ** (-60 / 20)
+    clip.audio = (clip.audio + noise * (signal / 10 ** (snr / 20))).astype(np.float32)
+    clip.chain.append({"step": "noise", "kind": kind, "snr_db": round(snr, 2)})
+
+
+def _gain(clip: _Clip, rng: np.random.Generator) -> None:
+    gain_db = float(rng.uniform(*GAIN_DB))
+    clip.audio = clip.audio * 10 ** (gain_db / 20)
+    peak = float(np.abs(clip.audio).max())
+    if peak > 0.99:  # a limiter, not clipping: clipped copies would teach the model distortion
+        gain_db -= 20 * math.log10(peak / 0.99)
+        clip.audio = clip.audio * (0.99 / peak)
+    clip.chain.append({"step": "gain", "db": round(gain_db, 2)})
+
+
+def augment_clip(audio: np.ndarray, span: tuple[float, float] | None, silence: bool, job_seed: int,
+                 babble: tuple[str, ...], context: _AugmentContext) -> _Clip:
+    """One random chain over one clip; everything random comes from `job_seed`."""
+    rng = np.random.default_rng(job_seed)
+    settings = context.settings
+    clip = _Clip(audio.astype(np.float32), span, context.sample_rate, [])
+    if not silence:
+        if rng.random() < 0.5:
+            _change_speed(clip, settings, rng)
+        elif rng.random() < 0.5:
+            _shift_pitch(clip, settings, rng)
+        if rng.random() < settings.reverb_probability:
+            _reverb(clip, context.rir_seed, rng)
+        if settings.max_shift_seconds > 0:
+            _shift(clip, settings, rng)
+        if rng.random() < settings.channel_probability:
+            _channel(clip, rng)
+    _add_noise(clip, context, babble, rng)
+    _gain(clip, rng)
+    return clip
+
+
+def _augmented_sample(dataset: Dataset, job: AugmentJob, clip: _Clip) -> Sample:
+    digest, relative = dataset.add_media(wav_bytes(clip.audio, clip.rate), "wav")
+    parent = job.parent
+    labels = [label.model_copy(update={"span": _rounded(clip.span) if label.span is not None else None})
+              for label in parent.labels]
+    return parent.model_copy(update={
+        "id": digest[:16], "media": relative, "labels": labels,
+        "provenance": Provenance(source="augment", params={"parent": parent.id, "copy": job.copy, "chain": clip.chain},
+                                 seed=job.seed, group=parent.provenance.group),
+    })
+
+
+def _rounded(span: tuple[float, float] | None) -> tuple[float, float] | None:
+    return None if span is None else (round(span[0], 4), round(span[1], 4))
+
+
+def augment_shard(context: _AugmentContext, jobs: list[AugmentJob]) -> ShardOutput:
+    dataset = Dataset.open(context.dataset_root)
+    output = ShardOutput()
+    for job in jobs:
+        audio = load_audio(dataset.media_path(job.parent), context.sample_rate)
+        span = job.parent.labels[0].span if job.parent.labels else None
+        clip = augment_clip(audio, span, job.parent.class_name == SILENCE, job.seed, job.babble, context)
+        output.samples.append(_augmented_sample(dataset, job, clip))
+    return output
+
+
+# -- planning and the stage --------------------------------------------------------------------
+
+def plan_augment(samples: list[Sample], copies: int, seed: int) -> list[AugmentJob]:
+    """Copies of each sample, with babble talkers drawn from speech clips of the same split only
+    (and of other voices, so a clip never babbles over itself)."""
+    rng = np.random.default_rng(seed)
+    talkers: dict[str | None, list[Sample]] = {}
+    for sample in samples:
+        if sample.class_name != SILENCE:
+            talkers.setdefault(sample.split, []).append(sample)
+    jobs = []
+    for sample in samples:
+        pool = talkers.get(sample.split, [])
+        for copy in range(copies):
+            candidates = (pool[int(i)] for i in rng.integers(len(pool), size=3 * BABBLE_TALKERS[1])) if pool else ()
+            babble = [s.media for s in candidates if s.provenance.group != sample.provenance.group]
+            jobs.append(AugmentJob(parent=sample, copy=copy, seed=int(rng.integers(2**31)),
+                                   babble=tuple(dict.fromkeys(babble))[: BABBLE_TALKERS[1]]))
+    return jobs
+
+
+@dataclass
+class AugmentResult:
+    samples: list[Sample]  # the inputs, then the copies
+    clips_per_second: float  # copies made in this run per second of wall time (0 if all resumed)
+    seconds: float
+
+
+def augment_dataset_samples(dataset: Dataset, samples: list[Sample], settings: AugmentSettings,
+                            sample_rate: int, seed: int, work_dir: Path,
+                            progress: Callable[[int, int], None] | None = None,
+                            workers: int | None = None) -> AugmentResult:
+    """`augment_samples` with its speed; `workers` processes (None: one per core)."""
+    jobs = plan_augment(samples, settings.copies, seed)
+    context = _AugmentContext(Path(dataset.root), settings, sample_rate, seed)
+    started = time.perf_counter()
+    run = run_shards(jobs, functools.partial(augment_shard, context), Path(work_dir), SHARD_SIZE,
+                     workers or os.cpu_count() or 1, progress)
+    seconds = time.perf_counter() - started
+    made_now = sum(len(run.outputs[i].samples) for i in run.ran)
+    seen = {s.id for s in samples}
+    copies = []
+    for sample in (s for output in run.outputs for s in output.samples):
+        if sample.id not in seen:  # a copy byte-identical to a kept clip (digital silence, gain only)
+            seen.add(sample.id)
+            copies.append(sample)
+    return AugmentResult([*samples, *copies], made_now / seconds if made_now else 0.0, seconds)
+
+
+def augment_samples(dataset: Dataset, samples: list[Sample], settings: AugmentSettings,
+                    sample_rate: int, seed: int, work_dir: Path,
+                    progress: Callable[[int, int], None] | None = None) -> list[Sample]:
+    """The input samples plus `settings.copies` augmented copies of each, in a fixed order."""
+    return augment_dataset_samples(dataset, samples, settings, sample_rate, seed, work_dir, progress).samples

@@ -1,0 +1,124 @@
+"""Run a list of jobs in shards across processes, keeping each finished shard on disk.
+
+Each finished shard is written atomically as `shard-00012.jsonl` (one Sample per line) next to
+`shard-00012.failures.json`, so a crash or Ctrl-C loses at most the shards in flight and a rerun
+redoes only the missing ones. A `plan.json` fingerprint keeps shards of a different plan from
+being mistaken for this one's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar
+
+from edgedistill.dataset import Sample, write_atomic
+
+logger = logging.getLogger(__name__)
+Job = TypeVar("Job")
+
+
+@dataclass
+class ShardOutput:
+    samples: list[Sample] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ShardRun:
+    outputs: list[ShardOutput]
+    ran: list[int]  # shards computed now; the rest were found on disk
+
+
+def plan_fingerprint(jobs: Sequence[Any]) -> str:
+    blob = json.dumps([asdict(job) if is_dataclass(job) else job for job in jobs], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def shard_path(work_dir: Path, index: int) -> Path:
+    return work_dir / f"shard-{index:05d}.jsonl"
+
+
+def _failures_path(work_dir: Path, index: int) -> Path:
+    return work_dir / f"shard-{index:05d}.failures.json"
+
+
+def _prepare(work_dir: Path, fingerprint: str) -> None:
+    """Forget shards left by a different plan: they would mix in other clips."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    marker = work_dir / "plan.json"
+    if marker.exists() and json.loads(marker.read_text()).get("fingerprint") == fingerprint:
+        return
+    stale = sorted(work_dir.glob("shard-*.jsonl")) + sorted(work_dir.glob("shard-*.failures.json"))
+    if stale:
+        logger.warning("%s holds %d shards of another plan; they are discarded", work_dir, len(stale))
+    for path in stale:
+        path.unlink()
+    write_atomic(marker, json.dumps({"fingerprint": fingerprint}).encode())
+
+
+def _load(work_dir: Path, index: int) -> ShardOutput | None:
+    path = shard_path(work_dir, index)
+    if not path.exists():
+        return None
+    samples = [Sample.model_validate_json(line) for line in path.read_text().splitlines() if line]
+    failures_file = _failures_path(work_dir, index)
+    failures = json.loads(failures_file.read_text()) if failures_file.exists() else []
+    return ShardOutput(samples, failures)
+
+
+def _save(work_dir: Path, index: int, output: ShardOutput) -> None:
+    # failures first: the samples file is what marks the shard as done
+    write_atomic(_failures_path(work_dir, index), json.dumps(output.failures).encode())
+    write_atomic(shard_path(work_dir, index), "".join(s.model_dump_json() + "\n" for s in output.samples).encode())
+
+
+def run_shards(jobs: Sequence[Job], run_shard: Callable[[list[Job]], ShardOutput], work_dir: Path,
+               shard_size: int, workers: int,
+               progress: Callable[[int, int], None] | None = None) -> ShardRun:
+    """Run `run_shard` (a picklable top-level function) over shards of `jobs`; outputs in shard order."""
+    work_dir = Path(work_dir)
+    _prepare(work_dir, plan_fingerprint(jobs))
+    shards = [list(jobs[i:i + shard_size]) for i in range(0, len(jobs), shard_size)]
+    outputs: list[ShardOutput | None] = [_load(work_dir, i) for i in range(len(shards))]
+    todo = [i for i, output in enumerate(outputs) if output is None]
+    done = sum(len(shards[i]) for i, output in enumerate(outputs) if output is not None)
+    if progress:
+        progress(done, len(jobs))
+
+    def finish(index: int, output: ShardOutput) -> None:
+        nonlocal done
+        _save(work_dir, index, output)
+        outputs[index] = output
+        done += len(shards[index])
+        if progress:
+            progress(done, len(jobs))
+
+    if workers <= 1 or len(todo) <= 1:
+        for index in todo:
+            finish(index, run_shard(shards[index]))
+    else:
+        _run_in_processes(shards, todo, run_shard, workers, finish)
+    return ShardRun([output for output in outputs if output is not None], todo)
+
+
+def _run_in_processes(shards: list[list[Job]], todo: list[int], run_shard: Callable[[list[Job]], ShardOutput],
+                      workers: int, finish: Callable[[int, ShardOutput], None]) -> None:
+    # spawn, not fork: the caller may hold threads (Prefect) or native libraries that do not fork
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context) as pool:
+        pending: dict[Future, int] = {pool.submit(run_shard, shards[i]): i for i in todo}
+        try:
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    finish(pending.pop(future), future.result())
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
