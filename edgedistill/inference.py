@@ -1,4 +1,4 @@
-"""Run a bundle's int8 model on audio files, with exactly the preprocessing its manifest declares.
+"""Run a bundle's int8 model on audio or image files, with exactly the preprocessing its manifest declares.
 
 The exporter uses the same `Int8Classifier` to measure int8 accuracy, so what `predict` does
 and what the bundle's metrics describe are one code path.
@@ -14,6 +14,8 @@ from edgedistill.audio import fit_to_length, load_audio
 from edgedistill.bundle import Manifest, Quantization, load_bundle
 from edgedistill.errors import EdgedistillError
 from edgedistill.frontend import MfccFrontEnd
+from edgedistill.image_frontend import HeatmapDecoding, ImageFrontEnd
+from edgedistill.images import load_image
 
 
 def quantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
@@ -66,16 +68,16 @@ class Int8Classifier:
         return [int(d) for d in self._output["shape"]]
 
     def run_int8(self, inputs: np.ndarray) -> np.ndarray:
-        """int8 inputs (N, ...) -> raw int8 outputs (N, classes), one invoke per sample (batch is 1)."""
+        """int8 inputs (N, ...) -> raw int8 outputs (N, ..., classes), one invoke per sample (batch is 1)."""
         outputs = []
         for row in inputs:
             self._interpreter.set_tensor(self._input["index"], row[None].astype(np.int8))
             self._interpreter.invoke()
             outputs.append(self._interpreter.get_tensor(self._output["index"])[0].copy())
-        return np.stack(outputs) if outputs else np.zeros((0, self.output_shape[-1]), np.int8)
+        return np.stack(outputs) if outputs else np.zeros((0, *self.output_shape[1:]), np.int8)
 
     def logits(self, features: np.ndarray) -> np.ndarray:
-        """Float features (N, frames, mfcc) -> dequantised logits (N, classes)."""
+        """Float model inputs (N, ...) -> dequantised outputs (N, ..., classes)."""
         quant_in, quant_out = self.input_quantization, self.output_quantization
         raw = self.run_int8(quantize(features, quant_in.scale, quant_in.zero_point))
         return dequantize(raw, quant_out.scale, quant_out.zero_point)
@@ -102,24 +104,45 @@ def _classify_file(path: Path, manifest: Manifest, frontend: MfccFrontEnd, class
             "scores": {label: float(p) for label, p in zip(manifest.labels, probabilities)}}
 
 
-def predict_files(bundle_dir: Path, files: list[Path]) -> list[dict]:
-    """Classify each audio file (any format soundfile/ffmpeg reads, any sample rate) with a bundle.
+def _detect_file(path: Path, manifest: Manifest, frontend: ImageFrontEnd, decoding: HeatmapDecoding,
+                 classifier: Int8Classifier) -> dict:
+    inputs, placement = frontend(load_image(path))
+    probabilities = softmax(classifier.logits(inputs[None]))[0]
+    classes = [label for index, label in enumerate(manifest.labels) if index != decoding.background_index]
+    objects = [{"label": classes[c.class_index], "score": c.score, "x": c.x, "y": c.y}
+               for c in decoding.decode(probabilities, placement)]
+    return {"file": str(path), "objects": objects}
 
-    Raises EdgedistillError naming the file for missing, empty or corrupt audio.
+
+def _image_predictor(manifest: Manifest) -> tuple[ImageFrontEnd, HeatmapDecoding]:
+    try:
+        return (ImageFrontEnd.from_spec(manifest.input.frontend),
+                HeatmapDecoding.from_spec(manifest.input.frontend["heatmap"]))
+    except (ValueError, TypeError, KeyError) as error:
+        raise EdgedistillError(f"bundle {manifest.name} declares an image front end this version cannot run: "
+                               f"{error!r}", "upgrade edgedistill or re-export the bundle") from None
+
+
+def predict_files(bundle_dir: Path, files: list[Path]) -> list[dict]:
+    """Run a bundle on each file: audio (any format soundfile/ffmpeg reads, any sample rate) for a keyword
+    bundle -> {"file", "label", "score", "scores"}; images (any format Pillow reads) for a detection
+    bundle -> {"file", "objects": [{"label", "score", "x", "y"}]}, x and y in the image's own pixels.
+
+    Raises EdgedistillError naming the file for missing, empty or corrupt input.
     """
     bundle_dir = Path(bundle_dir)
     manifest = load_bundle(bundle_dir)
-    if manifest.input.kind != "audio":
-        raise EdgedistillError(f"bundle {manifest.name} takes {manifest.input.kind} input, not audio",
-                               "pass image files to an image bundle")
+    classifier = Int8Classifier(bundle_dir / manifest.file("model_int8").path)
+    _check_manifest_matches_model(manifest, classifier)
+    if manifest.input.kind == "image":
+        frontend, decoding = _image_predictor(manifest)
+        return [_detect_file(Path(file), manifest, frontend, decoding, classifier) for file in files]
     try:
-        frontend = MfccFrontEnd.from_spec(manifest.input.frontend)
+        audio_frontend = MfccFrontEnd.from_spec(manifest.input.frontend)
     except (ValueError, TypeError) as error:
         raise EdgedistillError(f"bundle {manifest.name} declares a front end this version cannot run: {error}",
                                "upgrade edgedistill or re-export the bundle") from None
-    classifier = Int8Classifier(bundle_dir / manifest.file("model_int8").path)
-    _check_manifest_matches_model(manifest, classifier)
-    return [_classify_file(Path(file), manifest, frontend, classifier) for file in files]
+    return [_classify_file(Path(file), manifest, audio_frontend, classifier) for file in files]
 
 
 def _check_manifest_matches_model(manifest: Manifest, classifier: Int8Classifier) -> None:

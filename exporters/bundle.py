@@ -1,4 +1,8 @@
-"""Float DS-CNN -> the bundle a device team receives (DESIGN.md, "The bundle").
+"""Float model -> the bundle a device team receives (DESIGN.md, "The bundle").
+
+Keyword spotters and FOMO detectors share every step (ONNX, full-int8 TFLite, TFLite Micro check,
+C header, Vela, manifest, model card and report); a `_Task` holds only what differs: the front
+end, the int8 evaluation against the float model, and the sample figures of the report.
 
 The bundle is built in a temporary sibling folder and renamed into place at the end, so a crash
 or a failed check leaves the previous bundle (or none), never a half-written one.
@@ -22,18 +26,21 @@ import torch
 from edgedistill.bundle import MANIFEST, BundleFile, InputSpec, Manifest, OutputSpec, describe_file, write_manifest
 from edgedistill.errors import EdgedistillError
 from edgedistill.frontend import MfccFrontEnd
-from edgedistill.inference import Int8Classifier, quantize
+from edgedistill.image_frontend import BACKGROUND, Centroid, HeatmapDecoding, ImageFrontEnd, Placement, centroid_f1
+from edgedistill.inference import Int8Classifier, quantize, softmax
 from edgedistill.metrics import classification_metrics
 from edgedistill.recipe import ExportSettings
 from exporters.c_header import c_header_text
 from exporters.onnx_export import export_onnx
-from exporters.report import model_card_markdown, report_html
+from exporters.report import detection_sample_jpeg, model_card_markdown, report_html
 from exporters.tflite_int8 import quantize_to_int8_tflite
 from exporters.tflite_micro import check_on_tflite_micro
 from exporters.vela import compile_for_ethos_u
 
 TFLM_CHECK_INPUTS = 64  # TFLite Micro's reference kernels are slow; a sample shows any mismatch
+TFLM_CHECK_IMAGES = 8  # a 96x96 image takes ~0.1 s on TFLite Micro's reference kernels
 ONNX_CHECK_INPUTS = 8
+REPORT_SAMPLE_IMAGES = 6
 
 
 @dataclass
@@ -71,43 +78,33 @@ def _float_predictions(model: torch.nn.Module, features: np.ndarray) -> np.ndarr
         return model(torch.from_numpy(features.astype(np.float32))).argmax(dim=1).numpy()
 
 
-def _check_accuracy_drop(float_accuracy: float, int8_accuracy: float, settings: ExportSettings) -> None:
+def _check_accuracy_drop(float_accuracy: float, int8_accuracy: float, settings: ExportSettings,
+                         measure: str = "accuracy", samples: str = "clips") -> None:
     drop = float_accuracy - int8_accuracy
     if drop > settings.max_int8_accuracy_drop:
         raise EdgedistillError(
-            f"int8 quantisation costs too much accuracy: float {float_accuracy:.1%}, int8 {int8_accuracy:.1%} "
+            f"int8 quantisation costs too much {measure}: float {float_accuracy:.1%}, int8 {int8_accuracy:.1%} "
             f"(a drop of {drop:.1%}, more than the allowed {settings.max_int8_accuracy_drop:.1%}); no bundle written",
-            "calibrate on more and more varied clips (export.calibration_samples), train longer or wider so the "
+            f"calibrate on more and more varied {samples} (export.calibration_samples), train longer or wider so the "
             "model's margins grow, or raise export.max_int8_accuracy_drop if this drop is acceptable")
 
 
-def _int8_stage(build: _Build, model: torch.nn.Module, calibration: np.ndarray, test_features: np.ndarray,
-                test_labels: np.ndarray, labels: list[str], float_metrics: dict, settings: ExportSettings,
-                name: str) -> tuple[bytes, Int8Classifier, dict]:
-    content = quantize_to_int8_tflite(model, _evenly_spaced(calibration, settings.calibration_samples))
-    classifier = Int8Classifier(content)
-    if classifier.output_shape[-1] != len(labels):
-        raise EdgedistillError(f"the model has {classifier.output_shape[-1]} outputs but {len(labels)} labels "
-                               "were given",
-                               "pass the labels in the model's output order (recipe.classes)")
-    int8_predictions = classifier.logits(test_features).argmax(axis=1)
-    int8_metrics = classification_metrics(test_labels, int8_predictions, labels)
-    float_predictions = _float_predictions(model, test_features)
-    float_accuracy = float_metrics.get("accuracy")
-    if float_accuracy is None:
-        float_accuracy = float((float_predictions == np.asarray(test_labels)).mean())
-    _check_accuracy_drop(float_accuracy, int8_metrics["accuracy"], settings)
-    build.write(f"{name}_int8.tflite", "model_int8", content)
-    agreement = {"top1_agreement": float((float_predictions == int8_predictions).mean()),
-                 "count": int(len(test_features))}
-    return content, classifier, {"int8": int8_metrics, "int8_vs_float": agreement}
+@dataclass
+class _Task:
+    """What a keyword and a detection bundle do differently; every other step is shared."""
 
-
-def _micro_stage(build: _Build, content: bytes, classifier: Int8Classifier, test_features: np.ndarray) -> None:
-    sample = _evenly_spaced(test_features, TFLM_CHECK_INPUTS)
-    quant = classifier.input_quantization
-    inputs = quantize(sample, quant.scale, quant.zero_point)
-    build.targets["tflite_micro"] = check_on_tflite_micro(content, inputs, classifier.run_int8(inputs))
+    task: str  # the manifest's task
+    input_kind: str  # "audio" or "image"
+    frontend: MfccFrontEnd | ImageFrontEnd
+    frontend_spec: dict  # what the manifest records as the input's front end
+    labels: list[str]  # the model's output order
+    test_inputs: np.ndarray  # float model inputs, for the ONNX and TFLite Micro checks
+    tflm_inputs: int
+    # (classifier, float model) -> metrics {"float", "int8", "int8_vs_float"}; raises on too large a drop
+    evaluate: Callable[[Int8Classifier, torch.nn.Module], dict]
+    decoding: HeatmapDecoding | None = None
+    # int8 classifier -> (title, JPEG bytes) figures for the report, made after evaluation
+    report_images: Callable[[Int8Classifier], list[tuple[str, bytes]]] = lambda classifier: []
 
 
 def _vela_stage(build: _Build, content: bytes, settings: ExportSettings, name: str) -> None:
@@ -138,6 +135,83 @@ def _refuse_foreign_folder(out_dir: Path) -> None:
                                "choose an empty or new folder, or an earlier bundle to overwrite")
 
 
+def _export(model: torch.nn.Module, task: _Task, *, out_dir: Path, name: str, calibration: np.ndarray,
+            settings: ExportSettings, dataset_ref: dict, recipe: dict,
+            progress: Callable[[str], None] | None) -> Manifest:
+    """Build the bundle in a temporary sibling folder and swap it into `out_dir` only when complete."""
+    out_dir = Path(out_dir)
+    _refuse_foreign_folder(out_dir)
+    say = progress or (lambda message: None)
+    model = copy.deepcopy(model).eval().cpu()  # the caller's model keeps its mode and device
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    built = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
+    built.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
+    try:
+        manifest = _build_bundle(_Build(built), model, task, name, calibration, settings, dataset_ref, recipe, say)
+        _replace_folder(built, out_dir)
+    except BaseException:
+        shutil.rmtree(built, ignore_errors=True)
+        raise
+    say(f"bundle written to {out_dir}")
+    return manifest
+
+
+def _build_bundle(build: _Build, model: torch.nn.Module, task: _Task, name: str, calibration: np.ndarray,
+                  settings: ExportSettings, dataset_ref: dict, recipe: dict,
+                  say: Callable[[str], None]) -> Manifest:
+    formats = set(settings.formats)
+    if "onnx" in formats:
+        say("exporting float ONNX")
+        build.targets["onnx"] = export_onnx(model, _evenly_spaced(task.test_inputs, ONNX_CHECK_INPUTS),
+                                            build.root / f"{name}.onnx")
+        build.files.append((f"{name}.onnx", "model_float_onnx"))
+    say("quantising to full-int8 TFLite")
+    content = quantize_to_int8_tflite(model, _evenly_spaced(calibration, settings.calibration_samples))
+    classifier = Int8Classifier(content)
+    if classifier.output_shape[-1] != len(task.labels):
+        raise EdgedistillError(f"the model has {classifier.output_shape[-1]} outputs but {len(task.labels)} labels "
+                               "were given",
+                               "pass the labels in the model's output order (recipe.classes)")
+    metrics = task.evaluate(classifier, model)
+    build.write(f"{name}_int8.tflite", "model_int8", content)
+    say("checking on TensorFlow Lite Micro")
+    _micro_stage(build, content, classifier, task)
+    if "c_header" in formats:
+        say("writing the C header")
+        header = c_header_text(name=name, model=content, labels=task.labels, input_shape=classifier.input_shape,
+                               input_quantization=classifier.input_quantization,
+                               output_quantization=classifier.output_quantization, frontend=task.frontend,
+                               arena_bytes=build.targets["tflite_micro"]["arena_bytes"], decoding=task.decoding,
+                               output_shape=classifier.output_shape if task.decoding else None)
+        build.write(f"{name}_model.h", "c_header", header.encode())
+    if "vela" in formats:
+        say(f"compiling for {settings.vela_accelerator} with Vela")
+        _vela_stage(build, content, settings, name)
+    manifest = Manifest(
+        name=name, task=task.task, labels=task.labels,
+        input=InputSpec(kind=task.input_kind, shape=classifier.input_shape,
+                        quantization=classifier.input_quantization, frontend=task.frontend_spec),
+        output=OutputSpec(shape=classifier.output_shape, quantization=classifier.output_quantization,
+                          activation="logits"),
+        files=build.described(), metrics=metrics, targets=build.targets,
+        dataset=dataset_ref, recipe=recipe, created=datetime.now(timezone.utc),
+        edgedistill_version=_edgedistill_version())
+    say("writing the model card and report")
+    build.write("README.md", "model_card", model_card_markdown(manifest).encode())
+    build.write("report.html", "report", report_html(manifest, task.report_images(classifier)).encode())
+    manifest = manifest.model_copy(update={"files": build.described()})
+    write_manifest(build.root, manifest).chmod(0o644)  # write_atomic's temp file is private
+    return manifest
+
+
+def _micro_stage(build: _Build, content: bytes, classifier: Int8Classifier, task: _Task) -> None:
+    sample = _evenly_spaced(task.test_inputs, task.tflm_inputs)
+    quant = classifier.input_quantization
+    inputs = quantize(sample, quant.scale, quant.zero_point)
+    build.targets["tflite_micro"] = check_on_tflite_micro(content, inputs, classifier.run_int8(inputs))
+
+
+# -- keyword spotting -----------------------------------------------------------------------------
 def export_keyword_bundle(model: torch.nn.Module, *, out_dir: Path, name: str, labels: list[str],
                           frontend: MfccFrontEnd, calibration: np.ndarray, test_features: np.ndarray,
                           test_labels: np.ndarray, float_metrics: dict, settings: ExportSettings,
@@ -148,64 +222,115 @@ def export_keyword_bundle(model: torch.nn.Module, *, out_dir: Path, name: str, l
     Raises EdgedistillError, leaving `out_dir` as it was, when int8 accuracy drops more than
     `settings.max_int8_accuracy_drop` below `float_metrics["accuracy"]`.
     """
-    out_dir = Path(out_dir)
-    _refuse_foreign_folder(out_dir)
     if len(test_features) == 0 or len(test_features) != len(test_labels):
         raise EdgedistillError(f"export needs test features with one label each (got {len(test_features)} features, "
                                f"{len(test_labels)} labels)", "pass the held-out test split's features and labels")
-    say = progress or (lambda message: None)
-    model = copy.deepcopy(model).eval().cpu()  # the caller's model keeps its mode and device
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    built = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
-    built.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
-    try:
-        manifest = _build_bundle(_Build(built), model, name, labels, frontend, calibration, test_features,
-                                 test_labels, float_metrics, settings, dataset_ref, recipe, say)
-        _replace_folder(built, out_dir)
-    except BaseException:
-        shutil.rmtree(built, ignore_errors=True)
-        raise
-    say(f"bundle written to {out_dir}")
-    return manifest
+
+    def evaluate(classifier: Int8Classifier, float_model: torch.nn.Module) -> dict:
+        int8_predictions = classifier.logits(test_features).argmax(axis=1)
+        int8_metrics = classification_metrics(test_labels, int8_predictions, labels)
+        float_predictions = _float_predictions(float_model, test_features)
+        float_accuracy = float_metrics.get("accuracy")
+        if float_accuracy is None:
+            float_accuracy = float((float_predictions == np.asarray(test_labels)).mean())
+        _check_accuracy_drop(float_accuracy, int8_metrics["accuracy"], settings)
+        agreement = {"top1_agreement": float((float_predictions == int8_predictions).mean()),
+                     "count": int(len(test_features))}
+        return {"float": float_metrics, "int8": int8_metrics, "int8_vs_float": agreement}
+
+    task = _Task(task="keyword_spotting", input_kind="audio", frontend=frontend, frontend_spec=frontend.spec(),
+                 labels=labels, test_inputs=test_features, tflm_inputs=TFLM_CHECK_INPUTS, evaluate=evaluate)
+    return _export(model, task, out_dir=out_dir, name=name, calibration=calibration, settings=settings,
+                   dataset_ref=dataset_ref, recipe=recipe, progress=progress)
 
 
-def _build_bundle(build: _Build, model: torch.nn.Module, name: str, labels: list[str], frontend: MfccFrontEnd,
-                  calibration: np.ndarray, test_features: np.ndarray, test_labels: np.ndarray,
-                  float_metrics: dict, settings: ExportSettings, dataset_ref: dict, recipe: dict,
-                  say: Callable[[str], None]) -> Manifest:
-    formats = set(settings.formats)
-    if "onnx" in formats:
-        say("exporting float ONNX")
-        build.targets["onnx"] = export_onnx(model, _evenly_spaced(test_features, ONNX_CHECK_INPUTS),
-                                            build.root / f"{name}.onnx")
-        build.files.append((f"{name}.onnx", "model_float_onnx"))
-    say("quantising to full-int8 TFLite")
-    content, classifier, int8_metrics = _int8_stage(build, model, calibration, test_features, test_labels,
-                                                    labels, float_metrics, settings, name)
-    say("checking on TensorFlow Lite Micro")
-    _micro_stage(build, content, classifier, test_features)
-    if "c_header" in formats:
-        say("writing the C header")
-        header = c_header_text(name=name, model=content, labels=labels, input_shape=classifier.input_shape,
-                               input_quantization=classifier.input_quantization,
-                               output_quantization=classifier.output_quantization, frontend=frontend,
-                               arena_bytes=build.targets["tflite_micro"]["arena_bytes"])
-        build.write(f"{name}_model.h", "c_header", header.encode())
-    if "vela" in formats:
-        say(f"compiling for {settings.vela_accelerator} with Vela")
-        _vela_stage(build, content, settings, name)
-    manifest = Manifest(
-        name=name, task="keyword_spotting", labels=labels,
-        input=InputSpec(kind="audio", shape=classifier.input_shape, quantization=classifier.input_quantization,
-                        frontend=frontend.spec()),
-        output=OutputSpec(shape=classifier.output_shape, quantization=classifier.output_quantization,
-                          activation="logits"),
-        files=build.described(), metrics={"float": float_metrics, **int8_metrics}, targets=build.targets,
-        dataset=dataset_ref, recipe=recipe, created=datetime.now(timezone.utc),
-        edgedistill_version=_edgedistill_version())
-    say("writing the model card and report")
-    build.write("README.md", "model_card", model_card_markdown(manifest).encode())
-    build.write("report.html", "report", report_html(manifest).encode())
-    manifest = manifest.model_copy(update={"files": build.described()})
-    write_manifest(build.root, manifest).chmod(0o644)  # write_atomic's temp file is private
-    return manifest
+# -- detection (FOMO centroids) -------------------------------------------------------------------
+@dataclass
+class _DetectionTest:
+    """Held-out images at model input size, with true centres in input pixels."""
+
+    images: list[np.ndarray]
+    inputs: np.ndarray  # (n, size, size, channels) float
+    placements: list[Placement]
+    truth: list[list[tuple[int, float, float]]]  # per image: (class index, x, y) in input pixels
+    boxes: list[np.ndarray]
+    classes: list[np.ndarray]
+
+
+def _detection_test(frontend: ImageFrontEnd, images: list[np.ndarray], boxes: list[np.ndarray],
+                    classes: list[np.ndarray]) -> _DetectionTest:
+    if len(images) == 0 or not len(images) == len(boxes) == len(classes):
+        raise EdgedistillError(f"export needs test images with their boxes and classes (got {len(images)} images, "
+                               f"{len(boxes)} box lists, {len(classes)} class lists)",
+                               "pass the held-out test split's images, boxes and classes")
+    inputs, placements, truth = [], [], []
+    for image, image_boxes, image_classes in zip(images, boxes, classes):
+        prepared, placement = frontend(image)
+        image_boxes = np.asarray(image_boxes, np.float64).reshape(-1, 4)
+        centres = image_boxes[:, :2] + image_boxes[:, 2:] / 2
+        xs, ys = placement.to_input(centres[:, 0], centres[:, 1])
+        inputs.append(prepared)
+        placements.append(placement)
+        truth.append([(int(c), float(x), float(y)) for c, x, y in zip(image_classes, xs, ys)])
+    return _DetectionTest(list(images), np.stack(inputs), placements, truth,
+                          [np.asarray(b, np.float64).reshape(-1, 4) for b in boxes], [np.asarray(c) for c in classes])
+
+
+def _float_heatmaps(model: torch.nn.Module, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    with torch.no_grad():
+        return np.concatenate([torch.softmax(model(torch.from_numpy(inputs[i:i + batch_size])), dim=-1).numpy()
+                               for i in range(0, len(inputs), batch_size)])
+
+
+def export_detection_bundle(model: torch.nn.Module, *, out_dir: Path, name: str, labels: list[str],
+                            frontend: ImageFrontEnd, decoding: HeatmapDecoding, calibration: np.ndarray,
+                            test_images: list[np.ndarray], test_boxes: list[np.ndarray],
+                            test_classes: list[np.ndarray], centroid_distance: float, settings: ExportSettings,
+                            dataset_ref: dict, recipe: dict,
+                            progress: Callable[[str], None] | None = None) -> Manifest:
+    """Export a trained FOMO heat-map model as a bundle in `out_dir`; return its manifest.
+
+    model: float inputs (n, size, size, channels) from `frontend` -> logits (n, grid, grid, 1 + classes).
+    labels: the classes, without background. calibration: `frontend` outputs of training images.
+    test_*: held-out RGB images with their boxes (x, y, w, h in image pixels) and class indices.
+    Metrics are centroid F1 within `centroid_distance` x input size, float and int8; raises
+    EdgedistillError, leaving `out_dir` as it was, when int8 F1 drops more than
+    `settings.max_int8_accuracy_drop` below float.
+    """
+    test = _detection_test(frontend, test_images, test_boxes, test_classes)
+    radius = centroid_distance * frontend.size
+    # a black and a white image at the ends (which the calibration subset always keeps): the int8 input
+    # then spans the whole pixel range, not only what the calibration photos happened to contain
+    extremes = [frontend.normalise(np.full((1, *frontend.input_shape), value, np.uint8)) for value in (0, 255)]
+    calibration = np.concatenate([extremes[0], np.asarray(calibration, np.float32), extremes[1]])
+    found: dict[str, list] = {}
+
+    def evaluate(classifier: Int8Classifier, float_model: torch.nn.Module) -> dict:
+        float_probabilities = _float_heatmaps(float_model, test.inputs)
+        int8_probabilities = softmax(classifier.logits(test.inputs))
+        found["int8"] = [decoding.decode(p) for p in int8_probabilities]
+        float_metrics = centroid_f1(test.truth, [decoding.decode(p) for p in float_probabilities], labels, radius)
+        int8_metrics = centroid_f1(test.truth, found["int8"], labels, radius)
+        _check_accuracy_drop(float_metrics["f1"], int8_metrics["f1"], settings, "centroid F1", "images")
+        agreement = {"cell_agreement": float((float_probabilities.argmax(-1) == int8_probabilities.argmax(-1)).mean()),
+                     "count": len(test.images)}
+        return {"float": float_metrics, "int8": int8_metrics, "int8_vs_float": agreement}
+
+    def report_images(classifier: Int8Classifier) -> list[tuple[str, bytes]]:
+        figures = []
+        for i in _evenly_spaced(np.arange(len(test.images)), REPORT_SAMPLE_IMAGES):
+            centroids = [_in_original(c, test.placements[i]) for c in found["int8"][i]]
+            figures.append((f"test image {i}", detection_sample_jpeg(test.images[i], test.boxes[i], centroids, labels)))
+        return figures
+
+    task = _Task(task="detection", input_kind="image", frontend=frontend,
+                 frontend_spec={**frontend.spec(), "heatmap": decoding.spec(), "centroid_distance": centroid_distance},
+                 labels=[BACKGROUND, *labels], test_inputs=test.inputs, tflm_inputs=TFLM_CHECK_IMAGES,
+                 evaluate=evaluate, decoding=decoding, report_images=report_images)
+    return _export(model, task, out_dir=out_dir, name=name, calibration=calibration, settings=settings,
+                   dataset_ref=dataset_ref, recipe=recipe, progress=progress)
+
+
+def _in_original(centroid: Centroid, placement: Placement) -> Centroid:
+    x, y = placement.to_original(np.float64(centroid.x), np.float64(centroid.y))
+    return Centroid(centroid.class_index, float(x), float(y), centroid.score)

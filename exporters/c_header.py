@@ -1,7 +1,8 @@
-"""A C header a firmware build can include: the model array, labels, quantisation and MFCC constants.
+"""A C header a firmware build can include: the model array, labels, quantisation and front-end constants.
 
-The packed mel filters, DCT matrix and window are exactly the arrays `arm_mfcc_init_f32` takes, so
-the device computes the same features as training and `edgedistill predict` did.
+For audio, the packed mel filters, DCT matrix and window are exactly the arrays `arm_mfcc_init_f32`
+takes, so the device computes the same features as training and `edgedistill predict` did. For
+images, the resize, normalisation and heat-map decoding constants of the manifest.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 
 from edgedistill.bundle import Quantization
 from edgedistill.frontend import LOG_OFFSET, MfccFrontEnd
+from edgedistill.image_frontend import HeatmapDecoding, ImageFrontEnd
 
 _VALUES_PER_LINE = 12
 
@@ -67,14 +69,15 @@ def _labels_section(prefix: str, labels: list[str]) -> str:
 
 
 def _quantization_section(prefix: str, input_shape: list[int], input_q: Quantization, output_q: Quantization,
-                          arena_bytes: int | None) -> str:
+                          arena_bytes: int | None, output_shape: list[int] | None = None) -> str:
     upper = prefix.upper()
     dims = "".join(f"#define {upper}_INPUT_DIM{i} {d}\n" for i, d in enumerate(input_shape))
     arena = (f"/* Tensor arena TFLite Micro's recording allocator measured on the host; add a margin for\n"
              f"   your platform's alignment and any extra ops. */\n#define {upper}_ARENA_BYTES {arena_bytes}\n"
              if arena_bytes else "")
+    output_dims = "".join(f"#define {upper}_OUTPUT_DIM{i} {d}\n" for i, d in enumerate(output_shape or []))
     return (f"/* int8 input: q = round(feature / INPUT_SCALE) + INPUT_ZERO_POINT, saturated to [-128, 127]. */\n"
-            f"{dims}#define {upper}_INPUT_SCALE {c_float(input_q.scale)}\n"
+            f"{dims}{output_dims}#define {upper}_INPUT_SCALE {c_float(input_q.scale)}\n"
             f"#define {upper}_INPUT_ZERO_POINT ({input_q.zero_point})\n"
             f"/* int8 output (logits): logit = (q - OUTPUT_ZERO_POINT) * OUTPUT_SCALE. */\n"
             f"#define {upper}_OUTPUT_SCALE {c_float(output_q.scale)}\n"
@@ -111,19 +114,46 @@ def _frontend_section(prefix: str, frontend: MfccFrontEnd) -> str:
     return usage + defines + floats + arrays
 
 
+def _image_frontend_section(prefix: str, frontend: ImageFrontEnd, decoding: HeatmapDecoding) -> str:
+    upper = prefix.upper()
+    constants = {"IMAGE_SIZE": frontend.size, "IMAGE_CHANNELS": frontend.channels,
+                 "LETTERBOX": int(frontend.resize == "letterbox"), "PAD_VALUE": frontend.pad_value,
+                 "GRID_STRIDE": decoding.stride, "GRID_SIZE": frontend.size // decoding.stride,
+                 "BACKGROUND_INDEX": decoding.background_index}
+    defines = "".join(f"#define {upper}_{key} {value}\n" for key, value in constants.items())
+    letterbox_note = " (aspect kept, centred, padded with PAD_VALUE)" if frontend.resize == "letterbox" else ""
+    return (f"/* Image front end: RGB (or gray, BT.601 luma, when IMAGE_CHANNELS is 1) resized to IMAGE_SIZE square,\n"
+            f"   {frontend.resize}{letterbox_note},"
+            f" {frontend.interpolation} interpolation, channels-last;\n"
+            f"   feature = (pixel - PIXEL_MEAN) * PIXEL_SCALE, then quantised as above.\n"
+            f"   Output: (GRID_SIZE, GRID_SIZE, LABEL_COUNT) logits per cell; softmax over the last axis, a cell\n"
+            f"   whose class probability is >= THRESHOLD holds that class; touching cells are one object whose centre\n"
+            f"   is the probability-weighted mean of (column + 0.5, row + 0.5) * GRID_STRIDE input pixels. */\n"
+            f"{defines}#define {upper}_PIXEL_MEAN {c_float(frontend.mean)}\n"
+            f"#define {upper}_PIXEL_SCALE {c_float(frontend.scale)}\n"
+            f"#define {upper}_THRESHOLD {c_float(decoding.threshold)}\n")
+
+
 def c_header_text(*, name: str, model: bytes, labels: list[str], input_shape: list[int], input_quantization:
-                  Quantization, output_quantization: Quantization, frontend: MfccFrontEnd,
-                  arena_bytes: int | None) -> str:
+                  Quantization, output_quantization: Quantization, frontend: MfccFrontEnd | ImageFrontEnd,
+                  arena_bytes: int | None, decoding: HeatmapDecoding | None = None,
+                  output_shape: list[int] | None = None) -> str:
+    """The header text; an `ImageFrontEnd` needs the heat map `decoding` too (a detection model)."""
     prefix = c_identifier(name)
     guard = f"{prefix.upper()}_MODEL_H"
+    if isinstance(frontend, ImageFrontEnd):
+        kind, frontend_text = "FOMO detection", _image_frontend_section(prefix, frontend, decoding or HeatmapDecoding())
+    else:
+        kind, frontend_text = "keyword-spotting", _frontend_section(prefix, frontend)
     return "\n".join([
-        f"/* {name}: keyword-spotting model exported by edgedistill.\n"
+        f"/* {name}: {kind} model exported by edgedistill.\n"
         f"   Defines data: include it from exactly one .c/.cc file (like `xxd -i` output). */\n"
         f"#ifndef {guard}\n#define {guard}\n\n#include <stdint.h>\n"
         f"#ifndef __cplusplus\n#include <stdalign.h>\n#endif\n",
         _labels_section(prefix, labels),
-        _quantization_section(prefix, input_shape, input_quantization, output_quantization, arena_bytes),
-        _frontend_section(prefix, frontend),
+        _quantization_section(prefix, input_shape, input_quantization, output_quantization, arena_bytes,
+                              output_shape),
+        frontend_text,
         _model_section(prefix, model),
         f"#endif /* {guard} */\n",
     ])

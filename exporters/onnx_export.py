@@ -18,7 +18,8 @@ def _export_dynamo(model: torch.nn.Module, example: torch.Tensor, path: Path) ->
     # external_data=False: one self-contained file, not a .onnx plus a .onnx.data sidecar
     torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False, optimize=True,
                       input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
-                      dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("batch")}})
+                      # by position, not by name: the model's argument may be called anything
+                      dynamic_shapes=({0: torch.export.Dim("batch")},))
 
 
 def _export_legacy(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:

@@ -61,6 +61,62 @@ def _context(manifest: Manifest) -> dict:
     }
 
 
+_CARD_SIZE = """\
+## Size and speed
+- int8 model: {{ micro.get("model_bytes") | kib }}
+{% if micro.get("arena_bytes") %}
+- TFLite Micro tensor arena: {{ micro.get("arena_bytes") | kib }} (recorded on the host; add a margin).
+  TFLite Micro's kernels gave the same top class as LiteRT on {{ micro.get("top1_agreement") | percent }} of {{ micro.get("checked_inputs") }} checked inputs.
+{% endif %}
+{% if vela.get("status") == "ok" %}
+- {{ vela.accelerator }} (Vela estimate, {{ vela.system_config }}): {{ vela.sram_bytes | kib }} SRAM,
+  {{ vela.flash_bytes | kib }} flash, {{ vela.cycles_total | number }} cycles = {{ "%.3f" % (vela.inference_seconds * 1000) }} ms per inference
+  at {{ "%.0f" % (vela.clock_hz / 1e6) }} MHz, {{ vela.npu_operator_share | percent }} of operators on the NPU.
+{% elif vela %}
+- Ethos-U: not compiled ({{ vela.get("reason", vela.get("status")) }}).
+{% endif %}
+
+"""
+
+_CARD_PROVENANCE = """\
+## Provenance
+- created {{ m.created.isoformat(timespec="seconds") }} by edgedistill {{ m.edgedistill_version }}
+- dataset: `{{ dataset_json | replace("\\n", " ") }}`
+{% if recipe_yaml %}
+
+Recipe:
+```yaml
+{{ recipe_yaml }}
+```
+{% endif %}
+"""
+
+_REPORT_SIZE = """\
+<h2>Size and targets</h2>
+<table>
+<tr><td>int8 .tflite</td><td class="num">{{ micro.get("model_bytes") | kib }}</td></tr>
+<tr><td>TFLite Micro arena</td><td class="num">{{ micro.get("arena_bytes") | kib }}</td></tr>
+<tr><td>TFLite Micro vs LiteRT (same top class / identical int8 outputs)</td>
+<td class="num">{{ micro.get("top1_agreement") | percent }} / {{ micro.get("exact_agreement") | percent }}</td></tr>
+{% if onnx %}<tr><td>ONNX vs PyTorch, largest logit difference</td><td class="num">{{ "%.2g" % onnx.get("max_abs_logit_difference", 0) }}</td></tr>{% endif %}
+</table>
+{% if vela.get("status") == "ok" %}
+<h3>Ethos-U ({{ vela.accelerator }}, Vela estimate)</h3>
+<table>
+<tr><td>system config / memory mode</td><td>{{ vela.system_config }} / {{ vela.memory_mode }}</td></tr>
+<tr><td>SRAM</td><td class="num">{{ vela.sram_bytes | kib }}</td></tr>
+<tr><td>flash</td><td class="num">{{ vela.flash_bytes | kib }}</td></tr>
+<tr><td>cycles per inference</td><td class="num">{{ vela.cycles_total | number }}</td></tr>
+<tr><td>time per inference</td><td class="num">{{ "%.3f" % (vela.inference_seconds * 1000) }} ms at {{ "%.0f" % (vela.clock_hz / 1e6) }} MHz</td></tr>
+<tr><td>operators on the NPU</td><td class="num">{{ vela.npu_operators }} of {{ vela.npu_operators + vela.cpu_operators }} ({{ vela.npu_operator_share | percent }})</td></tr>
+</table>
+{% elif vela %}
+<p>Ethos-U: not compiled ({{ vela.get("reason", vela.get("status")) }}).</p>
+{% endif %}
+
+"""
+
+
 MODEL_CARD = """\
 # {{ m.name }}: keyword spotter
 
@@ -120,21 +176,7 @@ A false accept is a negative clip (`_unknown_`, `_silence_`) called a keyword: t
 The int8 model picks the same class as the float model on {{ agreement.get("top1_agreement") | percent }} of test clips.
 {% endif %}
 
-## Size and speed
-- int8 model: {{ micro.get("model_bytes") | kib }}
-{% if micro.get("arena_bytes") %}
-- TFLite Micro tensor arena: {{ micro.get("arena_bytes") | kib }} (recorded on the host; add a margin).
-  TFLite Micro's kernels gave the same top class as LiteRT on {{ micro.get("top1_agreement") | percent }} of {{ micro.get("checked_inputs") }} checked inputs.
-{% endif %}
-{% if vela.get("status") == "ok" %}
-- {{ vela.accelerator }} (Vela estimate, {{ vela.system_config }}): {{ vela.sram_bytes | kib }} SRAM,
-  {{ vela.flash_bytes | kib }} flash, {{ vela.cycles_total | number }} cycles = {{ "%.3f" % (vela.inference_seconds * 1000) }} ms per inference
-  at {{ "%.0f" % (vela.clock_hz / 1e6) }} MHz, {{ vela.npu_operator_share | percent }} of operators on the NPU.
-{% elif vela %}
-- Ethos-U: not compiled ({{ vela.get("reason", vela.get("status")) }}).
-{% endif %}
-
-## Intended use
+""" + _CARD_SIZE + """## Intended use
 Spotting a small, fixed set of spoken keywords on a microcontroller or NPU, one clip at a time; for a
 continuous stream, slide the window (e.g. every 0.25 s) and act on a keyword seen in consecutive windows.
 
@@ -147,17 +189,7 @@ continuous stream, slide the window (e.g. every 0.25 s) and act on a keyword see
 - Accents, children's voices, far-field speech and loud rooms are covered only as far as the synthetic
   voices and augmentations covered them.
 
-## Provenance
-- created {{ m.created.isoformat(timespec="seconds") }} by edgedistill {{ m.edgedistill_version }}
-- dataset: `{{ dataset_json | replace("\\n", " ") }}`
-{% if recipe_yaml %}
-
-Recipe:
-```yaml
-{{ recipe_yaml }}
-```
-{% endif %}
-"""
+""" + _CARD_PROVENANCE
 
 
 REPORT_HTML = """\
@@ -202,29 +234,7 @@ Created {{ m.created.isoformat(timespec="seconds") }} by edgedistill {{ m.edgedi
 <h2>Confusion matrices</h2>
 <div class="figures">{% for title, png in confusion_images %}<img alt="{{ title }}" src="data:image/png;base64,{{ png }}">{% endfor %}</div>
 
-<h2>Size and targets</h2>
-<table>
-<tr><td>int8 .tflite</td><td class="num">{{ micro.get("model_bytes") | kib }}</td></tr>
-<tr><td>TFLite Micro arena</td><td class="num">{{ micro.get("arena_bytes") | kib }}</td></tr>
-<tr><td>TFLite Micro vs LiteRT (same top class / identical int8 outputs)</td>
-<td class="num">{{ micro.get("top1_agreement") | percent }} / {{ micro.get("exact_agreement") | percent }}</td></tr>
-{% if onnx %}<tr><td>ONNX vs PyTorch, largest logit difference</td><td class="num">{{ "%.2g" % onnx.get("max_abs_logit_difference", 0) }}</td></tr>{% endif %}
-</table>
-{% if vela.get("status") == "ok" %}
-<h3>Ethos-U ({{ vela.accelerator }}, Vela estimate)</h3>
-<table>
-<tr><td>system config / memory mode</td><td>{{ vela.system_config }} / {{ vela.memory_mode }}</td></tr>
-<tr><td>SRAM</td><td class="num">{{ vela.sram_bytes | kib }}</td></tr>
-<tr><td>flash</td><td class="num">{{ vela.flash_bytes | kib }}</td></tr>
-<tr><td>cycles per inference</td><td class="num">{{ vela.cycles_total | number }}</td></tr>
-<tr><td>time per inference</td><td class="num">{{ "%.3f" % (vela.inference_seconds * 1000) }} ms at {{ "%.0f" % (vela.clock_hz / 1e6) }} MHz</td></tr>
-<tr><td>operators on the NPU</td><td class="num">{{ vela.npu_operators }} of {{ vela.npu_operators + vela.cpu_operators }} ({{ vela.npu_operator_share | percent }})</td></tr>
-</table>
-{% elif vela %}
-<p>Ethos-U: not compiled ({{ vela.get("reason", vela.get("status")) }}).</p>
-{% endif %}
-
-<h2>Limits</h2>
+""" + _REPORT_SIZE + """<h2>Limits</h2>
 <p>Trained and tested on synthetic speech (text-to-speech voices with augmentation); expect lower accuracy
 on real speakers and microphones. Measure on recordings from the target device before relying on it.</p>
 </body></html>
@@ -261,10 +271,17 @@ def confusion_png(confusion: list[list[int]], labels: list[str], title: str) -> 
 
 
 def model_card_markdown(manifest: Manifest) -> str:
+    if manifest.task == "detection":
+        return _environment(autoescape=False).from_string(DETECTION_MODEL_CARD).render(**_detection_context(manifest))
     return _environment(autoescape=False).from_string(MODEL_CARD).render(**_context(manifest))
 
 
-def report_html(manifest: Manifest) -> str:
+def report_html(manifest: Manifest, sample_images: list[tuple[str, bytes]] | None = None) -> str:
+    """The report; `sample_images` are (title, JPEG bytes) figures a detection report shows."""
+    if manifest.task == "detection":
+        samples = [(title, base64.b64encode(jpeg).decode()) for title, jpeg in sample_images or []]
+        return _environment(autoescape=True).from_string(DETECTION_REPORT_HTML).render(
+            **_detection_context(manifest), sample_images=samples)
     context = _context(manifest)
     images = []
     for key, title in (("float", "float (PyTorch)"), ("int8", "int8 (TFLite)")):
@@ -273,3 +290,157 @@ def report_html(manifest: Manifest) -> str:
             png = confusion_png(confusion, manifest.labels, f"{title}, rows: truth")
             images.append((title, base64.b64encode(png).decode()))
     return _environment(autoescape=True).from_string(REPORT_HTML).render(**context, confusion_images=images)
+
+
+# -- detection ------------------------------------------------------------------------------------
+def _detection_context(manifest: Manifest) -> dict:
+    float_metrics, int8_metrics = manifest.metrics.get("float", {}), manifest.metrics.get("int8", {})
+    classes = manifest.labels[1:]  # output channel 0 is the background
+    rows = [{"label": label, "float": float_metrics.get("per_class", {}).get(label, {}),
+             "int8": int8_metrics.get("per_class", {}).get(label, {})} for label in classes]
+    frontend = manifest.input.frontend
+    return {
+        "m": manifest, "frontend": frontend, "heatmap": frontend.get("heatmap", {}), "classes": classes,
+        "grid": manifest.output.shape[1:3], "float_metrics": float_metrics, "int8_metrics": int8_metrics,
+        "class_rows": rows, "micro": manifest.targets.get("tflite_micro", {}),
+        "vela": manifest.targets.get("vela", {}), "onnx": manifest.targets.get("onnx", {}),
+        "agreement": manifest.metrics.get("int8_vs_float", {}),
+        "recipe_yaml": yaml.safe_dump(manifest.recipe, sort_keys=False).strip() if manifest.recipe else "",
+        "dataset_json": json.dumps(manifest.dataset, indent=2, default=str),
+    }
+
+
+DETECTION_MODEL_CARD = """\
+# {{ m.name }}: FOMO object detector
+
+Finds the centres of these objects in a {{ frontend.size }}x{{ frontend.size }} {{ "RGB" if frontend.channels == 3 else "grayscale" }} image:
+{% for label in classes %}
+- `{{ label }}`
+{% endfor %}
+
+The model is a full-int8 FOMO ("Faster Objects, More Objects") heat-map model: a MobileNetV2 backbone cut at
+1/8 resolution, for TensorFlow Lite Micro and Arm Ethos-U. It gives a centre per object, not a box.
+
+## Files
+| file | what it is | bytes | sha256 |
+|---|---|---:|---|
+{% for f in m.files %}
+| `{{ f.path }}` | {{ f.role }} | {{ f.bytes | number }} | `{{ f.sha256[:16] }}...` |
+{% endfor %}
+
+`manifest.json` holds the full hashes and every figure below in machine-readable form.
+
+## How to feed it
+1. **Image**: 8-bit RGB, upright (EXIF rotation applied){{ ", converted to gray (BT.601 luma)" if frontend.channels == 1 }}.
+2. **Resize** to {{ frontend.size }}x{{ frontend.size }} ({{ frontend.interpolation }} interpolation): {% if frontend.resize == "letterbox" %}letterbox: scale the longer side to {{ frontend.size }}, keep the aspect ratio, centre it and pad with {{ frontend.pad_value }}{% else %}stretch to the square, ignoring the aspect ratio{% endif %}.
+3. **Normalise**: `x = (pixel - {{ frontend.mean }}) * {{ frontend.scale }}`, channels-last; input tensor {{ m.input.shape }}.
+{% if m.input.quantization %}
+4. **Quantise**: `q = clamp(round(x / {{ m.input.quantization.scale }}) + ({{ m.input.quantization.zero_point }}), -128, 127)` as int8.
+{% endif %}
+{% if m.output.quantization %}
+5. **Read** the int8 output {{ m.output.shape }} (a {{ grid[0] }}x{{ grid[1] }} grid of cells, each {{ heatmap.stride }} input pixels):
+   `logit = (q - ({{ m.output.quantization.zero_point }})) * {{ m.output.quantization.scale }}`; softmax over the last axis.
+{% endif %}
+6. **Decode**: per class, cells with probability >= {{ heatmap.threshold }}; touching cells (8-neighbours) are one object whose
+   centre is the probability-weighted mean of `(column + 0.5, row + 0.5) * {{ heatmap.stride }}` input pixels and whose score is
+   its highest cell. Undo the resize to get original image pixels. `edgedistill predict` does exactly this.
+
+| index | label |
+|---:|---|
+{% for label in m.labels %}
+| {{ loop.index0 }} | `{{ label }}` |
+{% endfor %}
+
+## How well it works
+Centroid F1 on {{ int8_metrics.get("images", "n/a") }} held-out test images: a found centre is right when it lies within
+{{ "%.1f" % int8_metrics.get("radius_pixels", 0) }} input pixels of a true box centre of its class (one-to-one).
+
+| | float (PyTorch) | int8 (TFLite) |
+|---|---:|---:|
+| F1 | {{ float_metrics.get("f1") | percent }} | {{ int8_metrics.get("f1") | percent }} |
+| precision | {{ float_metrics.get("precision") | percent }} | {{ int8_metrics.get("precision") | percent }} |
+| recall | {{ float_metrics.get("recall") | percent }} | {{ int8_metrics.get("recall") | percent }} |
+{% for row in class_rows %}
+| F1 `{{ row.label }}` | {{ row.float.get("f1") | percent }} | {{ row.int8.get("f1") | percent }} |
+{% endfor %}
+{% if agreement %}
+
+The int8 model picks the same class as the float model in {{ agreement.get("cell_agreement") | percent }} of grid cells.
+{% endif %}
+
+""" + _CARD_SIZE + """## Intended use
+Counting and locating small, separate objects of a few classes on a microcontroller or NPU, where a box is not
+needed. Objects closer together than a cell ({{ heatmap.stride }} input pixels) merge into one.
+
+## Limits
+- Trained on auto-labelled and composited images; the test images come from the same sources, so expect lower
+  figures on photos from the target camera. Measure there before relying on it.
+- It only knows the classes above, at the sizes seen in training.
+
+""" + _CARD_PROVENANCE
+
+
+DETECTION_REPORT_HTML = """\
+<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ m.name }}: edgedistill report</title>
+<style>
+body { font-family: system-ui, sans-serif; max-width: 70rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+table { border-collapse: collapse; margin: 1rem 0; } td, th { border: 1px solid #ccc; padding: .3rem .6rem; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; } .worse { color: #b00; font-weight: bold; }
+.figures img { max-width: 32%; image-rendering: pixelated; } code { background: #f4f4f4; padding: 0 .2rem; }
+</style></head><body>
+<h1>{{ m.name }}</h1>
+<p>FOMO object detector for: {% for k in classes %}<code>{{ k }}</code>{{ ", " if not loop.last }}{% endfor %};
+{{ frontend.size }}x{{ frontend.size }} {{ "RGB" if frontend.channels == 3 else "grayscale" }} input, {{ grid[0] }}x{{ grid[1] }} grid.
+Created {{ m.created.isoformat(timespec="seconds") }} by edgedistill {{ m.edgedistill_version }}.</p>
+
+<h2>Centroid F1</h2>
+<p>On {{ int8_metrics.get("images", "n/a") }} held-out test images, match radius {{ "%.1f" % int8_metrics.get("radius_pixels", 0) }} input pixels.</p>
+<table><tr><th></th><th>float (PyTorch)</th><th>int8 (TFLite)</th></tr>
+{% for key in ("f1", "precision", "recall") %}
+<tr><td>{{ key }}</td><td class="num">{{ float_metrics.get(key) | percent }}</td>
+<td class="num{{ ' worse' if float_metrics.get(key) is not none and int8_metrics.get(key) is not none and int8_metrics.get(key) < float_metrics.get(key) }}">{{ int8_metrics.get(key) | percent }}</td></tr>
+{% endfor %}
+{% for row in class_rows %}
+<tr><td>F1 <code>{{ row.label }}</code></td><td class="num">{{ row.float.get("f1") | percent }}</td>
+<td class="num">{{ row.int8.get("f1") | percent }}</td></tr>
+{% endfor %}
+{% if agreement %}<tr><td>grid cells where int8 picks the float model's class</td><td></td>
+<td class="num">{{ agreement.get("cell_agreement") | percent }}</td></tr>{% endif %}
+</table>
+
+<h2>Sample test images</h2>
+<p>True boxes in green; int8 centroids as filled dots in the class colour, with class and score.</p>
+<div class="figures">{% for title, jpeg in sample_images %}<img alt="{{ title }}" title="{{ title }}" src="data:image/jpeg;base64,{{ jpeg }}">{% endfor %}</div>
+
+""" + _REPORT_SIZE + """<h2>Limits</h2>
+<p>Trained and tested on auto-labelled and composited images; expect lower figures on photos from the target
+camera. Measure there before relying on it.</p>
+</body></html>
+"""
+
+_CLASS_COLOURS = [(230, 25, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230)]
+
+
+def detection_sample_jpeg(image: np.ndarray, boxes: np.ndarray, centroids: list, labels: list[str],
+                          width: int = 320) -> bytes:
+    """An RGB image with its true boxes (green) and predicted centroids (class colour, label, score) as JPEG
+    (photos and noisy composites are several times larger as PNG, and the report embeds them)."""
+    import cv2
+
+    scale = width / image.shape[1]
+    canvas = cv2.resize(np.ascontiguousarray(image), (width, max(1, round(image.shape[0] * scale))),
+                        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    for x, y, w, h in np.asarray(boxes, np.float64).reshape(-1, 4) * scale:
+        cv2.rectangle(canvas, (round(x), round(y)), (round(x + w), round(y + h)), (40, 200, 40), 1)
+    for centroid in centroids:
+        colour = _CLASS_COLOURS[centroid.class_index % len(_CLASS_COLOURS)]
+        point = (round(centroid.x * scale), round(centroid.y * scale))
+        cv2.circle(canvas, point, 4, colour, -1)
+        cv2.circle(canvas, point, 5, (255, 255, 255), 1)
+        text = f"{labels[centroid.class_index]} {centroid.score:.2f}"
+        (text_width, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
+        left = point[0] + 6 if point[0] + 6 + text_width < width else point[0] - 6 - text_width  # stay inside
+        cv2.putText(canvas, text, (left, point[1] - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, colour, 1, cv2.LINE_AA)
+    _, encoded = cv2.imencode(".jpg", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return encoded.tobytes()

@@ -36,10 +36,11 @@ def _capture_stderr(action: Callable[[], None]) -> str:
 
 
 def check_on_tflite_micro(model: bytes, inputs: np.ndarray, reference_outputs: np.ndarray) -> dict:
-    """Run int8 `inputs` (N, ...) through TFLite Micro and compare with `reference_outputs` (N, classes).
+    """Run int8 `inputs` (N, ...) through TFLite Micro and compare with `reference_outputs` (N, ..., classes).
 
-    Returns the arena bytes the allocator recorded, and how often TFLM's int8 outputs equal the
-    reference exactly, differ by at most one step, and agree on the top class.
+    Returns the arena bytes the allocator recorded, how often TFLM's int8 outputs of an input equal
+    the reference exactly or within one step, and how often they agree on the top class (per cell
+    for a heat map).
     """
     from tflite_micro.python.tflite_micro import runtime
 
@@ -53,17 +54,18 @@ def check_on_tflite_micro(model: bytes, inputs: np.ndarray, reference_outputs: n
         interpreter.set_input(row[None].astype(np.int8), 0)
         interpreter.invoke()
         outputs.append(np.asarray(interpreter.get_output(0))[0].copy())
-    micro = np.stack(outputs).astype(np.int16)
-    reference = reference_outputs.astype(np.int16)
+    # (N, ..., classes) -> (N, positions, classes): a heat map is compared cell by cell
+    micro = np.stack(outputs).astype(np.int16).reshape(len(inputs), -1, reference_outputs.shape[-1])
+    reference = reference_outputs.astype(np.int16).reshape(micro.shape)
     allocations = _capture_stderr(interpreter.print_allocations)
     found = _ARENA_TOTAL.search(allocations)
-    difference = np.abs(micro - reference).max(axis=1)
+    difference = np.abs(micro - reference).max(axis=(1, 2))
     return {
         "arena_bytes": int(found.group(1)) if found else None,
         "model_bytes": len(model),
         "checked_inputs": int(len(inputs)),
         "exact_agreement": float((difference == 0).mean()),
         "within_one_step": float((difference <= 1).mean()),
-        "top1_agreement": float((micro.argmax(axis=1) == reference.argmax(axis=1)).mean()),
+        "top1_agreement": float((micro.argmax(axis=-1) == reference.argmax(axis=-1)).mean()),
         "max_abs_difference_steps": int(difference.max()) if difference.size else 0,
     }

@@ -35,8 +35,16 @@ class Voice:
 
     @property
     def id(self) -> str:
-        """The split group: one voice never sits in two splits."""
         return f"{self.engine}/{self.name}"
+
+    @property
+    def speaker(self) -> str:
+        """The split group: one speaker never sits in two splits, whichever engine voices them."""
+        return SAME_SPEAKER.get(self.id, self.id)
+
+
+# Voices that two engines build from one recording of one person (CMU's kal and slt databases).
+SAME_SPEAKER = {"festival/kal_diphone": "flite/kal16", "festival/cmu_us_slt_arctic_hts": "flite/slt"}
 
 
 @dataclass(frozen=True)

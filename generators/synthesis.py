@@ -131,7 +131,7 @@ def _speech_job(class_name: str, text: str, voice: Voice, use_carrier: bool,
         class_name=class_name, text=text, spoken=spoken, carrier=carrier, voice=voice,
         rate=round(float(rng.uniform(*RATE_RANGE)), 3), pitch=round(float(rng.uniform(*PITCH_RANGE)), 3),
         peak=round(float(rng.uniform(*PEAK_RANGE)), 3), offset=round(float(rng.uniform(-0.8, 0.8)), 3),
-        noise=None, seed=int(rng.integers(2**31)), group=voice.id,
+        noise=None, seed=int(rng.integers(2**31)), group=voice.speaker,
     )
 
 

@@ -204,3 +204,11 @@ def test_carrier_and_every_engine_in_one_run(tmp_path: Path) -> None:
     result = synthesize_speech(_dataset(tmp_path / "dataset", recipe), recipe, tmp_path / "work")
     assert any(s.provenance.params.get("carrier") for s in result.samples)
     assert set(result.engine_counts) >= {"espeak-ng", "noise"}
+
+
+def test_one_speaker_voiced_by_two_engines_is_one_split_group():
+    from generators.speech_engines import Voice
+
+    assert Voice("festival", "kal_diphone").speaker == Voice("flite", "kal16").speaker
+    assert Voice("festival", "cmu_us_slt_arctic_hts").speaker == Voice("flite", "slt").speaker
+    assert Voice("flite", "awb").speaker != Voice("flite", "rms").speaker

@@ -1,0 +1,195 @@
+"""The image side of a detector: preprocessing in, heat-map decoding out, and the centroid metric.
+
+Training, export and `edgedistill predict` all use `ImageFrontEnd` to turn a photo into the model's
+input tensor and map results back, so a bundle's manifest (`ImageFrontEnd.spec()`) says exactly
+what a device must do. Decoding and the F1 metric live here too because the trainer, the exporter
+and `predict` all need them, and stages may only share code through the core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+BACKGROUND = "_background_"  # output channel 0 of a FOMO heat map
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the original image sits inside the model input: input = original * ratio + offset."""
+
+    ratio_x: float
+    ratio_y: float
+    offset_x: float
+    offset_y: float
+
+    def to_input(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return x * self.ratio_x + self.offset_x, y * self.ratio_y + self.offset_y
+
+    def to_original(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (x - self.offset_x) / self.ratio_x, (y - self.offset_y) / self.ratio_y
+
+
+@dataclass(frozen=True)
+class ImageFrontEnd:
+    """RGB uint8 photo -> (size, size, channels) float32: resize, optional gray, (pixel - mean) * scale.
+
+    `letterbox` keeps the aspect ratio and pads with `pad_value` (centred); `stretch` ignores it.
+    The layout is channels-last (NHWC), as the int8 model and the device take it.
+    """
+
+    size: int = 96
+    channels: Literal[1, 3] = 3
+    resize: Literal["letterbox", "stretch"] = "letterbox"
+    mean: float = 0.0
+    scale: float = 1.0 / 255.0
+    pad_value: int = 0
+    interpolation: Literal["area", "linear"] = "area"  # OpenCV's INTER_AREA: no aliasing when shrinking
+
+    kind = "image"
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError("channels must be 1 (grayscale) or 3 (RGB)")
+        if self.resize not in ("letterbox", "stretch"):
+            raise ValueError("resize must be 'letterbox' or 'stretch'")
+        if self.size < 8:
+            raise ValueError("size must be at least 8 pixels")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.size, self.size, self.channels)
+
+    def spec(self) -> dict:
+        return {"kind": self.kind, **asdict(self)}
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> ImageFrontEnd:
+        # a detection manifest keeps the heat-map decoding and metric radius beside the front end
+        fields = {k: v for k, v in spec.items() if k not in ("kind", "heatmap", "centroid_distance")}
+        if spec.get("kind", cls.kind) != cls.kind:
+            raise ValueError(f"front end kind {spec.get('kind')!r} is not {cls.kind!r}")
+        return cls(**fields)
+
+    def placement(self, width: int, height: int) -> Placement:
+        if self.resize == "stretch":
+            return Placement(self.size / width, self.size / height, 0.0, 0.0)
+        ratio = self.size / max(width, height)
+        new_width, new_height = self._resized(width, height)
+        return Placement(ratio, ratio, (self.size - new_width) // 2, (self.size - new_height) // 2)
+
+    def _resized(self, width: int, height: int) -> tuple[int, int]:
+        ratio = self.size / max(width, height)
+        return max(1, round(width * ratio)), max(1, round(height * ratio))
+
+    def pixels(self, image: np.ndarray) -> tuple[np.ndarray, Placement]:
+        """RGB uint8 (h, w, 3) -> uint8 (size, size, channels) before normalisation, and its placement."""
+        height, width = image.shape[:2]
+        flag = cv2.INTER_AREA if self.interpolation == "area" else cv2.INTER_LINEAR
+        if self.channels == 1:
+            image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)[..., None]
+        if self.resize == "stretch":
+            resized = cv2.resize(image, (self.size, self.size), interpolation=flag)
+        else:
+            resized = cv2.resize(image, self._resized(width, height), interpolation=flag)
+        resized = resized.reshape(resized.shape[0], resized.shape[1], self.channels)
+        placement = self.placement(width, height)
+        canvas = np.full(self.input_shape, self.pad_value, np.uint8)
+        top, left = int(placement.offset_y), int(placement.offset_x)
+        canvas[top:top + resized.shape[0], left:left + resized.shape[1]] = resized
+        return canvas, placement
+
+    def normalise(self, pixels: np.ndarray) -> np.ndarray:
+        return ((pixels.astype(np.float32) - self.mean) * self.scale).astype(np.float32)
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, Placement]:
+        """RGB uint8 (h, w, 3) -> model input (size, size, channels) float32, and its placement."""
+        pixels, placement = self.pixels(image)
+        return self.normalise(pixels), placement
+
+
+@dataclass(frozen=True)
+class Centroid:
+    """One detected object: its class index (into the labels without background), where, how sure."""
+
+    class_index: int
+    x: float
+    y: float
+    score: float
+
+
+@dataclass(frozen=True)
+class HeatmapDecoding:
+    """How a FOMO heat map (grid_h, grid_w, 1 + classes) of probabilities becomes centroids."""
+
+    stride: int = 8  # input pixels per grid cell
+    threshold: float = 0.5
+    background_index: int = 0
+
+    def spec(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> HeatmapDecoding:
+        return cls(**spec)
+
+    def decode(self, probabilities: np.ndarray, placement: Placement | None = None) -> list[Centroid]:
+        """Per class, cells at or above the threshold; touching cells (8-neighbours) are one object,
+        its centre the probability-weighted mean of the cell centres, its score the highest cell.
+        Positions are in input pixels, or in the original image's pixels given its placement."""
+        found = []
+        classes = [c for c in range(probabilities.shape[-1]) if c != self.background_index]
+        for index, channel in enumerate(classes):
+            heat = probabilities[..., channel]
+            regions, count = ndimage.label(heat >= self.threshold, structure=np.ones((3, 3)))
+            for region in range(1, count + 1):
+                rows, columns = np.nonzero(regions == region)
+                weights = heat[rows, columns].astype(np.float64)
+                x = float(((columns + 0.5) * self.stride * weights).sum() / weights.sum())
+                y = float(((rows + 0.5) * self.stride * weights).sum() / weights.sum())
+                if placement is not None:
+                    x, y = (float(v) for v in placement.to_original(np.float64(x), np.float64(y)))
+                found.append(Centroid(index, x, y, float(weights.max())))
+        return sorted(found, key=lambda c: -c.score)
+
+
+def _match_count(truth: np.ndarray, predicted: np.ndarray, radius: float) -> int:
+    """Largest one-to-one matching within `radius` (Hungarian on distances), so a prediction counts once."""
+    if len(truth) == 0 or len(predicted) == 0:
+        return 0
+    from scipy.optimize import linear_sum_assignment
+
+    distances = np.linalg.norm(truth[:, None, :] - predicted[None, :, :], axis=-1)
+    cost = np.where(distances <= radius, distances, 1e9)
+    rows, columns = linear_sum_assignment(cost)
+    return int((distances[rows, columns] <= radius).sum())
+
+
+def _f1(tp: int, fp: int, fn: int) -> dict:
+    precision = tp / (tp + fp) if tp + fp else (1.0 if fn == 0 else 0.0)
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"f1": f1, "precision": precision, "recall": recall, "tp": tp, "fp": fp, "fn": fn}
+
+
+def centroid_f1(truth: list[list[tuple[int, float, float]]], predicted: list[list[Centroid]],
+                labels: list[str], radius: float) -> dict:
+    """F1 of predicted centroids against true object centres, per class and overall (micro).
+
+    truth: per image, (class_index, x, y) of each object's box centre. A prediction is a true
+    positive when matched one-to-one to a true centre of its class within `radius` pixels.
+    """
+    counts = np.zeros((len(labels), 3), np.int64)  # tp, fp, fn
+    for true_objects, found in zip(truth, predicted, strict=True):
+        for index in range(len(labels)):
+            true_points = np.array([(x, y) for c, x, y in true_objects if c == index], np.float64).reshape(-1, 2)
+            found_points = np.array([(p.x, p.y) for p in found if p.class_index == index], np.float64).reshape(-1, 2)
+            tp = _match_count(true_points, found_points, radius)
+            counts[index] += (tp, len(found_points) - tp, len(true_points) - tp)
+    overall = _f1(*(int(v) for v in counts.sum(axis=0)))
+    return {**overall, "per_class": {label: _f1(*(int(v) for v in row)) for label, row in zip(labels, counts)},
+            "radius_pixels": radius, "images": len(truth)}

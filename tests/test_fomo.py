@@ -1,0 +1,178 @@
+"""FOMO: image front end, heat-map decoding, centroid F1, and training on synthetic shapes."""
+
+import numpy as np
+import pytest
+import torch
+
+from edgedistill.errors import EdgedistillError
+from edgedistill.image_frontend import Centroid, HeatmapDecoding, ImageFrontEnd, centroid_f1
+from edgedistill.recipe import DetectorTrainSettings
+from shapes import synthetic_shapes
+from trainers.fomo import (DetectionArrays, FomoNet, heatmap_targets, load_fomo, prepare, save_fomo, train_fomo)
+
+LABELS = ["square", "circle"]
+
+
+SETTINGS = DetectorTrainSettings(epochs=8, batch_size=16, patience=8, learning_rate=5e-3)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    result = train_fomo(synthetic_shapes(160, 0), synthetic_shapes(40, 1), LABELS, SETTINGS,
+                        tmp_path_factory.mktemp("fomo"))
+    return result
+
+
+# -- image front end --------------------------------------------------------------------------------
+def test_letterbox_keeps_aspect_and_maps_points_both_ways():
+    image = np.zeros((100, 200, 3), np.uint8)
+    image[60:64, 150:154] = 255  # a white dot centred at (152, 62) in a 2:1 image
+    frontend = ImageFrontEnd(size=96)
+    inputs, placement = frontend(image)
+    assert inputs.shape == (96, 96, 3) and inputs.dtype == np.float32
+    assert placement.ratio_x == placement.ratio_y == pytest.approx(0.48)
+    assert (placement.offset_x, placement.offset_y) == (0, 24)  # 200x100 -> 96x48, centred vertically
+    assert inputs[:24].max() == 0 and inputs[72:].max() == 0  # padding above and below
+    rows, columns = np.nonzero(inputs[..., 0] > 0.2)
+    x, y = placement.to_input(np.float64(152), np.float64(62))
+    assert abs(columns.mean() + 0.5 - x) < 1 and abs(rows.mean() + 0.5 - y) < 1
+    back = placement.to_original(x, y)
+    assert back == pytest.approx((152, 62))
+    assert ImageFrontEnd.from_spec(frontend.spec()) == frontend
+
+
+def test_grayscale_and_stretch():
+    image = np.zeros((50, 80, 3), np.uint8)
+    image[..., 1] = 200
+    frontend = ImageFrontEnd(size=32, channels=1, resize="stretch")
+    inputs, placement = frontend(image)
+    assert inputs.shape == (32, 32, 1)
+    assert inputs.max() == pytest.approx(round(0.587 * 200) / 255, abs=0.01)  # BT.601 luma of pure green
+    assert (placement.ratio_x, placement.ratio_y) == (32 / 80, 32 / 50)
+    with pytest.raises(ValueError):
+        ImageFrontEnd(channels=2)
+
+
+# -- decoding and the metric ------------------------------------------------------------------------
+def test_decoding_merges_touching_cells_into_a_weighted_centroid():
+    heat = np.zeros((12, 12, 3), np.float32)
+    heat[..., 0] = 1.0
+    heat[2, 3, :] = (0.2, 0.8, 0.0)  # two touching cells of class 0 (channel 1)
+    heat[2, 4, :] = (0.4, 0.6, 0.0)
+    heat[8, 8, :] = (0.1, 0.0, 0.9)  # one cell of class 1
+    heat[10, 1, :] = (0.6, 0.4, 0.0)  # below threshold
+    found = HeatmapDecoding(stride=8, threshold=0.5).decode(heat)
+    assert [c.class_index for c in found] == [1, 0]  # best score first
+    circle, square = found
+    assert (circle.x, circle.y, circle.score) == pytest.approx((68, 68, 0.9))
+    assert square.x == pytest.approx((3.5 * 8 * 0.8 + 4.5 * 8 * 0.6) / 1.4)
+    assert square.y == pytest.approx(20) and square.score == pytest.approx(0.8)
+
+
+def test_decoding_maps_to_original_pixels():
+    heat = np.zeros((12, 12, 2), np.float32)
+    heat[6, 6, 1] = 1.0  # input pixel (52, 52)
+    _, placement = ImageFrontEnd(size=96)(np.zeros((100, 200, 3), np.uint8))
+    (found,) = HeatmapDecoding().decode(heat, placement)
+    assert (found.x, found.y) == pytest.approx((52 / 0.48, (52 - 24) / 0.48))
+
+
+def test_centroid_f1_matches_one_to_one_within_the_radius_and_class():
+    truth = [[(0, 10, 10), (1, 50, 50)], [(0, 30, 30)]]
+    predicted = [[Centroid(0, 12, 11, 0.9), Centroid(0, 9, 9, 0.8), Centroid(0, 50, 50, 0.7)], []]
+    metrics = centroid_f1(truth, predicted, LABELS, radius=5)
+    square, circle = metrics["per_class"]["square"], metrics["per_class"]["circle"]
+    assert (square["tp"], square["fp"], square["fn"]) == (1, 2, 1)  # a second hit on the same object is an fp
+    assert (circle["tp"], circle["fp"], circle["fn"]) == (0, 0, 1)  # right place, wrong class
+    assert (metrics["tp"], metrics["fp"], metrics["fn"]) == (1, 2, 2)
+    assert metrics["f1"] == pytest.approx(2 * (1 / 3) * (1 / 3) / (2 / 3))
+    assert centroid_f1([[]], [[]], LABELS, 5)["f1"] == 1.0  # nothing there, nothing found
+    assert centroid_f1([[(0, 10, 10)]], [[Centroid(0, 17, 10, 1.0)]], LABELS, 5)["f1"] == 0.0
+
+
+def test_targets_mark_the_cell_of_each_centre():
+    target = heatmap_targets(np.array([[4.0, 4.0], [95.0, 20.0], [120.0, 5.0]]), np.array([0, 1, 0]), grid=12)
+    assert target[0, 0] == 1 and target[2, 11] == 2 and target.sum() == 3  # the third is outside
+
+
+# -- training ---------------------------------------------------------------------------------------
+def test_fomo_learns_shapes_on_held_out_images(trained):
+    from trainers.fomo import evaluate_fomo
+
+    test = prepare(synthetic_shapes(60, 2), trained.frontend)
+    metrics = evaluate_fomo(trained.model, test, trained.frontend, trained.decoding, LABELS,
+                            SETTINGS.centroid_distance)
+    assert metrics["f1"] > 0.8, metrics
+    assert all(metrics["per_class"][label]["f1"] > 0.7 for label in LABELS)
+    assert trained.val_metrics["f1"] > 0.8 and trained.seconds_per_epoch > 0
+    assert len(trained.history) == trained.epochs_run == SETTINGS.epochs
+
+
+def test_model_shapes_and_size():
+    model = FomoNet(2, width=0.35, channels=1)
+    logits = model(torch.zeros(2, 96, 96, 1))
+    assert logits.shape == (2, 12, 12, 3)
+    assert sum(p.numel() for p in model.parameters()) < 30_000
+
+
+def test_an_interrupted_run_resumes_to_the_same_model(tmp_path):
+    train, val = synthetic_shapes(32, 3), synthetic_shapes(8, 4)
+    settings = DetectorTrainSettings(epochs=3, batch_size=16, patience=5, grayscale=True, input_size=64)
+
+    def stop_after_first(epoch, total, record):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_fomo(train, val, LABELS, settings, tmp_path / "resumed", progress=stop_after_first)
+    seen = []
+    resumed = train_fomo(train, val, LABELS, settings, tmp_path / "resumed",
+                         progress=lambda epoch, total, record: seen.append(epoch))
+    straight = train_fomo(train, val, LABELS, settings, tmp_path / "straight")
+    assert seen == [2, 3] and resumed.epochs_run == 3 and len(resumed.history) == 3
+    assert resumed.frontend.channels == 1
+    for name, tensor in straight.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+
+
+def test_save_and_load_round_trip(trained, tmp_path):
+    save_fomo(trained, tmp_path / "fomo.pt", LABELS, SETTINGS)
+    model, labels, frontend, decoding = load_fomo(tmp_path / "fomo.pt")
+    assert labels == LABELS and frontend == trained.frontend and decoding == trained.decoding
+    inputs = torch.rand(1, 96, 96, 3)
+    with torch.no_grad():
+        assert torch.equal(model(inputs), trained.model(inputs))
+
+
+def test_bad_settings_and_empty_data_are_clear_errors(tmp_path):
+    with pytest.raises(EdgedistillError, match="multiple of 8"):
+        train_fomo(synthetic_shapes(4, 0), synthetic_shapes(2, 1), LABELS, DetectorTrainSettings(input_size=100),
+                   tmp_path)
+    with pytest.raises(EdgedistillError, match="no training or no validation"):
+        train_fomo(synthetic_shapes(4, 0), DetectionArrays([], [], []), LABELS, SETTINGS, tmp_path)
+
+
+def test_detection_arrays_load_images_and_boxes_from_a_dataset(tmp_path):
+    from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, MediaPolicy, OntologyClass, Provenance
+    from edgedistill.dataset import Sample
+    from edgedistill.images import image_bytes
+    from trainers.fomo import detection_arrays
+
+    dataset = Dataset.create(tmp_path / "shapes", "shapes", "detection",
+                             [OntologyClass(name=label, prompts=[label]) for label in LABELS],
+                             MediaPolicy(image_size=(128, 96)))
+    data = synthetic_shapes(2, 5)
+    samples = []
+    for index, (image, boxes, classes) in enumerate(zip(data.images, data.boxes, data.classes)):
+        digest, media = dataset.add_media(image_bytes(image, "PNG"), "png")
+        labels = [Label(class_name=LABELS[c], box=tuple(box), source=LabelSource(labeler="test"))
+                  for box, c in zip(boxes, classes)]
+        labels.append(Label(class_name="unknown-thing", box=(1, 1, 2, 2), source=LabelSource(labeler="test")))
+        samples.append(Sample(id=digest[:16], media=media, kind="image", shape=ImageShape(width=128, height=96),
+                              provenance=Provenance(source="test", group=str(index)), labels=labels))
+    loaded = detection_arrays(dataset, samples, LABELS)
+    assert len(loaded) == 2
+    for i in range(2):
+        assert np.array_equal(loaded.images[i], data.images[i])  # PNG is lossless
+        np.testing.assert_allclose(loaded.boxes[i], data.boxes[i])
+        assert np.array_equal(loaded.classes[i], data.classes[i])  # the class outside the labels is left out

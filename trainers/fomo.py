@@ -1,0 +1,285 @@
+"""FOMO ("Faster Objects, More Objects"): a microcontroller detector that finds object centroids.
+
+A MobileNetV2 backbone cut at 1/8 resolution and a 1x1 head give, per grid cell, logits for
+background + each class (96x96 input -> 12x12 grid). Training targets mark the cell holding
+each box centre; a weighted cross-entropy makes the few object cells count as much as the many
+background cells. Decoding and the centroid F1 live in `edgedistill.image_frontend`, shared with
+the exporter and `edgedistill predict`.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgedistill.dataset import Dataset, Sample, write_atomic
+from edgedistill.errors import EdgedistillError
+from edgedistill.image_frontend import BACKGROUND, HeatmapDecoding, ImageFrontEnd, centroid_f1
+from edgedistill.images import load_image
+from edgedistill.recipe import DetectorTrainSettings
+from trainers.mobilenet import MobileNetV2Stride8
+
+CHECKPOINT = "checkpoint.pt"
+STRIDE = 8  # the backbone's output is 1/8 of the input
+OBJECT_WEIGHT = 100.0  # loss weight of an object cell relative to a background cell (Edge Impulse's choice)
+HEAD_CHANNELS = 32
+
+
+class FomoNet(nn.Module):
+    """Input: images (batch, size, size, channels) float, channels-last as the device holds them.
+    Output: logits (batch, size/8, size/8, 1 + classes), channel 0 the background."""
+
+    def __init__(self, num_classes: int, width: float = 0.35, channels: int = 3) -> None:
+        super().__init__()
+        self.backbone = MobileNetV2Stride8(channels, width)
+        self.head = nn.Sequential(nn.Conv2d(self.backbone.out_channels, HEAD_CHANNELS, 1), nn.ReLU6(),
+                                  nn.Conv2d(HEAD_CHANNELS, num_classes + 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)
+
+
+@dataclass
+class DetectionArrays:
+    """Images with their box labels, in memory: what the flow loads from a dataset version."""
+
+    images: list[np.ndarray]  # each (h, w, 3) uint8 RGB, any size
+    boxes: list[np.ndarray]  # each (objects, 4) float: x, y, width, height in that image's pixels
+    classes: list[np.ndarray]  # each (objects,) int: index into the labels (no background)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class PreparedSet:
+    """DetectionArrays at model input size: pixels after resizing, object centres in input pixels."""
+
+    pixels: np.ndarray  # (n, size, size, channels) uint8
+    centres: list[np.ndarray]  # each (objects, 2) float: x, y in input pixels
+    classes: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def truth(self) -> list[list[tuple[int, float, float]]]:
+        return [[(int(c), float(x), float(y)) for c, (x, y) in zip(classes, centres)]
+                for classes, centres in zip(self.classes, self.centres)]
+
+
+@dataclass
+class FomoTrainResult:
+    model: FomoNet
+    frontend: ImageFrontEnd
+    decoding: HeatmapDecoding
+    best_epoch: int
+    epochs_run: int
+    val_metrics: dict
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    seconds_per_epoch: float = 0.0
+
+
+def image_frontend_for(settings: DetectorTrainSettings) -> ImageFrontEnd:
+    if settings.input_size % STRIDE:
+        raise EdgedistillError(f"train.input_size {settings.input_size} is not a multiple of {STRIDE}",
+                               f"use a multiple of {STRIDE}, e.g. 96 or 128")
+    return ImageFrontEnd(size=settings.input_size, channels=1 if settings.grayscale else 3)
+
+
+def detection_arrays(dataset: Dataset, samples: list[Sample], labels: list[str]) -> DetectionArrays:
+    """Load each sample's image and the boxes of its labels whose class is in `labels`."""
+    index = {label: i for i, label in enumerate(labels)}
+    images, boxes, classes = [], [], []
+    for sample in samples:
+        kept = [label for label in sample.labels if label.class_name in index and label.box is not None]
+        images.append(load_image(dataset.media_path(sample)))
+        boxes.append(np.array([label.box for label in kept], np.float64).reshape(-1, 4))
+        classes.append(np.array([index[label.class_name] for label in kept], np.int64))
+    return DetectionArrays(images, boxes, classes)
+
+
+def prepare(data: DetectionArrays, frontend: ImageFrontEnd) -> PreparedSet:
+    """Resize every image once, exactly as `predict` will, and move box centres into input pixels."""
+    pixels, centres = [], []
+    for image, boxes in zip(data.images, data.boxes):
+        resized, placement = frontend.pixels(image)
+        x, y = placement.to_input(boxes[:, 0] + boxes[:, 2] / 2, boxes[:, 1] + boxes[:, 3] / 2)
+        pixels.append(resized)
+        centres.append(np.stack([x, y], axis=1))
+    stacked = np.stack(pixels) if pixels else np.zeros((0, *frontend.input_shape), np.uint8)
+    return PreparedSet(stacked, centres, [np.asarray(c, np.int64) for c in data.classes])
+
+
+def heatmap_targets(centres: np.ndarray, classes: np.ndarray, grid: int, stride: int = STRIDE) -> np.ndarray:
+    """(grid, grid) int64 targets: 0 background, 1 + class in the cell holding each centre."""
+    target = np.zeros((grid, grid), np.int64)
+    for (x, y), class_index in zip(centres, classes):
+        column, row = int(x // stride), int(y // stride)
+        if 0 <= column < grid and 0 <= row < grid:
+            target[row, column] = class_index + 1
+    return target
+
+
+def _augment(pixels: np.ndarray, centres: list[np.ndarray], rng: np.random.Generator,
+             pad_value: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Horizontal flips, shifts up to 1/8 of the size, and brightness/contrast jitter."""
+    size = pixels.shape[1]
+    out = pixels.astype(np.float32)
+    moved = []
+    for i in range(len(out)):
+        points = centres[i].copy()
+        if rng.random() < 0.5:
+            out[i] = out[i, :, ::-1]
+            points[:, 0] = size - points[:, 0]
+        dx, dy = (int(v) for v in rng.integers(-size // 8, size // 8 + 1, 2))
+        out[i] = np.roll(out[i], (dy, dx), axis=(0, 1))
+        # what rolled round from the far edge is not image: fill it like letterbox padding
+        if dy:
+            out[i, slice(0, dy) if dy > 0 else slice(dy, None)] = pad_value
+        if dx:
+            out[i, :, slice(0, dx) if dx > 0 else slice(dx, None)] = pad_value
+        points += (dx, dy)
+        contrast, brightness = rng.uniform(0.7, 1.3), rng.uniform(-30, 30)
+        out[i] = (out[i] - 128) * contrast + 128 + brightness
+        moved.append(points)
+    return np.clip(out, 0, 255), moved
+
+
+def _targets(centres: list[np.ndarray], classes: list[np.ndarray], size: int) -> np.ndarray:
+    return np.stack([heatmap_targets(c, k, size // STRIDE) for c, k in zip(centres, classes)])
+
+
+def heatmaps(model: nn.Module, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Float inputs (n, size, size, channels) -> probabilities (n, grid, grid, 1 + classes)."""
+    model.eval()
+    with torch.no_grad():
+        return np.concatenate([
+            torch.softmax(model(torch.from_numpy(inputs[i:i + batch_size])), dim=-1).numpy()
+            for i in range(0, len(inputs), batch_size)
+        ])
+
+
+def evaluate_fomo(model: nn.Module, data: PreparedSet, frontend: ImageFrontEnd, decoding: HeatmapDecoding,
+                  labels: list[str], centroid_distance: float) -> dict:
+    """Centroid F1 (per class and overall) on prepared data, distances in input pixels."""
+    probabilities = heatmaps(model, frontend.normalise(data.pixels))
+    found = [decoding.decode(p) for p in probabilities]
+    return centroid_f1(data.truth(), found, labels, radius=centroid_distance * frontend.size)
+
+
+def train_fomo(train: DetectionArrays, val: DetectionArrays, labels: list[str], settings: DetectorTrainSettings,
+               checkpoint_dir: Path, progress: Callable[[int, int, dict], None] | None = None, *,
+               object_weight: float = OBJECT_WEIGHT, threshold: float = 0.5) -> FomoTrainResult:
+    """Train FOMO with early stopping on validation centroid F1.
+
+    A checkpoint is written after every epoch; a rerun with the same checkpoint folder picks up
+    at the next epoch instead of starting over.
+    """
+    if len(train) == 0 or len(val) == 0:
+        raise EdgedistillError("there is no training or no validation data for the detector",
+                               "generate or import more images: each split needs some")
+    if not labels:
+        raise EdgedistillError("the detector has no classes", "name at least one class in the recipe")
+    frontend = image_frontend_for(settings)
+    decoding = HeatmapDecoding(stride=STRIDE, threshold=threshold)
+    train_set, val_set = prepare(train, frontend), prepare(val, frontend)
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    model = FomoNet(len(labels), width=settings.width, channels=frontend.channels)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=1e-4)
+    steps = settings.epochs * -(-len(train_set) // settings.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.learning_rate, total_steps=steps)
+    weights = torch.tensor([1.0] + [object_weight] * len(labels))
+    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "best_model": None, "best_metrics": {}, "history": []}
+    checkpoint = Path(checkpoint_dir) / CHECKPOINT
+    if checkpoint.exists():
+        saved = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        rng, state = saved["rng"], saved["state"]
+    started = time.perf_counter()
+    epochs_here = 0
+    while state["epoch"] < settings.epochs and state["epoch"] - state["best_epoch"] < settings.patience:
+        loss = _train_epoch(model, train_set, frontend, optimizer, schedule, loss_fn, rng, settings.batch_size)
+        epochs_here += 1
+        state["epoch"] += 1
+        metrics = evaluate_fomo(model, val_set, frontend, decoding, labels, settings.centroid_distance)
+        record = {"epoch": state["epoch"], "loss": loss, "val_f1": metrics["f1"]}
+        state["history"].append(record)
+        if metrics["f1"] > state["best_f1"]:
+            state.update(best_f1=metrics["f1"], best_epoch=state["epoch"], best_metrics=metrics,
+                         best_model=copy.deepcopy(model.state_dict()))
+        _save_checkpoint(checkpoint, model, optimizer, schedule, rng, state)
+        if progress:
+            progress(state["epoch"], settings.epochs, record)
+    seconds = time.perf_counter() - started
+    model.load_state_dict(state["best_model"])
+    model.eval()
+    return FomoTrainResult(model=model, frontend=frontend, decoding=decoding, best_epoch=state["best_epoch"],
+                           epochs_run=state["epoch"], val_metrics=state["best_metrics"], history=state["history"],
+                           seconds=seconds, seconds_per_epoch=seconds / epochs_here if epochs_here else 0.0)
+
+
+def _train_epoch(model: FomoNet, data: PreparedSet, frontend: ImageFrontEnd, optimizer, schedule,
+                 loss_fn: nn.Module, rng: np.random.Generator, batch_size: int) -> float:
+    model.train()
+    order = rng.permutation(len(data))
+    total = 0.0
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        pixels, centres = _augment(data.pixels[batch], [data.centres[i] for i in batch], rng, frontend.pad_value)
+        targets = torch.from_numpy(_targets(centres, [data.classes[i] for i in batch], frontend.size))
+        logits = model(torch.from_numpy(frontend.normalise(pixels)))
+        loss = loss_fn(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        total += float(loss.detach()) * len(batch)
+    return total / len(data)
+
+
+def _save_checkpoint(path: Path, model, optimizer, schedule, rng, state) -> None:
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "rng": rng, "state": state}, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+def save_fomo(result: FomoTrainResult, path: Path, labels: list[str], settings: DetectorTrainSettings) -> None:
+    buffer = io.BytesIO()
+    torch.save({"state_dict": result.model.state_dict(), "labels": labels, "width": settings.width,
+                "frontend": result.frontend.spec(), "decoding": result.decoding.spec()}, buffer)
+    write_atomic(Path(path), buffer.getvalue())
+
+
+def load_fomo(path: Path) -> tuple[FomoNet, list[str], ImageFrontEnd, HeatmapDecoding]:
+    saved = torch.load(path, weights_only=False)
+    frontend = ImageFrontEnd.from_spec(saved["frontend"])
+    model = FomoNet(len(saved["labels"]), width=saved["width"], channels=frontend.channels)
+    model.load_state_dict(saved["state_dict"])
+    model.eval()
+    return model, saved["labels"], frontend, HeatmapDecoding.from_spec(saved["decoding"])
+
+
+def output_labels(labels: list[str]) -> list[str]:
+    """The heat map's channel order: background first, then the classes."""
+    return [BACKGROUND, *labels]
+
+
+def model_inputs(data: DetectionArrays, frontend: ImageFrontEnd) -> np.ndarray:
+    """Float model inputs (n, size, size, channels) of each image: calibration for int8 export."""
+    if len(data) == 0:
+        return np.zeros((0, *frontend.input_shape), np.float32)
+    return np.stack([frontend(image)[0] for image in data.images])
