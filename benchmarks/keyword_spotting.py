@@ -17,8 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from edgedistill.recipe import load_recipe
-from flows.keyword_spotting import (RunPaths, check_step, export_step, open_dataset, synthesize_step, train_step,
+from flows.keyword_spotting import (check_step, export_step, open_dataset, synthesize_step, train_step,
                                     training_set_step)
+from flows.run import RunPaths
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +47,7 @@ def main() -> None:
     checked = timed("whisper check", check_step, recipe, dataset, synthesized)
     training_set = timed("split + augment", training_set_step, recipe, dataset, checked)
     trained = timed("train", train_step, recipe, dataset, training_set, paths)
-    manifest = timed("export", export_step, recipe, dataset, training_set, trained, paths)
+    manifest = timed("export", export_step, recipe, dataset, trained, paths)
     total = sum(times.values())
 
     n_synth = synthesized.counts["samples"]

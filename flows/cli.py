@@ -31,12 +31,13 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
-def _paths(recipe_path: Path, out: Path | None):
+def _load(recipe_path: Path, out: Path | None):
+    """The recipe, its pipeline module, and where its run lives."""
     from edgedistill.recipe import load_recipe
-    from flows.keyword_spotting import RunPaths
+    from flows.run import RunPaths, pipeline_for
 
     recipe = load_recipe(recipe_path)
-    return recipe, RunPaths(out or Path("runs") / recipe.name)
+    return recipe, pipeline_for(recipe), RunPaths(out or Path("runs") / recipe.name)
 
 
 @app.command()
@@ -44,79 +45,59 @@ def run(recipe: RecipeArg, out: OutOpt = None) -> None:
     """The whole flow, ending in a bundle under OUT."""
     _prefect_defaults()
     from edgedistill.bundle import load_bundle
-    from flows.keyword_spotting import keyword_spotting_flow_fn
+    from flows.run import recipe_flow
 
-    parsed, paths = _paths(recipe, out)
+    _, _, paths = _load(recipe, out)
     paths.out.mkdir(parents=True, exist_ok=True)
-    bundle = keyword_spotting_flow_fn()(str(recipe.resolve()), str(paths.out.resolve()))
+    bundle = recipe_flow()(str(recipe.resolve()), str(paths.out.resolve()))
     _closing_table(load_bundle(bundle), Path(bundle))
 
 
 @app.command()
 def generate(recipe: RecipeArg, out: OutOpt = None) -> None:
-    """Synthesise the keywords, unknown words and silence with every offline TTS engine."""
-    from flows.keyword_spotting import open_dataset, synthesize_step
-
-    parsed, paths = _paths(recipe, out)
-    dataset = open_dataset(parsed, paths.dataset)
-    with progress_bar("synthesize") as update:
-        version = synthesize_step(parsed, dataset, update)
-    _print_counts(paths.dataset, version)
+    """Make samples: synthetic speech (keywords), or photos, composites and generated images (detection)."""
+    parsed, pipeline, paths = _load(recipe, out)
+    with progress_bar("generate") as update:
+        version = pipeline.generate(parsed, paths, update)
+    _print_counts(paths, version)
 
 
 @app.command()
 def label(recipe: RecipeArg, out: OutOpt = None) -> None:
-    """Check the synthetic keywords with Whisper and centre them with voice activity detection."""
-    from edgedistill.dataset import Dataset
-    from flows.keyword_spotting import check_step, newest
-
-    parsed, paths = _paths(recipe, out)
-    dataset = Dataset.open(paths.dataset)
-    with progress_bar("whisper check") as update:
-        version = check_step(parsed, dataset, newest(dataset, "synthesize"), update)
-    _print_counts(paths.dataset, version)
+    """Label or check the generated samples: the Whisper check (keywords), auto-labelling (detection)."""
+    parsed, pipeline, paths = _load(recipe, out)
+    with progress_bar("label") as update:
+        version = pipeline.label(parsed, paths, None, update)
+    _print_counts(paths, version)
 
 
 @app.command()
 def train(recipe: RecipeArg, out: OutOpt = None) -> None:
-    """Split by voice, augment, and train the keyword spotter on the checked clips."""
-    from edgedistill.dataset import Dataset
-    from flows.keyword_spotting import newest, train_step, training_set_step
-
-    parsed, paths = _paths(recipe, out)
-    dataset = Dataset.open(paths.dataset)
-    with progress_bar("augment") as update:
-        version = training_set_step(parsed, dataset, newest(dataset, "whisper_check"), update)
+    """Split (by voice, photo or cut-out), augment, and train on the newest labelled version."""
+    parsed, pipeline, paths = _load(recipe, out)
     with progress_bar("train") as update:
-        trained = train_step(parsed, dataset, version, paths, lambda epoch, total, _: update(epoch, total))
-    console.print(f"model: {trained.path}  held-out accuracy {trained.float_metrics['accuracy']:.3f}")
+        trained = pipeline.train(parsed, paths, None, update)
+    table = Table(title=f"model {trained.path}")
+    table.add_column("held-out figure")
+    table.add_column("value", justify="right")
+    for key, value in trained.float_metrics.items():
+        if isinstance(value, float):
+            table.add_row(key, f"{value:.3f}")
+    console.print(table)
 
 
 @app.command()
 def export(recipe: RecipeArg, out: OutOpt = None) -> None:
-    """Export the trained model as a bundle: int8 TFLite, ONNX, C header, Vela report."""
-    from edgedistill.dataset import Dataset
-    from flows.keyword_spotting import TrainedModel, export_step, frontend_for, newest
-    from trainers.keyword_spotter import clip_features, evaluate, load_model
-
-    parsed, paths = _paths(recipe, out)
-    if not paths.model.exists():
-        raise EdgedistillError(f"no trained model at {paths.model}", "run `edgedistill train` first")
-    dataset = Dataset.open(paths.dataset)
-    info = newest(dataset, "augment")
-    model, labels = load_model(paths.model)
-    test = clip_features(dataset, [s for s in dataset.samples(info.id) if s.split == "test"],
-                         frontend_for(parsed), labels)
-    trained = TrainedModel(paths.model, evaluate(model, test, labels), 0, 0, 0.0, 0.0)
-    manifest = export_step(parsed, dataset, info, trained, paths)
-    _closing_table(manifest, paths.bundle)
+    """Export the trained model as a bundle: int8 TFLite, ONNX, C header, TFLite Micro check, Vela."""
+    parsed, pipeline, paths = _load(recipe, out)
+    _closing_table(pipeline.export(parsed, paths), paths.bundle)
 
 
 @app.command()
 def predict(bundle: Annotated[Path, typer.Argument(help="bundle folder")],
-            files: Annotated[list[Path], typer.Argument(help="audio files, any common format and rate")],
+            files: Annotated[list[Path], typer.Argument(help="audio (any format and rate) or image files")],
             as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line only")] = False) -> None:
-    """Run a bundle's int8 model on audio files, with exactly the front end of its manifest."""
+    """Run a bundle's int8 model on audio or image files, with exactly the preprocessing of its manifest."""
     from edgedistill.inference import predict_files
 
     failed = 0
@@ -142,16 +123,19 @@ def deploy(recipe: RecipeArg, cron: Annotated[str, typer.Option(help='schedule, 
            out: OutOpt = None) -> None:
     """Serve the recipe's flow on a cron schedule (needs a Prefect server: `prefect server start`)."""
     _prefect_defaults()
-    from flows.keyword_spotting import keyword_spotting_flow_fn
+    from flows.run import recipe_flow
 
-    parsed, paths = _paths(recipe, out)
-    flow = keyword_spotting_flow_fn()
+    parsed, _, paths = _load(recipe, out)
+    flow = recipe_flow()
     flow.serve(name=parsed.name, cron=cron,
                parameters={"recipe_path": str(recipe.resolve()), "out": str(paths.out.resolve())})
 
 
-def _print_counts(root: Path, version) -> None:
-    table = Table(title=f"dataset {root} version {version.id}")
+def _print_counts(paths, version_id: str) -> None:
+    from edgedistill.dataset import Dataset
+
+    version = Dataset.open(paths.dataset).version(version_id)
+    table = Table(title=f"dataset {paths.dataset} version {version.id} ({version.stage})")
     table.add_column("count")
     table.add_column("value", justify="right")
     for key, value in version.counts.items():
@@ -160,7 +144,7 @@ def _print_counts(root: Path, version) -> None:
 
 
 def _closing_table(manifest, bundle: Path) -> None:
-    from flows.keyword_spotting import summary_markdown
+    from flows.run import summary_markdown
 
     table = Table(title=f"{manifest.name}: bundle ready")
     table.add_column("figure")

@@ -84,8 +84,6 @@ def content_id(array: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
-# -- masks (COCO RLE) ---------------------------------------------------------------------------
-
 # -- cut-outs -----------------------------------------------------------------------------------
 
 def _crop_to_alpha(rgba: np.ndarray) -> np.ndarray | None:
@@ -150,16 +148,17 @@ def load_cutouts(folder: str | Path) -> list[Cutout]:
     return _unique(cutouts)
 
 
-def cutouts_from_masks(dataset: Dataset, samples: list[Sample]) -> list[Cutout]:
-    """Cut-outs of every labelled object whose label carries a mask (from Segment Anything, say)."""
+def cutouts_from_labels(dataset: Dataset, samples: list[Sample]) -> list[Cutout]:
+    """Cut-outs of every labelled object: its mask where it has one (Segment Anything), else an
+    ellipse inscribed in its box (a teacher's faces), which fits round objects well enough."""
     cutouts: list[Cutout] = []
     for sample in samples:
-        masked = [(i, label) for i, label in enumerate(sample.labels) if label.mask is not None]
-        if sample.kind != "image" or not masked:
+        labelled = [(i, label) for i, label in enumerate(sample.labels) if label.mask is not None or label.box]
+        if sample.kind != "image" or not labelled:
             continue
         rgb = decode_image(dataset.media_path(sample).read_bytes(), name=sample.media)
-        for index, label in masked:
-            mask = decode_rle(label.mask)
+        for index, label in labelled:
+            mask = decode_rle(label.mask) if label.mask is not None else _ellipse_in_box(label.box, rgb.shape[:2])
             if mask.shape != rgb.shape[:2]:
                 logger.warning("sample %s label %d: mask size differs from the image; skipped", sample.id, index)
                 continue
@@ -168,6 +167,14 @@ def cutouts_from_masks(dataset: Dataset, samples: list[Sample]) -> list[Cutout]:
             if cutout is not None:
                 cutouts.append(cutout)
     return _unique(cutouts)
+
+
+def _ellipse_in_box(box: tuple[float, float, float, float], shape: tuple[int, int]) -> np.ndarray:
+    x, y, w, h = box
+    mask = np.zeros(shape, np.uint8)
+    cv2.ellipse(mask, (round(x + w / 2), round(y + h / 2)), (max(1, round(w / 2)), max(1, round(h / 2))),
+                0, 0, 360, 1, -1)
+    return mask.astype(bool)
 
 
 def _unique(items: list[Any]) -> list[Any]:

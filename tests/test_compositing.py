@@ -18,7 +18,7 @@ from edgedistill.images import load_image
 from edgedistill.recipe import DetectionRecipe, parse_recipe
 from edgedistill.masks import decode_rle, encode_rle, mask_box
 from generators.compositing import (
-    CompositeJob, Cutout, Layer, compose, composite_images, cutouts_from_masks,
+    CompositeJob, Cutout, Layer, compose, composite_images, cutouts_from_labels,
     generated_backgrounds, load_backgrounds, load_cutouts, synthetic_cutouts, visible_labels,
 )
 from generators.photos import MAX_SIDE, ingest_photos
@@ -134,9 +134,9 @@ def test_a_deleted_shard_is_made_again_and_the_others_are_kept(tmp_path):
     assert (shards / "shard-00001.jsonl").exists()
 
 
-def test_cutouts_from_masks_recover_the_objects_of_labelled_samples(tmp_path):
+def test_cutouts_from_labels_recover_the_objects_of_labelled_samples(tmp_path):
     dataset, samples = _composites(tmp_path, _recipe(images=6, objects_per_image=[1, 1], blending=["none"]))
-    cutouts = cutouts_from_masks(dataset, samples)
+    cutouts = cutouts_from_labels(dataset, samples)
     assert len(cutouts) == len(samples)
     for cutout, sample in zip(cutouts, samples):
         label = sample.labels[0]
@@ -268,3 +268,15 @@ def test_the_default_recipe_composites_with_no_input_at_all(tmp_path):
     assert len(samples) == 8 and all(s.labels for s in samples)
     version = dataset.commit(samples, None, "compositing", {"images": 8})
     assert dataset.samples(version.id) == samples
+
+
+def test_box_only_labels_are_cut_out_as_an_ellipse_in_the_box(tmp_path):
+    dataset, samples = _composites(tmp_path, _recipe(images=2, objects_per_image=[1, 1], blending=["none"]))
+    boxed = [s.model_copy(update={"labels": [l.model_copy(update={"mask": None}) for l in s.labels]})
+             for s in samples]
+    for cutout, sample in zip(cutouts_from_labels(dataset, boxed), boxed):
+        x, y, w, h = sample.labels[0].box
+        alpha = cutout.rgba[:, :, 3] > 0
+        assert abs(alpha.shape[0] - h) <= 2 and abs(alpha.shape[1] - w) <= 2
+        # an ellipse covers pi/4 of its box
+        assert abs(alpha.mean() - np.pi / 4) < 0.08

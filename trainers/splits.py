@@ -1,27 +1,32 @@
-"""Train/val/test splits by voice: no voice in validation or test is ever heard in training."""
+"""Train/val/test splits by group: no voice, photo or cut-out in validation or test is in training."""
 
 from __future__ import annotations
 
 import hashlib
+from typing import Iterable
 
 from edgedistill.dataset import Sample, Split
 
 
-def _rank(group: str, seed: int) -> float:
-    digest = hashlib.sha256(f"{seed}:{group}".encode()).digest()
+def _rank(key: str, seed: int) -> float:
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def split_by_group(samples: list[Sample], val_share: float, test_share: float, seed: int) -> list[Sample]:
-    """Give every sample the split of its provenance group (its voice, or its noise source).
+def assign_splits(keys: Iterable[str], val_share: float, test_share: float, seed: int) -> dict[str, Split]:
+    """Give each key (a voice, a photo, a cut-out) a split.
 
-    Groups are ordered by a seeded hash, so the same group lands in the same split on every run
-    and adding voices does not reshuffle the old ones. Shares count groups, not clips.
+    Keys are ordered by a seeded hash, so a key lands in the same split on every run and adding
+    keys does not reshuffle the old ones. Shares count keys, not samples; with fewer than three
+    keys everything trains.
     """
-    groups = sorted({s.provenance.group or s.id for s in samples}, key=lambda g: _rank(g, seed))
-    n_test = max(1, round(len(groups) * test_share)) if len(groups) >= 3 else 0
-    n_val = max(1, round(len(groups) * val_share)) if len(groups) >= 3 else 0
-    split_of: dict[str, Split] = {}
-    for index, group in enumerate(groups):
-        split_of[group] = "test" if index < n_test else "val" if index < n_test + n_val else "train"
+    ordered = sorted(set(keys), key=lambda k: _rank(k, seed))
+    n_test = max(1, round(len(ordered) * test_share)) if len(ordered) >= 3 else 0
+    n_val = max(1, round(len(ordered) * val_share)) if len(ordered) >= 3 else 0
+    return {key: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, key in enumerate(ordered)}
+
+
+def split_by_group(samples: list[Sample], val_share: float, test_share: float, seed: int) -> list[Sample]:
+    """Give every sample the split of its provenance group (its voice, its photo, its noise source)."""
+    split_of = assign_splits((s.provenance.group or s.id for s in samples), val_share, test_share, seed)
     return [s.model_copy(update={"split": split_of[s.provenance.group or s.id]}) for s in samples]

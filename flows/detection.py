@@ -1,0 +1,205 @@
+"""The detection pipeline: recipe -> dataset versions -> FOMO model -> bundle.
+
+generate: the team's photos and diffusion images (unlabelled sources)
+label:    auto-labels on the sources (OWL-ViT/OWLv2 or a teacher, Segment Anything masks), then
+          a split by photo
+train:    copy-paste composites made per split from that split's cut-outs and backgrounds (so no
+          object or background is seen in both training and test), then FOMO training
+export:   the int8 bundle, with centroid F1 on held-out composites and real photos
+Every stage is a `dataset.derive`, so a rerun finds what it made before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from edgedistill.bundle import Manifest
+from edgedistill.dataset import Dataset, MediaPolicy, OntologyClass, Sample, VersionInfo, stage_key
+from edgedistill.errors import EdgedistillError
+from edgedistill.images import IMAGE_SUFFIXES
+from edgedistill.recipe import DetectionRecipe
+from edgedistill.registry import load_plugin
+from flows.run import Progress, RunPaths, TrainedModel, newest
+
+SPLITS = ("train", "val", "test")
+
+
+def open_dataset(recipe: DetectionRecipe, root: Path) -> Dataset:
+    ontology = [OntologyClass(name=name, prompts=spec.prompts, negative_prompts=spec.negative_prompts,
+                              threshold=spec.threshold) for name, spec in recipe.classes.items()]
+    return Dataset.create(root, recipe.name, "detection", ontology,
+                          MediaPolicy(image_size=recipe.compositing.image_size))
+
+
+def _folder_fingerprint(folder: str) -> str:
+    """Changes when a file in the folder is added, removed or rewritten: the photos stage reruns."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise EdgedistillError(f"image folder {folder} does not exist", "check `images:` in the recipe")
+    entries = sorted(f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                     for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
+
+
+# -- the four stages, as the CLI and the Prefect flow call them (flows/run.py) -----------------
+def generate(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None) -> str:
+    """The unlabelled sources: the team's photos and, when enabled, diffusion images."""
+    from generators.diffusion import generate_images
+    from generators.photos import ingest_photos
+
+    dataset = open_dataset(recipe, paths.dataset)
+    params = {"images": recipe.images and str(Path(recipe.images).resolve()),
+              "images_fingerprint": recipe.images and _folder_fingerprint(recipe.images),
+              "diffusion": recipe.diffusion.model_dump(mode="json") if recipe.diffusion.enabled else None,
+              "seed": recipe.seed}
+
+    def make(_, work: Path) -> list[Sample]:
+        samples = ingest_photos(dataset, recipe.images, work / "photos", progress) if recipe.images else []
+        if recipe.diffusion.enabled:
+            samples += generate_images(dataset, recipe, work / "diffusion", progress)
+        return samples
+
+    return dataset.derive(None, "sources", params, make).id
+
+
+def label(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = None,
+          progress: Progress = None) -> str:
+    """Auto-label the sources, add masks when asked, and split them by photo (or prompt)."""
+    from trainers.splits import split_by_group
+
+    dataset = open_dataset(recipe, paths.dataset)
+    sources = dataset.version(version_id) if version_id else newest(dataset, "sources")
+    settings = recipe.autolabel
+    labelled = sources
+    if settings.labeler != "none":
+        labeler = load_plugin("labelers", settings.labeler)
+        labelled = dataset.derive(
+            sources, "autolabel", {"autolabel": settings.model_dump(mode="json"),
+                                   "classes": {k: v.model_dump() for k, v in recipe.classes.items()}},
+            lambda samples, work: labeler(dataset, samples, recipe.classes, settings, work, progress))
+        if settings.masks:
+            add_masks = load_plugin("labelers", "sam")
+            labelled = dataset.derive(labelled, "masks", {"sam_model": settings.sam_model},
+                                      lambda samples, work: add_masks(dataset, samples, settings.sam_model, work,
+                                                                      settings.batch_size, progress))
+    train = recipe.train
+    return dataset.derive(labelled, "split", {"val_share": train.val_share, "test_share": train.test_share,
+                                              "seed": train.seed},
+                          lambda samples, _: split_by_group(samples, train.val_share, train.test_share,
+                                                            train.seed)).id
+
+
+def composite_step(recipe: DetectionRecipe, dataset: Dataset, labelled: VersionInfo,
+                   progress: Progress = None) -> VersionInfo:
+    """Add composites to the labelled sources, made per split from that split's own inputs.
+
+    Cut-outs come from the recipe's folder, else from the labelled photos of the same split
+    (their masks, or an ellipse in their boxes), else they are drawn; backgrounds come from the
+    recipe's folder or are generated. Folder cut-outs and backgrounds are given splits by their
+    content id, so an object or a background never appears in two splits.
+    """
+    from generators.compositing import (composite_images, cutouts_from_labels, generated_backgrounds,
+                                        load_backgrounds, load_cutouts, synthetic_cutouts)
+    from trainers.splits import assign_splits
+
+    settings, train = recipe.compositing, recipe.train
+    params = {"compositing": settings.model_dump(mode="json"), "seed": recipe.seed,
+              "shares": [train.val_share, train.test_share]}
+
+    def make(samples: list[Sample], work: Path) -> list[Sample]:
+        if not settings.enabled or settings.images == 0:
+            return samples
+        by_split = {split: [s for s in samples if s.split == split and s.review.status != "rejected"]
+                    for split in SPLITS}
+        if settings.cutouts:
+            cutouts = load_cutouts(settings.cutouts)
+            pool = assign_splits((c.id for c in cutouts), train.val_share, train.test_share, recipe.seed)
+            cutouts_of = {split: [c for c in cutouts if pool[c.id] == split] for split in SPLITS}
+        else:
+            cutouts_of = {split: cutouts_from_labels(dataset, by_split[split]) for split in SPLITS}
+            if not any(cutouts_of.values()):  # nothing labelled to cut out: draw objects
+                drawn = synthetic_cutouts(recipe.class_names, 12, recipe.seed)
+                pool = assign_splits((c.id for c in drawn), train.val_share, train.test_share, recipe.seed)
+                cutouts_of = {split: [c for c in drawn if pool[c.id] == split] for split in SPLITS}
+        backgrounds = (load_backgrounds(settings.backgrounds) if settings.backgrounds
+                       else generated_backgrounds(48, settings.image_size, recipe.seed))
+        pool = assign_splits((b.id for b in backgrounds), train.val_share, train.test_share, recipe.seed)
+        shares = {"train": 1 - train.val_share - train.test_share, "val": train.val_share, "test": train.test_share}
+        composites: list[Sample] = []
+        for split in SPLITS:
+            split_backgrounds = [b for b in backgrounds if pool[b.id] == split] or backgrounds
+            count = round(settings.images * shares[split])
+            if not cutouts_of[split] or count == 0:
+                continue  # e.g. no labelled photo in this split to cut from
+            per_split = recipe.model_copy(update={"compositing": settings.model_copy(update={"images": count}),
+                                                  "seed": recipe.seed + SPLITS.index(split)})
+            made = composite_images(dataset, per_split, cutouts_of[split], split_backgrounds, work / split, progress)
+            composites += [s.model_copy(update={"split": split}) for s in made]
+        return samples + composites
+
+    return dataset.derive(labelled, "composite", params, make)
+
+
+def _arrays(dataset: Dataset, samples: list[Sample], labels: list[str]):
+    from trainers.fomo import detection_arrays
+
+    return {split: detection_arrays(dataset, [s for s in samples if s.split == split], labels) for split in SPLITS}
+
+
+def train(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = None,
+          progress: Progress = None) -> TrainedModel:
+    import torch
+
+    from trainers.fomo import evaluate_fomo, prepare, save_fomo, train_fomo
+
+    torch.set_num_threads(1)
+    dataset = open_dataset(recipe, paths.dataset)
+    labelled = dataset.version(version_id) if version_id else newest(dataset, "review", "split")
+    version = composite_step(recipe, dataset, labelled, progress)
+    labels = recipe.class_names
+    samples = [s for s in dataset.samples(version.id) if s.review.status != "rejected"]
+    data = _arrays(dataset, samples, labels)
+    checkpoints = paths.model_dir / "checkpoints" / stage_key(version.id, "train", recipe.train.model_dump())
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    result = train_fomo(data["train"], data["val"], labels, recipe.train, checkpoints,
+                        (lambda epoch, total, *_: progress(epoch, total)) if progress else None)
+    save_fomo(result, paths.model, labels, recipe.train)
+
+    def held_out(source: str | None) -> dict:
+        chosen = [s for s in samples if s.split == "test" and (source is None or s.provenance.source == source)]
+        arrays = _arrays(dataset, chosen, labels)["test"]
+        if not arrays.images:
+            return {}
+        return evaluate_fomo(result.model, prepare(arrays, result.frontend), result.frontend, result.decoding,
+                             labels, recipe.train.centroid_distance)
+
+    trained = TrainedModel(path=paths.model, version=version.id, float_metrics=held_out(None),
+                           best_epoch=result.best_epoch, epochs_run=result.epochs_run, seconds=result.seconds,
+                           samples_per_second=0.0,
+                           extra={"composites": held_out("compositing"), "photos": held_out("photos")})
+    trained.save(paths)
+    return trained
+
+
+def export(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None) -> Manifest:
+    from exporters.bundle import export_detection_bundle
+    from trainers.fomo import load_fomo, model_inputs
+
+    dataset = open_dataset(recipe, paths.dataset)
+    trained = TrainedModel.load(paths)
+    version = dataset.version(trained.version)
+    model, labels, frontend, decoding = load_fomo(trained.path)
+    samples = [s for s in dataset.samples(version.id) if s.review.status != "rejected"]
+    data = _arrays(dataset, samples, labels)
+    if not data["test"].images:
+        raise EdgedistillError("the test split is empty, so the int8 model cannot be checked",
+                               "add photos or composites (compositing.images), or raise train.test_share")
+    return export_detection_bundle(
+        model, out_dir=paths.bundle, name=recipe.name, labels=labels, frontend=frontend, decoding=decoding,
+        calibration=model_inputs(data["train"], frontend)[: recipe.export.calibration_samples],
+        test_images=data["test"].images, test_boxes=data["test"].boxes, test_classes=data["test"].classes,
+        centroid_distance=recipe.train.centroid_distance, settings=recipe.export,
+        dataset_ref={"path": str(dataset.root.resolve()), "version": version.id, "counts": version.counts,
+                     "held_out_float": trained.extra},
+        recipe=recipe.model_dump(mode="json"))

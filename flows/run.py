@@ -1,0 +1,162 @@
+"""What every pipeline shares: where a run keeps things, the trained-model record, the flow.
+
+A pipeline module (flows/keyword_spotting.py, flows/detection.py) offers four functions with
+the same shape, `generate`, `label`, `train` and `export`; the CLI runs them one at a time and
+the Prefect flow below runs them as tasks, with the review step between labelling and training.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+from edgedistill.dataset import Dataset, VersionInfo, write_atomic
+from edgedistill.errors import EdgedistillError
+from edgedistill.recipe import AnyRecipe, DetectionRecipe, load_recipe
+
+Progress = Callable[[int, int], None] | None
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one run keeps things, under its --out folder."""
+
+    out: Path
+
+    @property
+    def dataset(self) -> Path:
+        return self.out / "dataset"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.out / "model"
+
+    @property
+    def model(self) -> Path:
+        return self.model_dir / "model.pt"
+
+    @property
+    def trained(self) -> Path:
+        return self.model_dir / "trained.json"
+
+    @property
+    def bundle(self) -> Path:
+        return self.out / "bundle"
+
+
+@dataclass
+class TrainedModel:
+    """What training leaves for export: the model, the version it learned from, its test figures."""
+
+    path: Path
+    version: str
+    float_metrics: dict
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+    samples_per_second: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, paths: RunPaths) -> None:
+        write_atomic(paths.trained, json.dumps(asdict(self) | {"path": str(self.path)}, indent=2).encode())
+
+    @classmethod
+    def load(cls, paths: RunPaths) -> "TrainedModel":
+        if not paths.trained.exists():
+            raise EdgedistillError(f"no trained model in {paths.model_dir}", "run `edgedistill train RECIPE` first")
+        record = json.loads(paths.trained.read_text())
+        return cls(**(record | {"path": Path(record["path"])}))
+
+
+def newest(dataset: Dataset, *stages: str) -> VersionInfo:
+    """The newest version one of `stages` made, for the one-stage-at-a-time commands."""
+    for version in reversed(dataset.info.versions):
+        if version.stage in stages:
+            return version
+    raise EdgedistillError(f"dataset {dataset.root} has no {' or '.join(stages)} version yet",
+                           "run the stages before it first (`edgedistill generate`, then `label`)")
+
+
+def pipeline_for(recipe: AnyRecipe) -> ModuleType:
+    if isinstance(recipe, DetectionRecipe):
+        from flows import detection
+
+        return detection
+    from flows import keyword_spotting
+
+    return keyword_spotting
+
+
+def recipe_flow():
+    """The Prefect flow for any recipe, built lazily so importing this module skips Prefect.
+
+    Tasks take and return small values (paths, version ids). Prefect's result caching is off:
+    the dataset is the cache, each stage finds the version it made before, and training resumes
+    from its checkpoint, so a rerun after a crash or Ctrl-C picks up where it stopped.
+    """
+    from prefect import flow, task
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.cache_policies import NO_CACHE
+
+    from flows.progress import progress_bar
+    from flows.review import review_step
+
+    def stage(name: str, work: Callable, retries: int = 1):
+        def run(recipe_path: str, out: str, *args):
+            recipe = load_recipe(recipe_path)
+            with progress_bar(name) as update:
+                return work(pipeline_for(recipe), recipe, RunPaths(Path(out)), *args, update)
+
+        return task(name=name, cache_policy=NO_CACHE, retries=retries)(run)
+
+    generate = stage("generate", lambda p, r, paths, update: p.generate(r, paths, update))
+    label = stage("label", lambda p, r, paths, version, update: p.label(r, paths, version, update))
+    # returns nothing: export reads the record training leaves beside the model
+    train = stage("train", lambda p, r, paths, version, update: p.train(r, paths, version, update) and None,
+                  retries=0)
+
+    @task(name="export", cache_policy=NO_CACHE)
+    def export(recipe_path: str, out: str) -> str:
+        recipe, paths = load_recipe(recipe_path), RunPaths(Path(out))
+        manifest = pipeline_for(recipe).export(recipe, paths)
+        create_markdown_artifact(key=f"{recipe.name.lower().replace('_', '-')}-bundle",
+                                 markdown=summary_markdown(manifest, paths.bundle))
+        return str(paths.bundle)
+
+    @flow(name="edgedistill-recipe", log_prints=True)
+    def run_recipe(recipe_path: str, out: str) -> str:
+        recipe = load_recipe(recipe_path)
+        version_id = label(recipe_path, out, generate(recipe_path, out))
+        if recipe.review.enabled:  # pauses the run until people have reviewed the doubtful samples
+            version_id = review_step(str(RunPaths(Path(out)).dataset), recipe.review)
+        train(recipe_path, out, version_id)
+        return export(recipe_path, out)
+
+    return run_recipe
+
+
+
+def summary_markdown(manifest, bundle: Path) -> str:
+    """The closing figures of a run, as a markdown table (the Prefect artifact and the CLI table)."""
+    int8 = manifest.metrics.get("int8", {})
+    floating = manifest.metrics.get("float", {})
+    tflm = manifest.targets.get("tflite_micro", {})
+    vela = manifest.targets.get("vela", {})
+    quality = "accuracy" if "accuracy" in int8 else "f1"
+    rows = [
+        ("bundle", str(bundle)),
+        (f"float {quality} (held out)", _pct(floating.get(quality))),
+        (f"int8 {quality} (held out)", _pct(int8.get(quality))),
+        ("int8 model size", f"{manifest.file('model_int8').bytes / 1024:.1f} KiB"),
+        ("TFLite Micro arena", f"{tflm.get('arena_bytes', 0) / 1024:.1f} KiB"),
+        ("Ethos-U SRAM / flash", f"{vela.get('sram_bytes', 0) / 1024:.1f} / {vela.get('flash_bytes', 0) / 1024:.1f} KiB"
+         if vela.get("sram_bytes") is not None else "not compiled"),
+    ]
+    return "| figure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f}%"

@@ -1,0 +1,81 @@
+"""The detection pipeline end to end: real photos labelled by the packaged face teacher, composites
+made per split from the faces it found, FOMO, the int8 bundle, and predict on a photo."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from importlib.metadata import files
+from pathlib import Path
+
+import pytest
+
+from edgedistill.bundle import load_bundle
+from edgedistill.dataset import Dataset
+from labelers.teachers import find_packaged, get_adapter
+
+RECIPE = """
+task: detection
+name: faces
+classes:
+  face: ["face"]
+images: {images}
+autolabel:
+  labeler: teacher
+  teacher_adapter: blazeface_short_range
+  threshold: 0.5
+compositing:
+  images: 60
+  objects_per_image: [1, 2]
+train:
+  epochs: 3
+  val_share: 0.25
+  test_share: 0.25
+export:
+  max_int8_accuracy_drop: 1.0
+  calibration_samples: 20
+"""
+
+
+def _photos(folder: Path) -> Path:
+    """Real photos that ship in scikit-image's wheel: faces (astronaut, cameraman) and none."""
+    folder.mkdir()
+    for entry in files("scikit-image"):
+        if entry.name in ("astronaut.png", "camera.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png"):
+            shutil.copy(entry.locate(), folder / entry.name)
+    return folder
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          env=os.environ | {"PREFECT_HOME": str(cwd / "prefect-home")}, timeout=1500)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(find_packaged(get_adapter("blazeface_short_range").packaged) is None,
+                    reason="BlazeFace weights missing: run `python -m labelers.teachers fetch` (make setup does)")
+def test_detection_run_labels_real_photos_and_makes_a_bundle(tmp_path):
+    photos = _photos(tmp_path / "photos")
+    recipe = tmp_path / "faces.yaml"
+    recipe.write_text(RECIPE.format(images=photos))
+    out = tmp_path / "run"
+    result = _cli("run", str(recipe), "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    dataset = Dataset.open(out / "dataset")
+    assert [v.stage for v in dataset.info.versions] == ["sources", "autolabel", "split", "composite"]
+    labelled = dataset.samples(dataset.info.versions[1].id)
+    faces = {s.provenance.group: s.labels for s in labelled}
+    assert faces["astronaut.png"] and faces["astronaut.png"][0].source.labeler.startswith("teacher")
+    assert not faces["coffee.png"]  # no face in a cup of coffee
+    final = dataset.samples()
+    composites = [s for s in final if s.provenance.source == "compositing"]
+    assert composites and all(s.split for s in final)
+
+    manifest = load_bundle(out / "bundle")
+    assert manifest.input.kind == "image" and manifest.labels[-1] == "face"
+    predicted = _cli("predict", str(out / "bundle"), str(photos / "astronaut.png"), "--json", cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    answer = json.loads(predicted.stdout.strip().splitlines()[-1])
+    assert answer["file"].endswith("astronaut.png") and isinstance(answer["objects"], list)
