@@ -4,7 +4,8 @@ import pytest
 from edgedistill.dataset import Dataset, OntologyClass
 from edgedistill.frontend import MfccFrontEnd
 from edgedistill.recipe import TrainSettings
-from trainers.keyword_spotter import CHECKPOINT, FeatureSet, clip_features, evaluate, train_keyword_spotter
+from trainers.fitting import CHECKPOINT
+from trainers.keyword_spotter import FeatureSet, clip_features, evaluate, train_keyword_spotter
 from trainers.splits import split_by_group
 
 LABELS = ["low", "high", "_unknown_", "_silence_"]

@@ -9,9 +9,7 @@ the exporter and `edgedistill predict`.
 
 from __future__ import annotations
 
-import copy
 import io
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +23,9 @@ from edgedistill.errors import EdgedistillError
 from edgedistill.image_frontend import BACKGROUND, HeatmapDecoding, ImageFrontEnd, centroid_f1
 from edgedistill.images import load_image
 from edgedistill.recipe import DetectorTrainSettings
+from trainers.fitting import fit
 from trainers.mobilenet import MobileNetV2Stride8
 
-CHECKPOINT = "checkpoint.pt"
 STRIDE = 8  # the backbone's output is 1/8 of the input
 OBJECT_WEIGHT = 100.0  # loss weight of an object cell relative to a background cell (Edge Impulse's choice)
 HEAD_CHANNELS = 32
@@ -193,42 +191,26 @@ def train_fomo(train: DetectionArrays, val: DetectionArrays, labels: list[str], 
     decoding = HeatmapDecoding(stride=STRIDE, threshold=threshold)
     train_set, val_set = prepare(train, frontend), prepare(val, frontend)
     torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
     model = FomoNet(len(labels), width=settings.width, channels=frontend.channels)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=1e-4)
     steps = settings.epochs * -(-len(train_set) // settings.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.learning_rate, total_steps=steps)
     weights = torch.tensor([1.0] + [object_weight] * len(labels))
     loss_fn = nn.CrossEntropyLoss(weight=weights)
-    state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "best_model": None, "best_metrics": {}, "history": []}
-    checkpoint = Path(checkpoint_dir) / CHECKPOINT
-    if checkpoint.exists():
-        saved = torch.load(checkpoint, weights_only=False)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        rng, state = saved["rng"], saved["state"]
-    started = time.perf_counter()
-    epochs_here = 0
-    while state["epoch"] < settings.epochs and state["epoch"] - state["best_epoch"] < settings.patience:
-        loss = _train_epoch(model, train_set, frontend, optimizer, schedule, loss_fn, rng, settings.batch_size)
-        epochs_here += 1
-        state["epoch"] += 1
+
+    def validate() -> tuple[float, dict]:
         metrics = evaluate_fomo(model, val_set, frontend, decoding, labels, settings.centroid_distance)
-        record = {"epoch": state["epoch"], "loss": loss, "val_f1": metrics["f1"]}
-        state["history"].append(record)
-        if metrics["f1"] > state["best_f1"]:
-            state.update(best_f1=metrics["f1"], best_epoch=state["epoch"], best_metrics=metrics,
-                         best_model=copy.deepcopy(model.state_dict()))
-        _save_checkpoint(checkpoint, model, optimizer, schedule, rng, state)
-        if progress:
-            progress(state["epoch"], settings.epochs, record)
-    seconds = time.perf_counter() - started
-    model.load_state_dict(state["best_model"])
-    model.eval()
-    return FomoTrainResult(model=model, frontend=frontend, decoding=decoding, best_epoch=state["best_epoch"],
-                           epochs_run=state["epoch"], val_metrics=state["best_metrics"], history=state["history"],
-                           seconds=seconds, seconds_per_epoch=seconds / epochs_here if epochs_here else 0.0)
+        return metrics["f1"], metrics
+
+    fitted = fit(model, optimizer, schedule, np.random.default_rng(settings.seed), epochs=settings.epochs,
+                 patience=settings.patience, checkpoint_dir=checkpoint_dir,
+                 train_epoch=lambda rng: _train_epoch(model, train_set, frontend, optimizer, schedule, loss_fn, rng,
+                                                      settings.batch_size),
+                 validate=validate, progress=progress)
+    return FomoTrainResult(model=model, frontend=frontend, decoding=decoding, best_epoch=fitted.best_epoch,
+                           epochs_run=fitted.epochs_run, val_metrics=fitted.best_metrics, history=fitted.history,
+                           seconds=fitted.seconds,
+                           seconds_per_epoch=fitted.seconds / fitted.epochs_here if fitted.epochs_here else 0.0)
 
 
 def _train_epoch(model: FomoNet, data: PreparedSet, frontend: ImageFrontEnd, optimizer, schedule,
@@ -248,13 +230,6 @@ def _train_epoch(model: FomoNet, data: PreparedSet, frontend: ImageFrontEnd, opt
         schedule.step()
         total += float(loss.detach()) * len(batch)
     return total / len(data)
-
-
-def _save_checkpoint(path: Path, model, optimizer, schedule, rng, state) -> None:
-    buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(), "rng": rng, "state": state}, buffer)
-    write_atomic(path, buffer.getvalue())
 
 
 def save_fomo(result: FomoTrainResult, path: Path, labels: list[str], settings: DetectorTrainSettings) -> None:

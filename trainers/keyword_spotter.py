@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import io
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,8 +19,8 @@ from edgedistill.frontend import MfccFrontEnd
 from edgedistill.metrics import classification_metrics
 from edgedistill.recipe import TrainSettings
 from trainers.dscnn import DSCNN
+from trainers.fitting import fit
 
-CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass
@@ -81,34 +79,19 @@ def _class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
 def train_keyword_spotter(train: FeatureSet, val: FeatureSet, labels: list[str], settings: TrainSettings,
                           checkpoint_dir: Path,
                           progress: Callable[[int, int, dict], None] | None = None) -> TrainResult:
-    """Train with class weights and early stopping on validation accuracy.
-
-    A checkpoint is written after every epoch; a rerun with the same checkpoint folder picks up
-    at the next epoch instead of starting over.
-    """
+    """Train with class weights and early stopping on validation accuracy; resumable per epoch."""
     if len(train) == 0 or len(val) == 0:
         raise EdgedistillError("there is no training or no validation data",
                                "synthesise more voices: splits are by voice, so each split needs some")
     torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
     model = DSCNN(len(labels), width=settings.width)
     model.set_normalisation(torch.from_numpy(train.features))
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=1e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=settings.learning_rate, total_steps=settings.epochs * _steps(len(train), settings))
     loss_fn = nn.CrossEntropyLoss(weight=_class_weights(train.targets, len(labels)), label_smoothing=0.05)
-    state = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": 0, "best_model": None, "history": []}
-    checkpoint = checkpoint_dir / CHECKPOINT
-    if checkpoint.exists():
-        saved = torch.load(checkpoint, weights_only=False)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        rng = saved["rng"]
-        state = saved["state"]
-    started = time.perf_counter()
-    seen = 0
-    while state["epoch"] < settings.epochs and state["epoch"] - state["best_epoch"] < settings.patience:
+
+    def train_epoch(rng: np.random.Generator) -> float:
         model.train()
         order = rng.permutation(len(train))
         total_loss = 0.0
@@ -121,23 +104,19 @@ def train_keyword_spotter(train: FeatureSet, val: FeatureSet, labels: list[str],
             optimizer.step()
             schedule.step()
             total_loss += float(loss.detach()) * len(batch)
-            seen += len(batch)
-        state["epoch"] += 1
-        accuracy = evaluate(model, val, labels)["accuracy"]
-        record = {"epoch": state["epoch"], "loss": total_loss / len(train), "val_accuracy": accuracy}
-        state["history"].append(record)
-        if accuracy > state["best_accuracy"]:
-            state.update(best_accuracy=accuracy, best_epoch=state["epoch"],
-                         best_model=copy.deepcopy(model.state_dict()))
-        _save_checkpoint(checkpoint, model, optimizer, schedule, rng, state)
-        if progress:
-            progress(state["epoch"], settings.epochs, record)
-    seconds = time.perf_counter() - started
-    model.load_state_dict(state["best_model"])
-    model.eval()
-    return TrainResult(model=model, best_epoch=state["best_epoch"], epochs_run=state["epoch"],
-                       history=state["history"], seconds=seconds,
-                       samples_per_second=seen / seconds if seconds > 0 and seen else 0.0)
+        return total_loss / len(train)
+
+    def validate() -> tuple[float, dict]:
+        metrics = evaluate(model, val, labels)
+        return metrics["accuracy"], metrics
+
+    fitted = fit(model, optimizer, schedule, np.random.default_rng(settings.seed), epochs=settings.epochs,
+                 patience=settings.patience, checkpoint_dir=checkpoint_dir, train_epoch=train_epoch,
+                 validate=validate, progress=progress)
+    seen = fitted.epochs_here * len(train)
+    return TrainResult(model=model, best_epoch=fitted.best_epoch, epochs_run=fitted.epochs_run,
+                       history=fitted.history, seconds=fitted.seconds,
+                       samples_per_second=seen / fitted.seconds if fitted.seconds > 0 else 0.0)
 
 
 def _steps(n: int, settings: TrainSettings) -> int:
@@ -152,13 +131,6 @@ def _mask_time(features: np.ndarray, rng: np.random.Generator, max_frames: int =
         start = int(rng.integers(0, max(1, row.shape[0] - width)))
         row[start:start + width] = row.mean(axis=0)
     return features
-
-
-def _save_checkpoint(path: Path, model, optimizer, schedule, rng, state) -> None:
-    buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(), "rng": rng, "state": state}, buffer)
-    write_atomic(path, buffer.getvalue())
 
 
 def save_model(model: nn.Module, path: Path, labels: list[str], settings: TrainSettings) -> None:
