@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from pathlib import Path
 from typing import Annotated, Literal, Union
@@ -254,12 +255,25 @@ def parse_recipe(data: object, origin: str = "recipe") -> AnyRecipe:
                                "fix the fields named above; recipes/ has examples") from None
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML with YAML 1.2 booleans: only true/false. YAML 1.1 reads yes/no/on/off as booleans,
+    and `keywords: [yes, no, on, off]` must stay four words."""
+
+
+_RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+
+
 def load_recipe(path: str | Path) -> AnyRecipe:
     path = Path(path)
     if not path.exists():
         raise EdgedistillError(f"recipe {path} does not exist", "check the path")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_RecipeLoader)
     except yaml.YAMLError as error:
         raise EdgedistillError(f"{path} is not valid YAML: {error}", "fix the syntax") from None
     return parse_recipe(data, origin=str(path))

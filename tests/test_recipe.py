@@ -48,3 +48,10 @@ def test_yaml_errors_are_reported(tmp_path):
         load_recipe(path)
     with pytest.raises(EdgedistillError, match="does not exist"):
         load_recipe(tmp_path / "missing.yaml")
+
+
+def test_yes_no_on_off_stay_words_and_true_false_stay_booleans(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("task: keyword_spotting\nname: x\nkeywords: [yes, no, on, off]\nwhisper_check: {enabled: false}\n")
+    recipe = load_recipe(path)
+    assert recipe.keywords == ["yes", "no", "on", "off"] and recipe.whisper_check.enabled is False
