@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from edgedistill.recipe import load_recipe
-from flows.keyword_spotting import check_step, open_dataset, synthesize_step, train_step, training_set_step
+from flows.keyword_spotting import (check_step, frontend_for, open_dataset, synthesize_step, train_step,
+                                    training_set_step)
 from flows.run import RunPaths
 from trainers.keyword_spotter import clip_features, evaluate, load_model
 
@@ -41,8 +42,8 @@ def main() -> None:
         trained = train_step(variant, dataset, training_set, paths)
         if test_set is None:  # the checked test split scores both models
             test_set = [s for s in dataset.samples(training_set.id) if s.split == "test"]
-        model, labels, frontend = load_model(trained.path)
-        scores[name] = evaluate(model, clip_features(dataset, test_set, frontend, labels), labels)
+        model, labels = load_model(trained.path)
+        scores[name] = evaluate(model, clip_features(dataset, test_set, frontend_for(recipe), labels), labels)
         sizes[name] = sum(1 for s in dataset.samples(training_set.id) if s.split == "train")
     table = Table(title="what the Whisper check buys (float model, same held-out voices)")
     for column in ("training set", "train clips", "accuracy", "_unknown_ false accepts", "_silence_ false accepts"):

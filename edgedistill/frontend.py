@@ -4,13 +4,11 @@ Training, `predict` and the microcontroller must see the same features, so this 
 exactly what `arm_mfcc_f32` does on a Cortex-M, with the filter bank, DCT matrix and window
 that CMSIS-DSP's own Python helpers generate (tests check it against the `cmsisdsp` build of
 the C code). Per frame: window, real FFT, magnitude, mel filter bank, log(x + 1e-6), DCT.
-Then each coefficient is standardised with the training set's mean and scale, so that the
-model's one int8 input scale serves every coefficient (MFCC c0 spans ~100 units, the rest ~10).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from functools import cached_property
 
 import numpy as np
@@ -28,8 +26,6 @@ class MfccFrontEnd:
     mfcc: int = 10
     f_min: float = 20.0
     f_max: float = 4000.0
-    feature_mean: tuple[float, ...] | None = None  # per MFCC coefficient, from the training set
-    feature_scale: tuple[float, ...] | None = None  # 1 / standard deviation
 
     kind = "cmsis_dsp_mfcc_f32"
 
@@ -57,22 +53,7 @@ class MfccFrontEnd:
         if spec.get("type") != cls.kind:
             raise ValueError(f"unknown front end type {spec.get('type')!r}")
         fields = cls.__dataclass_fields__
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k in fields}
-        return cls(**values)
-
-    def standardised_on(self, features: np.ndarray) -> "MfccFrontEnd":
-        """This front end, standardising each coefficient by the statistics of `features`
-        (raw MFCC features of the training set, (n, frames, mfcc))."""
-        mean = features.mean(axis=(0, 1))
-        scale = 1.0 / (features.std(axis=(0, 1)) + 1e-3)
-        return replace(self, feature_mean=tuple(float(v) for v in mean),
-                       feature_scale=tuple(float(v) for v in scale))
-
-    def standardise(self, features: np.ndarray) -> np.ndarray:
-        if self.feature_mean is None or self.feature_scale is None:
-            return features
-        mean = np.asarray(self.feature_mean, np.float32)
-        return ((features - mean) * np.asarray(self.feature_scale, np.float32)).astype(np.float32)
+        return cls(**{k: v for k, v in spec.items() if k in fields})
 
     # -- constants, as CMSIS-DSP's helpers make them ------------------------------------------
     @cached_property
@@ -127,5 +108,5 @@ class MfccFrontEnd:
         # rfft gives frame_length/2+1 bins; the mel matrix is zero above Nyquist, as on the MCU
         mel = magnitude @ self.mel_matrix[:, : magnitude.shape[-1]].T
         features = np.log(mel + LOG_OFFSET) @ self.dct_matrix.T
-        features = self.standardise(features.astype(np.float32))
+        features = features.astype(np.float32)
         return features[0] if single else features

@@ -26,7 +26,7 @@ class SpeechSettings(_Section):
     variants_per_voice: int = Field(6, ge=1)  # prosody variations of each keyword per voice
     carrier_phrases: bool = True
     unknown_words: list[str] | None = None  # None: the built-in list plus sound-alikes
-    unknown_share: float = Field(2.0, ge=0)  # unknown clips, as a multiple of one keyword's clips
+    unknown_share: float = Field(1.0, ge=0)  # unknown clips per keyword clip, relative to one keyword
     silence_share: float = Field(1.0, ge=0)
     workers: int | None = None  # processes; None: one per core
 
@@ -66,8 +66,8 @@ class ReviewSettings(_Section):
 
 class TrainSettings(_Section):
     epochs: int = Field(30, ge=1)
-    batch_size: int = Field(128, ge=1)
-    learning_rate: float = Field(5e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(3e-3, gt=0)
     patience: int = Field(6, ge=1)
     width: int = Field(64, ge=8)  # DS-CNN channels
     val_share: float = Field(0.15, gt=0, lt=1)  # share of voices held out for validation

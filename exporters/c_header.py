@@ -103,9 +103,6 @@ def _frontend_section(prefix: str, frontend: MfccFrontEnd) -> str:
         + _array("float", f"{prefix}_filter_coefs", [c_float(v) for v in coefficients])
         + _array("float", f"{prefix}_window", [c_float(v) for v in frontend.window])
     )
-    if frontend.feature_mean is not None:
-        arrays += (_array("float", f"{prefix}_feature_mean", [c_float(v) for v in frontend.feature_mean])
-                   + _array("float", f"{prefix}_feature_scale", [c_float(v) for v in frontend.feature_scale]))
     usage = (f"/* MFCC front end ({frontend.kind}): per frame of FRAME_LENGTH samples every HOP_LENGTH samples,\n"
              f"   FRAMES frames per clip of CLIP_SAMPLES mono samples (float, -1..1) at SAMPLE_RATE Hz:\n"
              f"     arm_mfcc_instance_f32 mfcc;\n"
@@ -113,9 +110,7 @@ def _frontend_section(prefix: str, frontend: MfccFrontEnd) -> str:
              f"                       {prefix}_dct_coefs, {prefix}_filter_pos, {prefix}_filter_lengths,\n"
              f"                       {prefix}_filter_coefs, {prefix}_window);\n"
              f"     arm_mfcc_f32(&mfcc, frame, features_of_this_frame, scratch);  (scratch: 2 * FFT_LENGTH floats)\n"
-             f"   Feature row f, coefficient c goes to input[f * MFCC_COUNT + c] before int8 quantisation,\n"
-             f"   standardised first when {prefix}_feature_mean is defined: (x - {prefix}_feature_mean[c]) *\n"
-             f"   {prefix}_feature_scale[c]. */\n")
+             f"   Feature row f, coefficient c goes to input[f * MFCC_COUNT + c] before int8 quantisation. */\n")
     return usage + defines + floats + arrays
 
 

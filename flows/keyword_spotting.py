@@ -105,19 +105,18 @@ def train_step(recipe: KeywordSpottingRecipe, dataset: Dataset, version: Version
     """Train on a training-set version; the record (model path, test metrics) goes beside the model."""
     import torch
 
-    from trainers.keyword_spotter import FeatureSet, clip_features, evaluate, save_model, train_keyword_spotter
+    from trainers.keyword_spotter import clip_features, evaluate, save_model, train_keyword_spotter
 
     torch.set_num_threads(1)  # faster than 2 for this small CNN on these CPUs (OFFLINE.md)
+    frontend = frontend_for(recipe)
     samples = [s for s in dataset.samples(version.id) if s.review.status != "rejected"]
-    raw = {split: clip_features(dataset, [s for s in samples if s.split == split], frontend_for(recipe),
-                                recipe.classes) for split in ("train", "val", "test")}
-    frontend = frontend_for(recipe).standardised_on(raw["train"].features)
-    data = {split: FeatureSet(frontend.standardise(part.features), part.targets) for split, part in raw.items()}
+    data = {split: clip_features(dataset, [s for s in samples if s.split == split], frontend, recipe.classes)
+            for split in ("train", "val", "test")}
     # keyed by data and settings: a rerun of the same training resumes, a changed one starts fresh
     checkpoints = paths.model_dir / "checkpoints" / stage_key(version.id, "train", recipe.train.model_dump())
     checkpoints.mkdir(parents=True, exist_ok=True)
     result = train_keyword_spotter(data["train"], data["val"], recipe.classes, recipe.train, checkpoints, progress)
-    save_model(result.model, paths.model, recipe.classes, recipe.train, frontend)
+    save_model(result.model, paths.model, recipe.classes, recipe.train)
     trained = TrainedModel(path=paths.model, version=version.id,
                            float_metrics=evaluate(result.model, data["test"], recipe.classes),
                            best_epoch=result.best_epoch, epochs_run=result.epochs_run, seconds=result.seconds,
@@ -133,7 +132,8 @@ def export_step(recipe: KeywordSpottingRecipe, dataset: Dataset, trained: Traine
     from exporters.bundle import export_keyword_bundle
     from trainers.keyword_spotter import clip_features, load_model
 
-    model, labels, frontend = load_model(trained.path)
+    frontend = frontend_for(recipe)
+    model, labels = load_model(trained.path)
     version = dataset.version(trained.version)
     samples = [s for s in dataset.samples(version.id) if s.review.status != "rejected"]
     train = [s for s in samples if s.split == "train"]

@@ -35,6 +35,7 @@ def _separable_features(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def _fit(features: np.ndarray, labels: np.ndarray, steps: int = 60) -> DSCNN:
     torch.manual_seed(0)
     model = DSCNN(len(LABELS), width=16)
+    model.set_normalisation(torch.from_numpy(features))
     optimiser = torch.optim.Adam(model.parameters(), 3e-3)
     rng = np.random.default_rng(0)
     for _ in range(steps):

@@ -42,6 +42,7 @@ def bundle_dir(tmp_path_factory):
     test_features, test_labels = _features(12, seed=1)
     torch.manual_seed(0)
     model = DSCNN(len(LABELS), width=16)
+    model.set_normalisation(torch.from_numpy(features))
     optimiser = torch.optim.Adam(model.parameters(), 3e-3)
     rng = np.random.default_rng(0)
     for _ in range(120):

@@ -23,10 +23,15 @@ def _separable_block(channels: int) -> nn.Sequential:
 
 
 class DSCNN(nn.Module):
-    """Input: standardised MFCC features (batch, frames, coefficients). Output: class logits."""
+    """Input: MFCC features (batch, frames, coefficients). Output: class logits."""
 
     def __init__(self, num_classes: int, width: int = 64, blocks: int = 4, dropout: float = 0.2) -> None:
         super().__init__()
+        # Per-coefficient standardisation, set from the training features (`set_normalisation`).
+        # MFCC c0 spans ~100 units and the rest ~10: without this the first layer sees mostly c0.
+        # Written as a multiply-add: litert-torch's int8 quantiser handles that but not a subtract.
+        self.register_buffer("feature_scale", torch.ones(1))
+        self.register_buffer("feature_shift", torch.zeros(1))
         self.stem = nn.Sequential(
             nn.Conv2d(1, width, (10, 4), stride=(2, 2), padding=(5, 1), bias=False),
             nn.BatchNorm2d(width),
@@ -37,8 +42,14 @@ class DSCNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(width, num_classes)
 
+    def set_normalisation(self, features: torch.Tensor) -> None:
+        """features: (n, frames, coefficients) training features."""
+        self.feature_scale = 1.0 / (features.std(dim=(0, 1)) + 1e-3)
+        self.feature_shift = -features.mean(dim=(0, 1)) * self.feature_scale
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = self.stem(features.unsqueeze(1))
+        x = features * self.feature_scale + self.feature_shift
+        x = self.stem(x.unsqueeze(1))
         x = self.blocks(x)
         # adaptive pooling (not x.mean) stays channels-last in TFLite, so Vela runs it on the NPU
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)

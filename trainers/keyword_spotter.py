@@ -85,6 +85,7 @@ def train_keyword_spotter(train: FeatureSet, val: FeatureSet, labels: list[str],
                                "synthesise more voices: splits are by voice, so each split needs some")
     torch.manual_seed(settings.seed)
     model = DSCNN(len(labels), width=settings.width)
+    model.set_normalisation(torch.from_numpy(train.features))
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=1e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=settings.learning_rate, total_steps=settings.epochs * _steps(len(train), settings))
@@ -132,19 +133,18 @@ def _mask_time(features: np.ndarray, rng: np.random.Generator, max_frames: int =
     return features
 
 
-def save_model(model: nn.Module, path: Path, labels: list[str], settings: TrainSettings,
-               frontend: MfccFrontEnd) -> None:
-    """The weights with what it takes to use them: labels, width, and the front end it learned on."""
+def save_model(model: nn.Module, path: Path, labels: list[str], settings: TrainSettings) -> None:
     buffer = io.BytesIO()
-    record = {"labels": labels, "width": settings.width, "frontend": frontend.spec()}
-    torch.save({"state_dict": model.state_dict(), **record}, buffer)
+    torch.save({"state_dict": model.state_dict(), "labels": labels, "width": settings.width}, buffer)
     write_atomic(path, buffer.getvalue())
-    write_atomic(path.with_suffix(".json"), json.dumps(record).encode())
+    write_atomic(path.with_suffix(".json"), json.dumps({"labels": labels, "width": settings.width}).encode())
 
 
-def load_model(path: Path) -> tuple[nn.Module, list[str], MfccFrontEnd]:
+def load_model(path: Path) -> tuple[nn.Module, list[str]]:
     saved = torch.load(path, weights_only=False)
     model = DSCNN(len(saved["labels"]), width=saved["width"])
+    model.feature_scale = saved["state_dict"]["feature_scale"]
+    model.feature_shift = saved["state_dict"]["feature_shift"]
     model.load_state_dict(saved["state_dict"])
     model.eval()
-    return model, saved["labels"], MfccFrontEnd.from_spec(saved["frontend"])
+    return model, saved["labels"]
