@@ -75,7 +75,9 @@ def main() -> None:
          " / ".join(f"{(v or 0) * 100:.1f}%" for v in int8["false_accept_rate"].values()), ""),
         ("int8 model (flash)", f"{manifest.file('model_int8').bytes / 1024:.1f} KiB", "<= 64 KB"),
         ("TFLite Micro arena", f"{tflm.get('arena_bytes', 0) / 1024:.1f} KiB", "<= 32 KB"),
-        ("Ethos-U55-128", ", ".join(f"{k} {v}" for k, v in vela.items() if not isinstance(v, (dict, list))), ""),
+        ("Ethos-U55-128 (Vela)", f"{vela.get('sram_bytes', 0) / 1024:.1f} KiB SRAM, "
+                                 f"{vela.get('flash_bytes', 0) / 1024:.1f} KiB flash, {vela.get('cycles_total')} cycles, "
+                                 f"{(vela.get('npu_operator_share') or 0) * 100:.0f}% ops on NPU", ""),
         ("test clips (held-out voices)", str(int8["count"]), ""),
     ]
     for row in rows:

@@ -170,7 +170,6 @@ class AutoLabelSettings(_Section):
     nms_iou: float = Field(0.5, gt=0, le=1)
     class_agnostic_nms: bool = False
     batch_size: int = Field(4, ge=1)
-    review_below: float = Field(0.4, ge=0, le=1)  # labels scoring below this are marked for review
     masks: bool = False  # run Segment Anything from the boxes
     sam_model: str = "facebook/sam-vit-base"
 

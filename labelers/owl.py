@@ -242,7 +242,7 @@ def label_with_owl(dataset: Dataset, samples: list[Sample], ontology: dict[str, 
 
     Labels this labeler made before are replaced; labels from other sources (people, compositing)
     are kept. Finished shards are saved in `work_dir`, so a rerun after a crash skips them.
-    Review routing happens later: a label scoring below `settings.review_below` goes to people.
+    Review routing happens later: a label scoring below the recipe's `review.threshold` goes to people.
     """
     query = build_prompt_query(ontology)
     detector = load_owl(settings.model)

@@ -1,0 +1,83 @@
+"""Time the offline detection recipe stage by stage and print its figures as a table.
+
+    .venv/bin/python benchmarks/detection.py [RECIPE] [--out DIR]
+
+Targets (issue 3): FOMO int8 <= 100 KB flash at 96x96, TFLite Micro arena <= 256 KB; centroid F1
+on held-out composites (against their exact labels) and on held-out real photos (against the
+teacher's labels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from edgedistill.dataset import Dataset
+from edgedistill.recipe import load_recipe
+from flows import detection
+from flows.run import RunPaths
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("recipe", nargs="?", default=str(ROOT / "recipes" / "faces.yaml"))
+    parser.add_argument("--out", default=str(ROOT / "runs" / "benchmark-detection"))
+    args = parser.parse_args()
+    recipe = load_recipe(args.recipe)
+    paths = RunPaths(Path(args.out))
+    if paths.out.exists():
+        shutil.rmtree(paths.out)
+    times: dict[str, float] = {}
+
+    def timed(name, fn, *a):
+        started = time.perf_counter()
+        result = fn(*a)
+        times[name] = time.perf_counter() - started
+        return result
+
+    sources = timed("generate (photos)", detection.generate, recipe, paths)
+    labelled = timed("label (teacher) + split", detection.label, recipe, paths, sources)
+    trained = timed("composite + train", detection.train, recipe, paths, labelled)
+    manifest = timed("export", detection.export, recipe, paths)
+
+    dataset = Dataset.open(paths.dataset)
+    photos = dataset.samples(labelled)
+    final = dataset.samples(trained.version)
+    composites = [s for s in final if s.provenance.source == "compositing"]
+    tflm, vela = manifest.targets.get("tflite_micro", {}), manifest.targets.get("vela", {})
+
+    def f1(metrics: dict) -> str:
+        return f"{metrics['f1']:.3f} ({metrics['images']} images)" if metrics else "no held-out images"
+
+    table = Table(title=f"detection: {recipe.name}")
+    for column in ("figure", "value", "target"):
+        table.add_column(column)
+    rows = [
+        ("end to end", f"{sum(times.values()) / 60:.1f} min", ""),
+        *[(f"  {name}", f"{seconds:.0f} s", "") for name, seconds in times.items()],
+        ("photos / with a teacher label", f"{len(photos)} / {sum(1 for s in photos if s.labels)}", ""),
+        ("composites", f"{len(composites)}", ""),
+        ("float F1, held-out composites", f1(trained.extra["composites"]), ""),
+        ("float F1, held-out real photos vs teacher", f1(trained.extra["photos"]), ""),
+        ("int8 F1, all held-out images", f"{manifest.metrics['int8'].get('f1', 0):.3f}", ""),
+        ("training", f"{trained.epochs_run} epochs (best {trained.best_epoch}), {trained.seconds:.0f} s", ""),
+        ("int8 model (flash)", f"{manifest.file('model_int8').bytes / 1024:.1f} KiB", "<= 100 KB"),
+        ("TFLite Micro arena", f"{tflm.get('arena_bytes', 0) / 1024:.1f} KiB", "<= 256 KB"),
+        ("Ethos-U55-128 (Vela)", f"{vela.get('sram_bytes', 0) / 1024:.1f} KiB SRAM, "
+                                 f"{vela.get('flash_bytes', 0) / 1024:.1f} KiB flash, {vela.get('cycles_total')} cycles, "
+                                 f"{(vela.get('npu_operator_share') or 0) * 100:.0f}% ops on NPU", ""),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
