@@ -39,6 +39,18 @@ def _environment(autoescape: bool) -> jinja2.Environment:
     return environment
 
 
+def _common_context(manifest: Manifest) -> dict:
+    """What every model card and report shows, whatever the task."""
+    return {
+        "m": manifest, "frontend": manifest.input.frontend,
+        "float_metrics": manifest.metrics.get("float", {}), "int8_metrics": manifest.metrics.get("int8", {}),
+        "micro": manifest.targets.get("tflite_micro", {}), "vela": manifest.targets.get("vela", {}),
+        "onnx": manifest.targets.get("onnx", {}), "agreement": manifest.metrics.get("int8_vs_float", {}),
+        "recipe_yaml": yaml.safe_dump(manifest.recipe, sort_keys=False).strip() if manifest.recipe else "",
+        "dataset_json": json.dumps(manifest.dataset, indent=2, default=str),
+    }
+
+
 def _context(manifest: Manifest) -> dict:
     """Everything the templates show, with missing figures as None rather than template errors."""
     float_metrics, int8_metrics = manifest.metrics.get("float", {}), manifest.metrics.get("int8", {})
@@ -49,15 +61,10 @@ def _context(manifest: Manifest) -> dict:
                       "int8": int8_metrics.get("false_accept_rate", {}).get(label)}
                      for label in (UNKNOWN, SILENCE) if label in manifest.labels]
     frontend = manifest.input.frontend
-    return {
-        "m": manifest, "frontend": frontend, "keywords": [x for x in manifest.labels if x not in _NEGATIVE_MEANING],
+    return _common_context(manifest) | {
+        "keywords": [x for x in manifest.labels if x not in _NEGATIVE_MEANING],
         "clip_seconds": frontend["clip_samples"] / frontend["sample_rate"],
-        "float_metrics": float_metrics, "int8_metrics": int8_metrics, "recall_rows": recall_rows,
-        "false_accepts": false_accepts, "micro": manifest.targets.get("tflite_micro", {}),
-        "vela": manifest.targets.get("vela", {}), "onnx": manifest.targets.get("onnx", {}),
-        "agreement": manifest.metrics.get("int8_vs_float", {}),
-        "recipe_yaml": yaml.safe_dump(manifest.recipe, sort_keys=False).strip() if manifest.recipe else "",
-        "dataset_json": json.dumps(manifest.dataset, indent=2, default=str),
+        "recall_rows": recall_rows, "false_accepts": false_accepts,
     }
 
 
@@ -298,15 +305,9 @@ def _detection_context(manifest: Manifest) -> dict:
     classes = manifest.labels[1:]  # output channel 0 is the background
     rows = [{"label": label, "float": float_metrics.get("per_class", {}).get(label, {}),
              "int8": int8_metrics.get("per_class", {}).get(label, {})} for label in classes]
-    frontend = manifest.input.frontend
-    return {
-        "m": manifest, "frontend": frontend, "heatmap": frontend.get("heatmap", {}), "classes": classes,
-        "grid": manifest.output.shape[1:3], "float_metrics": float_metrics, "int8_metrics": int8_metrics,
-        "class_rows": rows, "micro": manifest.targets.get("tflite_micro", {}),
-        "vela": manifest.targets.get("vela", {}), "onnx": manifest.targets.get("onnx", {}),
-        "agreement": manifest.metrics.get("int8_vs_float", {}),
-        "recipe_yaml": yaml.safe_dump(manifest.recipe, sort_keys=False).strip() if manifest.recipe else "",
-        "dataset_json": json.dumps(manifest.dataset, indent=2, default=str),
+    return _common_context(manifest) | {
+        "heatmap": manifest.input.frontend.get("heatmap", {}), "classes": classes,
+        "grid": manifest.output.shape[1:3], "class_rows": rows,
     }
 
 
