@@ -20,7 +20,7 @@ from rich.table import Table
 from edgedistill.dataset import Dataset
 from edgedistill.recipe import load_recipe
 from flows import detection
-from flows.run import RunPaths
+from flows.run import RunPaths, vela_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,7 @@ def main() -> None:
     photos = dataset.samples(labelled)
     final = dataset.samples(trained.version)
     composites = [s for s in final if s.provenance.source == "compositing"]
-    tflm, vela = manifest.targets.get("tflite_micro", {}), manifest.targets.get("vela", {})
+    tflm = manifest.targets.get("tflite_micro", {})
 
     def f1(metrics: dict) -> str:
         return f"{metrics['f1']:.3f} ({metrics['images']} images)" if metrics else "no held-out images"
@@ -70,9 +70,7 @@ def main() -> None:
         ("training", f"{trained.epochs_run} epochs (best {trained.best_epoch}), {trained.seconds:.0f} s", ""),
         ("int8 model (flash)", f"{manifest.file('model_int8').bytes / 1024:.1f} KiB", "<= 100 KB"),
         ("TFLite Micro arena", f"{tflm.get('arena_bytes', 0) / 1024:.1f} KiB", "<= 256 KB"),
-        ("Ethos-U55-128 (Vela)", f"{vela.get('sram_bytes', 0) / 1024:.1f} KiB SRAM, "
-                                 f"{vela.get('flash_bytes', 0) / 1024:.1f} KiB flash, {vela.get('cycles_total')} cycles, "
-                                 f"{(vela.get('npu_operator_share') or 0) * 100:.0f}% ops on NPU", ""),
+        ("Ethos-U55-128 (Vela)", vela_summary(manifest), ""),
     ]
     for row in rows:
         table.add_row(*row)

@@ -19,7 +19,7 @@ from rich.table import Table
 from edgedistill.recipe import load_recipe
 from flows.keyword_spotting import (check_step, export_step, open_dataset, synthesize_step, train_step,
                                     training_set_step)
-from flows.run import RunPaths
+from flows.run import RunPaths, vela_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +56,6 @@ def main() -> None:
     n_aug = training_set.counts["samples"] - checked.counts["samples"]
     int8 = manifest.metrics["int8"]
     tflm = manifest.targets.get("tflite_micro", {})
-    vela = manifest.targets.get("vela", {})
     table = Table(title=f"keyword spotting: {recipe.name}")
     for column in ("figure", "value", "target"):
         table.add_column(column)
@@ -75,9 +74,7 @@ def main() -> None:
          " / ".join(f"{(v or 0) * 100:.1f}%" for v in int8["false_accept_rate"].values()), ""),
         ("int8 model (flash)", f"{manifest.file('model_int8').bytes / 1024:.1f} KiB", "<= 64 KB"),
         ("TFLite Micro arena", f"{tflm.get('arena_bytes', 0) / 1024:.1f} KiB", "<= 32 KB"),
-        ("Ethos-U55-128 (Vela)", f"{vela.get('sram_bytes', 0) / 1024:.1f} KiB SRAM, "
-                                 f"{vela.get('flash_bytes', 0) / 1024:.1f} KiB flash, {vela.get('cycles_total')} cycles, "
-                                 f"{(vela.get('npu_operator_share') or 0) * 100:.0f}% ops on NPU", ""),
+        ("Ethos-U55-128 (Vela)", vela_summary(manifest), ""),
         ("test clips (held-out voices)", str(int8["count"]), ""),
     ]
     for row in rows:

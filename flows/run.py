@@ -158,5 +158,14 @@ def summary_markdown(manifest, bundle: Path) -> str:
     return "| figure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
+def vela_summary(manifest) -> str:
+    """The Ethos-U figures in one line, for the benchmark tables."""
+    vela = manifest.targets.get("vela", {})
+    if vela.get("sram_bytes") is None:
+        return f"not compiled ({vela.get('reason', 'no Vela report')})"
+    return (f"{vela['sram_bytes'] / 1024:.1f} KiB SRAM, {vela.get('flash_bytes', 0) / 1024:.1f} KiB flash, "
+            f"{vela.get('cycles_total')} cycles, {(vela.get('npu_operator_share') or 0) * 100:.0f}% ops on NPU")
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.1f}%"
