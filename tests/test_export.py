@@ -107,6 +107,24 @@ def test_int8_model_has_int8_io_small_size_and_keeps_accuracy(bundle, trained):
     assert manifest.metrics["int8_vs_float"]["top1_agreement"] >= 0.95
 
 
+def test_every_int8_bias_has_the_scale_the_kernels_assume(bundle):
+    """int8 kernels read a bias as int32 at input scale x weight scale; a bias quantised at any other
+    scale is silently wrong (litert-torch did that to the classifier behind global pooling)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    out_dir, manifest, _ = bundle
+    interpreter = Interpreter(model_path=str(out_dir / manifest.file("model_int8").path))
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    checked = []
+    for op in interpreter._get_ops_details():
+        if op["op_name"] not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            continue
+        activation, weights, bias = (tensors[i]["quantization_parameters"]["scales"] for i in op["inputs"])
+        np.testing.assert_allclose(bias, activation[0] * weights, rtol=1e-5, err_msg=op["op_name"])
+        checked.append(op["op_name"])
+    assert checked.count("FULLY_CONNECTED") == 1 and len(checked) == 10  # stem, 4 x (dw + pw), classifier
+
+
 def test_tflite_micro_runs_the_model_and_reports_its_arena(bundle):
     micro = bundle[1].targets["tflite_micro"]
     assert micro["arena_bytes"] > 0
