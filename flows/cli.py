@@ -22,9 +22,12 @@ app.add_typer(review_app, name="review")
 
 RecipeArg = Annotated[Path, typer.Argument(help="recipe YAML, e.g. recipes/digits.yaml")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", help="run folder (default: runs/<recipe name>)")]
+DaskOpt = Annotated[Optional[str], typer.Option(
+    "--dask", metavar="ADDRESS", help='run the shards on a Dask cluster (scheduler address, or "local" to start '
+                                      'one here); default: a process pool on this machine')]
 
 
-def _prefect_defaults() -> None:
+def prefect_defaults() -> None:
     """An embedded Prefect server that starts reliably offline, on a slow first start too."""
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -41,15 +44,15 @@ def _load(recipe_path: Path, out: Path | None):
 
 
 @app.command()
-def run(recipe: RecipeArg, out: OutOpt = None) -> None:
+def run(recipe: RecipeArg, out: OutOpt = None, dask: DaskOpt = None) -> None:
     """The whole flow, ending in a bundle under OUT."""
-    _prefect_defaults()
+    prefect_defaults()
     from edgedistill.bundle import load_bundle
     from flows.run import recipe_flow
 
     _, _, paths = _load(recipe, out)
     paths.out.mkdir(parents=True, exist_ok=True)
-    bundle = recipe_flow()(str(recipe.resolve()), str(paths.out.resolve()))
+    bundle = recipe_flow(dask)(str(recipe.resolve()), str(paths.out.resolve()))
     _closing_table(load_bundle(bundle), Path(bundle))
 
 
@@ -120,13 +123,13 @@ def predict(bundle: Annotated[Path, typer.Argument(help="bundle folder")],
 
 @app.command()
 def deploy(recipe: RecipeArg, cron: Annotated[str, typer.Option(help='schedule, e.g. "0 3 * * *"')],
-           out: OutOpt = None) -> None:
+           out: OutOpt = None, dask: DaskOpt = None) -> None:
     """Serve the recipe's flow on a cron schedule (needs a Prefect server: `prefect server start`)."""
-    _prefect_defaults()
+    prefect_defaults()
     from flows.run import recipe_flow
 
     parsed, _, paths = _load(recipe, out)
-    flow = recipe_flow()
+    flow = recipe_flow(dask)
     flow.serve(name=parsed.name, cron=cron,
                parameters={"recipe_path": str(recipe.resolve()), "out": str(paths.out.resolve())})
 

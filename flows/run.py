@@ -16,6 +16,7 @@ from typing import Any, Callable
 from edgedistill.dataset import Dataset, VersionInfo, write_atomic
 from edgedistill.errors import EdgedistillError
 from edgedistill.recipe import AnyRecipe, DetectionRecipe, load_recipe
+from generators.shards import RunShard, ShardMapper, ShardOutput, shards_run_by
 
 Progress = Callable[[int, int], None] | None
 
@@ -90,12 +91,50 @@ def pipeline_for(recipe: AnyRecipe) -> ModuleType:
     return keyword_spotting
 
 
-def recipe_flow():
+def _run_one_shard(run_shard: RunShard, shard: list) -> ShardOutput:
+    return run_shard(shard)
+
+
+def prefect_shard_mapper(stage: str) -> ShardMapper:
+    """Each shard of a stage becomes a Prefect task run on the flow's task runner (processes or Dask)."""
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.futures import as_completed
+
+    # the shard files are the cache (generators/shards.py), not Prefect's results
+    shard_task = task(_run_one_shard, name=f"{stage}-shard", cache_policy=NO_CACHE, persist_result=False,
+                      retries=1)
+
+    def run(run_shard: RunShard, shards: dict[int, list]):
+        futures = {shard_task.submit(run_shard, shard): index for index, shard in shards.items()}
+        for future in as_completed(list(futures)):
+            yield futures[future], future.result()
+
+    return run
+
+
+def task_runner(dask: str | None = None):
+    """Where shard tasks run: a process pool here, or Dask ("local" starts a cluster on this machine)."""
+    if dask is None:
+        from prefect.task_runners import ProcessPoolTaskRunner
+
+        return ProcessPoolTaskRunner()
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as error:
+        raise EdgedistillError("running on Dask needs prefect-dask",
+                               "install the extra: pip install 'edgedistill[dask]'") from error
+    return DaskTaskRunner() if dask == "local" else DaskTaskRunner(address=dask)
+
+
+def recipe_flow(dask: str | None = None):
     """The Prefect flow for any recipe, built lazily so importing this module skips Prefect.
 
-    Tasks take and return small values (paths, version ids). Prefect's result caching is off:
-    the dataset is the cache, each stage finds the version it made before, and training resumes
-    from its checkpoint, so a rerun after a crash or Ctrl-C picks up where it stopped.
+    Tasks take and return small values (paths, version ids); the shards inside a stage are tasks
+    of their own on the flow's task runner (`task_runner`). Prefect's result caching is off:
+    the dataset is the cache, each stage finds the version it made before, finished shards stay on
+    disk, and training resumes from its checkpoint, so a rerun after a crash or Ctrl-C picks up
+    where it stopped.
     """
     from prefect import flow, task
     from prefect.artifacts import create_markdown_artifact
@@ -107,7 +146,7 @@ def recipe_flow():
     def stage(name: str, work: Callable, retries: int = 1):
         def run(recipe_path: str, out: str, *args):
             recipe = load_recipe(recipe_path)
-            with progress_bar(name) as update:
+            with progress_bar(name) as update, shards_run_by(prefect_shard_mapper(name)):
                 return work(pipeline_for(recipe), recipe, RunPaths(Path(out)), *args, update)
 
         return task(name=name, cache_policy=NO_CACHE, retries=retries)(run)
@@ -126,7 +165,7 @@ def recipe_flow():
                                  markdown=summary_markdown(manifest, paths.bundle))
         return str(paths.bundle)
 
-    @flow(name="edgedistill-recipe", log_prints=True)
+    @flow(name="edgedistill-recipe", log_prints=True, task_runner=task_runner(dask))
     def run_recipe(recipe_path: str, out: str) -> str:
         recipe = load_recipe(recipe_path)
         version_id = label(recipe_path, out, generate(recipe_path, out))

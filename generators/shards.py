@@ -4,15 +4,24 @@ Each finished shard is written atomically as `shard-00012.jsonl` (one Sample per
 `shard-00012.failures.json`, so a crash or Ctrl-C loses at most the shards in flight and a rerun
 redoes only the missing ones. A `plan.json` fingerprint keeps shards of a different plan from
 being mistaken for this one's.
+
+Where the shards run is the caller's choice: by default a process pool on this machine; inside
+`shards_run_by(mapper)` the mapper runs them (the Prefect flow maps them as tasks onto its task
+runner: a local process pool, or a Dask cluster). Finished shards come back here either way, so
+saving, resuming and progress do not depend on where they ran.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
 import multiprocessing
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
@@ -33,6 +42,23 @@ class ShardOutput:
 class ShardRun:
     outputs: list[ShardOutput]
     ran: list[int]  # shards computed now; the rest were found on disk
+
+
+RunShard = Callable[[list[Any]], ShardOutput]
+ShardMapper = Callable[[RunShard, dict[int, list[Any]]], Iterator[tuple[int, ShardOutput]]]
+"""Runs `run_shard` on each shard (index -> jobs) and yields (index, output) as each one finishes."""
+
+_mapper: ContextVar[ShardMapper | None] = ContextVar("shard_mapper", default=None)
+
+
+@contextlib.contextmanager
+def shards_run_by(mapper: ShardMapper) -> Iterator[None]:
+    """Within this block every `run_shards` hands its unfinished shards to `mapper`."""
+    token = _mapper.set(mapper)
+    try:
+        yield
+    finally:
+        _mapper.reset(token)
 
 
 def plan_fingerprint(jobs: Sequence[Any]) -> str:
@@ -78,10 +104,13 @@ def _save(work_dir: Path, index: int, output: ShardOutput) -> None:
     write_atomic(shard_path(work_dir, index), "".join(s.model_dump_json() + "\n" for s in output.samples).encode())
 
 
-def run_shards(jobs: Sequence[Job], run_shard: Callable[[list[Job]], ShardOutput], work_dir: Path,
-               shard_size: int, workers: int,
+def run_shards(jobs: Sequence[Job], run_shard: RunShard, work_dir: Path, shard_size: int, workers: int,
                progress: Callable[[int, int], None] | None = None) -> ShardRun:
-    """Run `run_shard` (a picklable top-level function) over shards of `jobs`; outputs in shard order."""
+    """Run `run_shard` (a picklable top-level function) over shards of `jobs`; outputs in shard order.
+
+    `workers`: processes of the local pool. 1 keeps the shards in this process even inside
+    `shards_run_by` (the diffusion generator keeps its one loaded model here).
+    """
     work_dir = Path(work_dir)
     _prepare(work_dir, plan_fingerprint(jobs))
     shards = [list(jobs[i:i + shard_size]) for i in range(0, len(jobs), shard_size)]
@@ -99,26 +128,33 @@ def run_shards(jobs: Sequence[Job], run_shard: Callable[[list[Job]], ShardOutput
         if progress:
             progress(done, len(jobs))
 
-    if workers <= 1 or len(todo) <= 1:
-        for index in todo:
-            finish(index, run_shard(shards[index]))
+    if workers <= 1:
+        mapper = _in_this_process
     else:
-        _run_in_processes(shards, todo, run_shard, workers, finish)
+        mapper = _mapper.get() or (functools.partial(_in_processes, workers=workers) if len(todo) > 1
+                                   else _in_this_process)
+    for index, output in mapper(run_shard, {index: shards[index] for index in todo}):
+        finish(index, output)
     return ShardRun([output for output in outputs if output is not None], todo)
 
 
-def _run_in_processes(shards: list[list[Job]], todo: list[int], run_shard: Callable[[list[Job]], ShardOutput],
-                      workers: int, finish: Callable[[int, ShardOutput], None]) -> None:
+def _in_this_process(run_shard: RunShard, shards: dict[int, list[Any]]) -> Iterator[tuple[int, ShardOutput]]:
+    for index, shard in shards.items():
+        yield index, run_shard(shard)
+
+
+def _in_processes(run_shard: RunShard, shards: dict[int, list[Any]],
+                  workers: int) -> Iterator[tuple[int, ShardOutput]]:
     # spawn, not fork: the caller may hold threads (Prefect) or native libraries that do not fork
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context) as pool:
-        pending: dict[Future, int] = {pool.submit(run_shard, shards[i]): i for i in todo}
+    with ProcessPoolExecutor(max_workers=min(workers, len(shards)), mp_context=context) as pool:
+        pending: dict[Future, int] = {pool.submit(run_shard, shard): index for index, shard in shards.items()}
         try:
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    finish(pending.pop(future), future.result())
-        except BaseException:
+                    yield pending.pop(future), future.result()
+        except BaseException:  # Ctrl-C, a failed shard, or the caller stopped: start nothing more
             for future in pending:
                 future.cancel()
             raise

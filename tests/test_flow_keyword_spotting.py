@@ -42,6 +42,22 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           env=os.environ | {"PREFECT_HOME": str(cwd / "prefect-home")}, timeout=1500)
 
 
+TASK_RUNS = """
+import json
+from prefect.client.orchestration import get_client
+with get_client(sync_client=True) as client:
+    print(json.dumps(sorted(run.name.rsplit("-", 1)[0] for run in client.read_task_runs())))
+"""
+
+
+def _task_runs(cwd: Path) -> list[str]:
+    """The names of the task runs the flow left in its Prefect server, without their random suffix."""
+    done = subprocess.run([sys.executable, "-c", TASK_RUNS], cwd=Path(__file__).parents[1], capture_output=True,
+                          text=True, env=os.environ | {"PREFECT_HOME": str(cwd / "prefect-home")}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
 def test_run_makes_a_bundle_predict_reads_it_and_a_rerun_resumes(tmp_path):
     recipe = tmp_path / "tiny.yaml"
@@ -57,6 +73,9 @@ def test_run_makes_a_bundle_predict_reads_it_and_a_rerun_resumes(tmp_path):
     assert stages == ["synthesize", "whisper_check", "split", "augment"]
     augmented = dataset.samples()
     assert {s.split for s in augmented} == {"train", "val", "test"}
+    # stages are tasks, and so is each shard of synthesis and of augmentation (the train stage's)
+    task_runs = _task_runs(tmp_path)
+    assert {"generate", "label", "train", "export", "generate-shard", "train-shard"} <= set(task_runs)
 
     clip = dataset.media_path(next(s for s in augmented if s.class_name == "yes"))
     predicted = _cli("predict", str(out / "bundle"), str(clip), "--json", cwd=tmp_path)
@@ -68,6 +87,7 @@ def test_run_makes_a_bundle_predict_reads_it_and_a_rerun_resumes(tmp_path):
     second = _cli("run", str(recipe), "--out", str(out), cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert [v.id for v in Dataset.open(out / "dataset").info.versions] == [v.id for v in dataset.info.versions]
+    assert _task_runs(tmp_path).count("generate-shard") == task_runs.count("generate-shard")
 
 
 def test_cli_reports_bad_recipe_clearly(tmp_path):
