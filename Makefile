@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup system venv label-studio models run test bench
+.PHONY: setup system venv label-studio yolo models run test bench
 
-setup: system venv label-studio models
+setup: system venv label-studio yolo models
 
 system: .system-stamp
 .system-stamp: scripts/install-debian-packages.sh
@@ -27,6 +27,13 @@ $(VENV)/.stamp: requirements.lock pyproject.toml
 label-studio: .venv-labelstudio/.stamp
 .venv-labelstudio/.stamp: scripts/install-label-studio.sh
 	bash scripts/install-label-studio.sh
+	touch $@
+
+# ultralytics (AGPL-3.0) for the optional YOLO detector: it needs torchvision, which needs another
+# torch than the project pins, so it has a virtual environment of its own (trainers/yolo.py).
+yolo: .venv-yolo/.stamp
+.venv-yolo/.stamp: scripts/install-yolo.sh
+	bash scripts/install-yolo.sh
 	touch $@
 
 # Real detector weights that ship inside a PyPI wheel (MediaPipe's BlazeFace .tflite files): the

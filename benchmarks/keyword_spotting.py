@@ -60,10 +60,10 @@ def main() -> None:
     dataset = Dataset.open(paths.dataset)
     synthesized, checked = newest(dataset, "synthesize"), newest(dataset, "whisper_check")
     training_set, trained = newest(dataset, "augment"), TrainedModel.load(paths)
-    # the train task splits and augments, then fits: the fit times itself
-    times = {"synthesize": stages["generate"], "whisper check": stages["label"],
-             "split + augment": stages["train"] - trained.seconds, "train": trained.seconds,
-             "export": stages["export"]}
+    # the train task splits and augments (done when the augmented version was written), then trains
+    augmenting = (training_set.created - checked.created).total_seconds()
+    times = {"synthesize": stages["generate"], "whisper check": stages["label"], "split + augment": augmenting,
+             "train (features, fit, test)": stages["train"] - augmenting, "export": stages["export"]}
 
     n_synth = synthesized.counts["samples"]
     n_keyword_clips = sum(v for k, v in synthesized.counts.items()

@@ -89,6 +89,16 @@ def _check_accuracy_drop(float_accuracy: float, int8_accuracy: float, settings: 
             "model's margins grow, or raise export.max_int8_accuracy_drop if this drop is acceptable")
 
 
+@dataclass(frozen=True)
+class Companion:
+    """A second model that travels in the bundle as it was made: YOLO's ONNX for an NPU or a Linux board."""
+
+    path: Path
+    file_name: str  # its name in the bundle
+    role: str  # its manifest role; its held-out figures go under manifest.metrics[role]
+    metrics: dict
+
+
 @dataclass
 class _Task:
     """What a keyword and a detection bundle do differently; every other step is shared."""
@@ -105,6 +115,7 @@ class _Task:
     decoding: HeatmapDecoding | None = None
     # int8 classifier -> (title, JPEG bytes) figures for the report, made after evaluation
     report_images: Callable[[Int8Classifier], list[tuple[str, bytes]]] = lambda classifier: []
+    companions: list[Companion] = field(default_factory=list)
 
 
 def _vela_stage(build: _Build, content: bytes, settings: ExportSettings, name: str) -> None:
@@ -187,6 +198,9 @@ def _build_bundle(build: _Build, model: torch.nn.Module, task: _Task, name: str,
     if "vela" in formats:
         say(f"compiling for {settings.vela_accelerator} with Vela")
         _vela_stage(build, content, settings, name)
+    for companion in task.companions:
+        build.write(companion.file_name, companion.role, companion.path.read_bytes())
+        metrics[companion.role] = companion.metrics
     manifest = Manifest(
         name=name, task=task.task, labels=task.labels,
         input=InputSpec(kind=task.input_kind, shape=classifier.input_shape,
@@ -286,7 +300,7 @@ def export_detection_bundle(model: torch.nn.Module, *, out_dir: Path, name: str,
                             frontend: ImageFrontEnd, decoding: HeatmapDecoding, calibration: np.ndarray,
                             test_images: list[np.ndarray], test_boxes: list[np.ndarray],
                             test_classes: list[np.ndarray], centroid_distance: float, settings: ExportSettings,
-                            dataset_ref: dict, recipe: dict,
+                            dataset_ref: dict, recipe: dict, companions: list[Companion] = (),
                             progress: Callable[[str], None] | None = None) -> Manifest:
     """Export a trained FOMO heat-map model as a bundle in `out_dir`; return its manifest.
 
@@ -326,7 +340,7 @@ def export_detection_bundle(model: torch.nn.Module, *, out_dir: Path, name: str,
     task = _Task(task="detection", input_kind="image", frontend=frontend,
                  frontend_spec={**frontend.spec(), "heatmap": decoding.spec(), "centroid_distance": centroid_distance},
                  labels=[BACKGROUND, *labels], test_inputs=test.inputs, tflm_inputs=TFLM_CHECK_IMAGES,
-                 evaluate=evaluate, decoding=decoding, report_images=report_images)
+                 evaluate=evaluate, decoding=decoding, report_images=report_images, companions=list(companions))
     return _export(model, task, out_dir=out_dir, name=name, calibration=calibration, settings=settings,
                    dataset_ref=dataset_ref, recipe=recipe, progress=progress)
 

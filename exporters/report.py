@@ -308,6 +308,8 @@ def _detection_context(manifest: Manifest) -> dict:
     return _common_context(manifest) | {
         "heatmap": manifest.input.frontend.get("heatmap", {}), "classes": classes,
         "grid": manifest.output.shape[1:3], "class_rows": rows,
+        "yolo": manifest.metrics.get("model_yolo_onnx"),
+        "yolo_file": next((f.path for f in manifest.files if f.role == "model_yolo_onnx"), None),
     }
 
 
@@ -367,6 +369,16 @@ Centroid F1 on {{ int8_metrics.get("images", "n/a") }} held-out test images: a f
 {% if agreement %}
 
 The int8 model picks the same class as the float model in {{ agreement.get("cell_agreement") | percent }} of grid cells.
+{% endif %}
+{% if yolo %}
+
+## The larger model: YOLO (`{{ yolo_file }}`)
+For an NPU or a Linux board: a float ONNX YOLO detector trained by ultralytics (AGPL-3.0 code; trained from
+`{{ yolo.model }}`, no pretrained weights) on the same splits. Input: RGB letterboxed to {{ yolo.image_size }}x{{ yolo.image_size }},
+padded with 114, scaled to 0-1, channels first. Output (1, 4 + classes, anchors): box centre x, y, width, height in
+input pixels, then one score per class; keep scores above a threshold and apply per-class NMS.
+On {{ yolo.images }} held-out test images ({{ yolo.boxes }} boxes), COCO mAP50 {{ yolo.map50 | percent }},
+mAP50-95 {{ yolo.map50_95 | percent }} (faster-coco-eval, on the exported ONNX model).
 {% endif %}
 
 """ + _CARD_SIZE + """## Intended use

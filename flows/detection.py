@@ -174,16 +174,22 @@ def train(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = Non
         return evaluate_fomo(result.model, prepare(arrays, result.frontend), result.frontend, result.decoding,
                              labels, recipe.train.centroid_distance)
 
+    extra = {"composites": held_out("compositing"), "photos": held_out("photos")}
+    if recipe.train.yolo:  # the larger model, for an NPU or a Linux board (trainers/yolo.py)
+        from trainers.yolo import train_yolo
+
+        yolo = train_yolo(dataset, samples, labels, recipe.train,
+                          paths.model_dir / "yolo" / stage_key(version.id, "yolo", recipe.train.model_dump()))
+        extra["yolo"] = {"onnx": str(yolo.onnx), **yolo.metrics}
     trained = TrainedModel(path=paths.model, version=version.id, float_metrics=held_out(None),
                            best_epoch=result.best_epoch, epochs_run=result.epochs_run, seconds=result.seconds,
-                           samples_per_second=0.0,
-                           extra={"composites": held_out("compositing"), "photos": held_out("photos")})
+                           samples_per_second=0.0, extra=extra)
     trained.save(paths)
     return trained
 
 
 def export(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None) -> Manifest:
-    from exporters.bundle import export_detection_bundle
+    from exporters.bundle import Companion, export_detection_bundle
     from trainers.fomo import load_fomo, model_inputs
 
     dataset = open_dataset(recipe, paths.dataset)
@@ -195,11 +201,15 @@ def export(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None) 
     if not data["test"].images:
         raise EdgedistillError("the test split is empty, so the int8 model cannot be checked",
                                "add photos or composites (compositing.images), or raise train.test_share")
+    held_out_float = {k: v for k, v in trained.extra.items() if k != "yolo"}
+    yolo = trained.extra.get("yolo")
+    companions = [Companion(Path(yolo["onnx"]), f"{recipe.name}_yolo.onnx", "model_yolo_onnx",
+                            {k: v for k, v in yolo.items() if k != "onnx"})] if yolo else []
     return export_detection_bundle(
         model, out_dir=paths.bundle, name=recipe.name, labels=labels, frontend=frontend, decoding=decoding,
         calibration=model_inputs(data["train"], frontend)[: recipe.export.calibration_samples],
         test_images=data["test"].images, test_boxes=data["test"].boxes, test_classes=data["test"].classes,
         centroid_distance=recipe.train.centroid_distance, settings=recipe.export,
         dataset_ref={"path": str(dataset.root.resolve()), "version": version.id, "counts": version.counts,
-                     "held_out_float": trained.extra},
-        recipe=recipe.model_dump(mode="json"))
+                     "held_out_float": held_out_float},
+        recipe=recipe.model_dump(mode="json"), companions=companions)

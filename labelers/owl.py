@@ -26,7 +26,7 @@ from edgedistill.dataset import Dataset, Label, LabelSource, Sample, write_atomi
 from edgedistill.errors import EdgedistillError
 from edgedistill.images import load_image
 from edgedistill.recipe import AutoLabelSettings, DetectionClass
-from labelers.boxes import clip_boxes, iou_matrix, non_max_suppression, xyxy_to_xywh
+from edgedistill.boxes import clip_boxes, iou_matrix, non_max_suppression, xyxy_to_xywh
 
 OWL_KINDS = ("owlv2", "owlvit")  # transformers model_type values, and our labeler names
 NEGATIVE_IOU = 0.5  # a negative detection this close to a positive one, and more confident, suppresses it

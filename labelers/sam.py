@@ -20,7 +20,7 @@ from edgedistill.dataset import Dataset, Label, Sample, write_atomic
 from edgedistill.errors import EdgedistillError
 from edgedistill.images import load_image
 from edgedistill.masks import encode_rle
-from labelers.boxes import xywh_to_xyxy
+from edgedistill.boxes import xywh_to_xyxy
 from labelers.owl import default_device, load_config, missing_weights_hint, model_source
 
 SHARD_SIZE = 32  # samples per resumable shard

@@ -34,7 +34,7 @@ from edgedistill.dataset import Dataset, Label, LabelSource, Sample, sha256_file
 from edgedistill.errors import EdgedistillError
 from edgedistill.images import load_image
 from edgedistill.recipe import AutoLabelSettings, DetectionClass
-from labelers.boxes import clip_boxes, non_max_suppression, xyxy_to_xywh
+from edgedistill.boxes import clip_boxes, non_max_suppression, xyxy_to_xywh
 
 LABELER = "teacher"
 MODELS_ENV = "EDGEDISTILL_MODELS"

@@ -16,7 +16,7 @@ from edgedistill.recipe import ExportSettings
 from exporters.bundle import export_keyword_bundle
 from exporters.c_header import c_identifier, c_string
 from exporters.vela import compile_for_ethos_u
-from trainers.dscnn import DSCNN
+from tiny_dscnn import fit_tiny_dscnn
 
 LABELS = ["on", "off", "_unknown_", "_silence_"]
 FRAMES, MFCC = MfccFrontEnd().feature_shape
@@ -32,23 +32,7 @@ def _separable_features(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return (centres[labels] + rng.normal(0, 1.5, (count, FRAMES, MFCC))).astype(np.float32), labels
 
 
-def _fit(features: np.ndarray, labels: np.ndarray, steps: int = 60) -> DSCNN:
-    torch.manual_seed(0)
-    model = DSCNN(len(LABELS), width=16)
-    model.set_normalisation(torch.from_numpy(features))
-    optimiser = torch.optim.Adam(model.parameters(), 3e-3)
-    rng = np.random.default_rng(0)
-    for _ in range(steps):
-        batch = rng.integers(0, len(features), 32)
-        loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(features[batch])),
-                                                 torch.from_numpy(labels[batch]))
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    return model.eval()
-
-
-def _float_metrics(model: DSCNN, features: np.ndarray, labels: np.ndarray) -> dict:
+def _float_metrics(model: torch.nn.Module, features: np.ndarray, labels: np.ndarray) -> dict:
     with torch.no_grad():
         predictions = model(torch.from_numpy(features)).argmax(1).numpy()
     return classification_metrics(labels, predictions, LABELS)
@@ -67,7 +51,7 @@ def _export(model, out_dir, calibration, test_features, test_labels, progress=No
 def trained():
     features, labels = _separable_features(256, seed=1)
     test_features, test_labels = _separable_features(96, seed=2)
-    return _fit(features, labels), features, labels, test_features, test_labels
+    return fit_tiny_dscnn(features, labels, len(LABELS), steps=60), features, labels, test_features, test_labels
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,9 @@ compositing:
   objects_per_image: [1, 2]
 train:
   epochs: 3
+  yolo: true          # and the larger YOLO model, in .venv-yolo
+  yolo_epochs: 2
+  yolo_image_size: 64
   val_share: 0.25
   test_share: 0.25
 export:
@@ -75,6 +78,12 @@ def test_detection_run_labels_real_photos_and_makes_a_bundle(tmp_path):
 
     manifest = load_bundle(out / "bundle")
     assert manifest.input.kind == "image" and manifest.labels[-1] == "face"
+    yolo = next(f for f in manifest.files if f.role == "model_yolo_onnx")
+    yolo_metrics = manifest.metrics["model_yolo_onnx"]
+    assert yolo.path == "faces_yolo.onnx" and yolo_metrics["images"] > 0, yolo_metrics
+    # mAP needs true boxes in the test split; with none there it is not a number (not a zero)
+    assert (0.0 <= yolo_metrics["map50"] <= 1.0) if yolo_metrics["boxes"] else yolo_metrics["map50"] is None
+    assert "faces_yolo.onnx" in (out / "bundle" / "README.md").read_text()
     predicted = _cli("predict", str(out / "bundle"), str(photos / "astronaut.png"), "--json", cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     answer = json.loads(predicted.stdout.strip().splitlines()[-1])

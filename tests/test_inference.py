@@ -13,7 +13,7 @@ from edgedistill.inference import loudest_window, predict_files, quantize
 from edgedistill.metrics import classification_metrics
 from edgedistill.recipe import ExportSettings
 from exporters.bundle import export_keyword_bundle
-from trainers.dscnn import DSCNN
+from tiny_dscnn import fit_tiny_dscnn
 
 LABELS = ["low", "high", "_unknown_", "_silence_"]
 TONES = {"low": 300.0, "high": 2500.0}
@@ -40,19 +40,7 @@ def _features(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def bundle_dir(tmp_path_factory):
     features, labels = _features(32, seed=0)
     test_features, test_labels = _features(12, seed=1)
-    torch.manual_seed(0)
-    model = DSCNN(len(LABELS), width=16)
-    model.set_normalisation(torch.from_numpy(features))
-    optimiser = torch.optim.Adam(model.parameters(), 3e-3)
-    rng = np.random.default_rng(0)
-    for _ in range(120):
-        batch = rng.integers(0, len(features), 32)
-        loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(features[batch])),
-                                                 torch.from_numpy(labels[batch]))
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    model.eval()
+    model = fit_tiny_dscnn(features, labels, len(LABELS), steps=120)
     with torch.no_grad():
         float_metrics = classification_metrics(test_labels, model(torch.from_numpy(test_features)).argmax(1).numpy(),
                                                LABELS)

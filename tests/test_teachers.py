@@ -12,7 +12,7 @@ from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, MediaPo
 from edgedistill.errors import EdgedistillError
 from edgedistill.images import image_bytes, load_image
 from edgedistill.recipe import AutoLabelSettings, DetectionClass
-from labelers.boxes import iou_matrix, xywh_to_xyxy
+from edgedistill.boxes import iou_matrix, xywh_to_xyxy
 from labelers.teachers import (ADAPTERS, PackagedWeights, Preprocess, TeacherAdapter, find_packaged, get_adapter,
                                label_with_teacher, register_adapter, resolve_teacher_model, ssd_anchor_centres)
 

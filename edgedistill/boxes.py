@@ -1,4 +1,4 @@
-"""Box helpers shared by the detection labelers: IoU, non-maximum suppression, conversions.
+"""Box helpers shared by the detection labelers and trainers: IoU, non-maximum suppression, conversions.
 
 Boxes are float arrays of shape (n, 4) in (x0, y0, x1, y1) pixel corners unless a name says
 otherwise; a Label stores (x, y, width, height), so `xyxy_to_xywh` is the last step.

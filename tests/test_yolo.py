@@ -1,0 +1,102 @@
+"""YOLO through ultralytics in .venv-yolo (made by `make setup`), scored here on its exported ONNX."""
+
+import numpy as np
+import pytest
+
+from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, OntologyClass, Provenance, Sample
+from edgedistill.errors import EdgedistillError
+from edgedistill.images import image_bytes
+from edgedistill.recipe import DetectorTrainSettings
+from shapes import synthetic_shapes
+from trainers.yolo import coco_map, decode, letterbox, train_yolo, write_yolo_folder
+
+LABELS = ["square", "circle"]
+DRAWN = LabelSource(labeler="test")
+
+
+def shapes_dataset(root, count: int = 48) -> tuple[Dataset, list[Sample]]:
+    """Shapes images with exact boxes, split 60/20/20 in order."""
+    arrays = synthetic_shapes(count, seed=5)
+    dataset = Dataset.create(root, "shapes", "detection", [OntologyClass(name=name) for name in LABELS])
+    samples = []
+    for index, (image, boxes, classes) in enumerate(zip(arrays.images, arrays.boxes, arrays.classes)):
+        digest, media = dataset.add_media(image_bytes(image), "png")
+        split = "train" if index < count * 0.6 else "val" if index < count * 0.8 else "test"
+        labels = [Label(class_name=LABELS[c], box=tuple(float(v) for v in box), source=DRAWN)
+                  for box, c in zip(boxes, classes)]
+        samples.append(Sample(id=digest[:16], media=media, kind="image", split=split, labels=labels,
+                              shape=ImageShape(width=image.shape[1], height=image.shape[0]),
+                              provenance=Provenance(source="test", seed=index)))
+    dataset.commit(samples, None, "split", {})
+    return dataset, samples
+
+
+def test_yolo_folder_holds_linked_images_and_normalised_centre_boxes(tmp_path):
+    dataset, samples = shapes_dataset(tmp_path / "shapes", count=10)
+    data = write_yolo_folder(dataset, samples, LABELS, tmp_path / "yolo")
+    sample = samples[0]
+    label_file = tmp_path / "yolo" / "labels" / sample.split / f"{sample.id}.txt"
+    rows = [line.split() for line in label_file.read_text().splitlines()]
+    assert len(rows) == len(sample.labels)
+    x, y, w, h = sample.labels[0].box
+    assert int(rows[0][0]) == LABELS.index(sample.labels[0].class_name)
+    np.testing.assert_allclose([float(v) for v in rows[0][1:]],
+                               [(x + w / 2) / 128, (y + h / 2) / 96, w / 128, h / 96], atol=1e-5)
+    image = tmp_path / "yolo" / "images" / sample.split / f"{sample.id}.png"
+    assert image.resolve() == dataset.media_path(sample).resolve()
+    assert "names" in data.read_text() and len(list((tmp_path / "yolo" / "images" / "test").iterdir())) == 2
+
+
+def test_decode_undoes_the_letterbox_and_suppresses_duplicates():
+    image = np.zeros((60, 120, 3), np.uint8)  # wide: padded above and below
+    inputs, scale, pad = letterbox(image, 64)
+    assert inputs.shape == (1, 3, 64, 64) and scale == pytest.approx(64 / 120) and pad == (0, 16)
+    assert inputs[0, :, 0, 0] == pytest.approx(114 / 255)  # the grey pad
+    # one object at x 30-60, y 10-40 in the image, seen by two anchors, plus a faint one
+    cx, cy, w, h = 45 * scale, 25 * scale + 16, 30 * scale, 30 * scale
+    output = np.zeros((4 + 2, 3), np.float32)
+    output[:, 0] = [cx, cy, w, h, 0.9, 0.1]
+    output[:, 1] = [cx + 0.5, cy, w, h, 0.8, 0.1]
+    output[:, 2] = [10, 30, 4, 4, 0.0001, 0.0]
+    found = decode(output, scale, pad, 120, 60)
+    assert len(found) == 1
+    class_index, score, box = found[0]
+    assert (class_index, score) == (0, pytest.approx(0.9))
+    np.testing.assert_allclose(box, [30, 10, 30, 30], atol=1e-4)
+
+
+def test_coco_map_is_one_for_the_truth_and_zero_for_nothing(tmp_path):
+    dataset, samples = shapes_dataset(tmp_path / "shapes", count=6)
+    truth = [[(LABELS.index(l.class_name), 1.0, list(l.box)) for l in s.labels] for s in samples]
+    assert coco_map(dataset, samples, LABELS, truth)["map50"] == pytest.approx(1.0)
+    assert coco_map(dataset, samples, LABELS, truth)["map50_95"] == pytest.approx(1.0)
+    assert coco_map(dataset, samples, LABELS, [[] for _ in samples])["map50"] == 0.0
+
+
+def test_missing_yolo_environment_is_a_clear_error(tmp_path, monkeypatch):
+    dataset, samples = shapes_dataset(tmp_path / "shapes", count=10)
+    monkeypatch.setenv("EDGEDISTILL_YOLO_PYTHON", str(tmp_path / "nowhere" / "python"))
+    with pytest.raises(EdgedistillError, match="make yolo"):
+        train_yolo(dataset, samples, LABELS, DetectorTrainSettings(yolo=True), tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_ultralytics_trains_from_a_model_yaml_and_its_onnx_is_scored_here(tmp_path):
+    import onnxruntime
+
+    dataset, samples = shapes_dataset(tmp_path / "shapes")
+    settings = DetectorTrainSettings(yolo=True, yolo_epochs=3, yolo_image_size=64, batch_size=8)
+    out = tmp_path / "yolo"
+    model = train_yolo(dataset, samples, LABELS, settings, out)
+    session = onnxruntime.InferenceSession(str(model.onnx))
+    assert session.get_inputs()[0].shape == [1, 3, 64, 64]
+    assert session.get_outputs()[0].shape[:2] == [1, 4 + len(LABELS)]
+    metrics = model.metrics
+    assert (metrics["images"], metrics["model"]) == (sum(s.split == "test" for s in samples), "yolo11n.yaml")
+    assert 0.0 <= metrics["map50_95"] <= metrics["map50"] <= 1.0
+    assert 0.0 <= metrics["ultralytics"]["map50"] <= 1.0
+    # a rerun finds the finished model and does not train again
+    stamp = (out / "result.json").stat().st_mtime_ns
+    again = train_yolo(dataset, samples, LABELS, settings, out)
+    assert again.onnx == model.onnx and (out / "result.json").stat().st_mtime_ns == stamp
+    assert again.metrics["map50"] == pytest.approx(metrics["map50"])

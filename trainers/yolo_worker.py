@@ -1,0 +1,57 @@
+"""Train a YOLO detector with ultralytics and export it to ONNX. Runs inside .venv-yolo only.
+
+    .venv-yolo/bin/python trainers/yolo_worker.py JOB.json
+
+ultralytics (AGPL-3.0) needs torchvision, which needs another torch than the project pins, so it
+lives in its own environment and this script imports nothing from the project: trainers/yolo.py
+writes the dataset as a YOLO folder and a job file, runs this script, and reads `result.json`.
+A job that stopped part way resumes from ultralytics' last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _offline(config_dir: Path) -> None:
+    """No download, pip install, update check or telemetry: set before ultralytics is imported."""
+    config_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.update({"YOLO_OFFLINE": "true", "YOLO_AUTOINSTALL": "false", "YOLO_VERBOSE": "false",
+                       "ULTRALYTICS_SKIP_REQUIREMENTS_CHECKS": "1", "YOLO_CONFIG_DIR": str(config_dir)})
+
+
+def main(job_file: str) -> None:
+    job = json.loads(Path(job_file).read_text())
+    out = Path(job["out_dir"])
+    _offline(out / "ultralytics-config")
+    from ultralytics import YOLO, settings
+
+    # no telemetry or logger integrations, and nothing written outside this job's folder
+    integrations = ("sync", "wandb", "mlflow", "comet", "clearml", "neptune", "dvc", "raytune", "tensorboard")
+    settings.update({key: False for key in integrations if key in settings}
+                    | {"datasets_dir": str(out), "weights_dir": str(out / "weights"), "runs_dir": str(out)})
+    last = out / "train" / "weights" / "last.pt"
+    common = dict(imgsz=job["image_size"], device="cpu", workers=0, plots=False, verbose=False)
+    if last.exists() and not (out / "train" / "weights" / "best.pt").exists():
+        model = YOLO(str(last))
+        model.train(resume=True, **common)
+    else:
+        model = YOLO(job["model"])  # a model YAML: built untrained, nothing is downloaded
+        model.train(data=job["data"], epochs=job["epochs"], batch=job["batch_size"], seed=job["seed"],
+                    deterministic=True, pretrained=False, amp=False, project=str(out), name="train",
+                    exist_ok=True, **common)
+    best = YOLO(str(out / "train" / "weights" / "best.pt"))
+    metrics = best.val(data=job["data"], split="test", batch=job["batch_size"], project=str(out), name="test",
+                       exist_ok=True, **common)
+    onnx = best.export(format="onnx", imgsz=job["image_size"], simplify=False, dynamic=False, opset=17,
+                       device="cpu", verbose=False)
+    result = {"onnx": str(onnx), "ultralytics_map50": float(metrics.box.map50),
+              "ultralytics_map50_95": float(metrics.box.map), "epochs": job["epochs"]}
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
