@@ -65,7 +65,7 @@ class ReviewSettings(_Section):
 
 
 class TrainSettings(_Section):
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(25, ge=1)
     batch_size: int = Field(64, ge=1)
     learning_rate: float = Field(3e-3, gt=0)
     patience: int = Field(6, ge=1)

@@ -34,7 +34,7 @@ BABBLE_SHARE = 0.3  # of noisy copies, how many get babble rather than coloured 
 GAIN_DB = (-12.0, 6.0)
 TELEPHONE_BAND = (300.0, 3400.0)
 LOW_RATES = (8000, 6000, 11025)
-SHARD_SIZE = 64
+SHARD_SIZE = 128  # copies per shard: a Prefect task each in a flow, so not too many
 
 
 def coloured_noise(colour: str, length: int, rng: np.random.Generator) -> np.ndarray:

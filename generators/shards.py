@@ -61,8 +61,10 @@ def shards_run_by(mapper: ShardMapper) -> Iterator[None]:
         _mapper.reset(token)
 
 
-def plan_fingerprint(jobs: Sequence[Any]) -> str:
-    blob = json.dumps([asdict(job) if is_dataclass(job) else job for job in jobs], sort_keys=True, default=str)
+def plan_fingerprint(jobs: Sequence[Any], shard_size: int) -> str:
+    """The jobs and how they are cut: shard 12 of another cut holds other jobs."""
+    blob = json.dumps([shard_size, [asdict(job) if is_dataclass(job) else job for job in jobs]], sort_keys=True,
+                      default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -112,7 +114,7 @@ def run_shards(jobs: Sequence[Job], run_shard: RunShard, work_dir: Path, shard_s
     `shards_run_by` (the diffusion generator keeps its one loaded model here).
     """
     work_dir = Path(work_dir)
-    _prepare(work_dir, plan_fingerprint(jobs))
+    _prepare(work_dir, plan_fingerprint(jobs, shard_size))
     shards = [list(jobs[i:i + shard_size]) for i in range(0, len(jobs), shard_size)]
     outputs: list[ShardOutput | None] = [_load(work_dir, i) for i in range(len(shards))]
     todo = [i for i, output in enumerate(outputs) if output is None]

@@ -32,7 +32,7 @@ from generators.words import COMMON_WORDS, sound_alikes, unknown_words
 
 logger = logging.getLogger(__name__)
 
-SHARD_SIZE = 48  # jobs per shard: small enough to lose little on Ctrl-C, large enough to batch
+SHARD_SIZE = 96  # jobs per shard (a Prefect task each in a flow): little lost on Ctrl-C, few tasks
 CARRIER_PREFIXES = ("say", "okay", "now", "the word", "I said", "please", "then", "and")
 ISOLATED_FORMS = ("{}", "{}.", "{}!", "{}?", "{}...", "{},")  # punctuation changes the intonation
 RATE_RANGE = (0.8, 1.25)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from generators.shards import run_shards, shard_path
+from generators.shards import ShardOutput, run_shards, shard_path
 
 FLOW_SCRIPT = """
 import json, os, sys
@@ -55,3 +55,15 @@ def test_shards_run_as_prefect_tasks_elsewhere_and_are_kept_here(tmp_path, runne
 
 def _never_called(jobs):
     raise AssertionError("every shard was on disk")
+
+
+def _square_shard(jobs):
+    return ShardOutput(failures=[{"square": job * job} for job in jobs])
+
+
+def test_shards_cut_another_way_are_not_mistaken_for_this_cut(tmp_path):
+    run_shards(list(range(10)), _square_shard, tmp_path, shard_size=3, workers=1)
+    recut = run_shards(list(range(10)), _square_shard, tmp_path, shard_size=4, workers=1)
+    assert recut.ran == [0, 1, 2]  # shard 0 of the old cut held jobs 0-2, of this one jobs 0-3
+    assert [record["square"] for output in recut.outputs for record in output.failures] == [j * j for j in range(10)]
+    assert not shard_path(tmp_path, 3).exists()
