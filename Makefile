@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup system venv label-studio yolo models run test bench
+.PHONY: setup system venv label-studio torchvision-extras models run test bench
 
-setup: system venv label-studio yolo models
+setup: system venv label-studio torchvision-extras models
 
 system: .system-stamp
 .system-stamp: scripts/install-debian-packages.sh
@@ -29,11 +29,11 @@ label-studio: .venv-labelstudio/.stamp
 	bash scripts/install-label-studio.sh
 	touch $@
 
-# ultralytics (AGPL-3.0) for the optional YOLO detector: it needs torchvision, which needs another
-# torch than the project pins, so it has a virtual environment of its own (trainers/yolo.py).
-yolo: .venv-yolo/.stamp
-.venv-yolo/.stamp: scripts/install-yolo.sh
-	bash scripts/install-yolo.sh
+# The optional extras that need torchvision (ultralytics for YOLO, Meta's segment-anything): it
+# needs another torch than the project pins, so they have a virtual environment of their own.
+torchvision-extras: .venv-torchvision/.stamp
+.venv-torchvision/.stamp: scripts/install-torchvision-extras.sh
+	bash scripts/install-torchvision-extras.sh
 	touch $@
 
 # Real detector weights that ship inside a PyPI wheel (MediaPipe's BlazeFace .tflite files): the

@@ -1,8 +1,9 @@
-"""Masks from boxes with Segment Anything (transformers' SamModel), stored as COCO RLE.
+"""Masks from boxes with Segment Anything, stored as COCO RLE.
 
 Each image is encoded once (the heavy ViT, batched over images); all of its boxes then go through
 the light prompt encoder and mask decoder together. Boxes are prompts only: they stay as they were.
-`model` is a hub id or a local folder (`save_tiny_sam` makes a random one for offline tests).
+`model` is a hub id or a local folder for transformers' SamModel (`save_tiny_sam` makes a random
+one for offline tests), or a Meta segment-anything checkpoint (.pth, labelers/sam_meta.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from edgedistill.images import load_image
 from edgedistill.masks import encode_rle
 from edgedistill.boxes import xywh_to_xyxy
 from labelers.owl import default_device, load_config, missing_weights_hint, model_source
+from labelers.sam_meta import MetaSamSegmenter, load_meta_sam
 
 SHARD_SIZE = 32  # samples per resumable shard
 CACHE_VERSION = 1
@@ -34,10 +36,15 @@ class SamSegmenter:
     model_id: str
     device: str
 
+    def segment(self, images: list[np.ndarray], boxes: list[np.ndarray]) -> list[np.ndarray]:
+        return segment_boxes(self, images, boxes)
+
 
 @cache
-def load_sam(model: str, device: str | None = None) -> SamSegmenter:
-    """The Segment Anything model at `model` (hub id or folder), once per process."""
+def load_sam(model: str, device: str | None = None) -> SamSegmenter | MetaSamSegmenter:
+    """The Segment Anything model at `model` (hub id, folder or Meta .pth checkpoint), once per process."""
+    if model.endswith(".pth"):
+        return load_meta_sam(model)
     from transformers import AutoProcessor, SamModel
 
     config = load_config(model)
@@ -103,7 +110,7 @@ def needs_mask(label: Label) -> bool:
     return label.box is not None and label.mask is None and label.box[2] > 0 and label.box[3] > 0
 
 
-def mask_shard(dataset: Dataset, shard: list[Sample], segmenter: SamSegmenter, batch: int,
+def mask_shard(dataset: Dataset, shard: list[Sample], segmenter: SamSegmenter | MetaSamSegmenter, batch: int,
                work_dir: Path) -> list[Sample]:
     path = shard_path(work_dir, shard, segmenter.model_id)
     if path.exists():
@@ -113,7 +120,7 @@ def mask_shard(dataset: Dataset, shard: list[Sample], segmenter: SamSegmenter, b
         group = shard[start:start + batch]
         pictures = [load_image(dataset.media_path(s)) for s in group]
         boxes = [xywh_to_xyxy([label.box for label in s.labels if needs_mask(label)]) for s in group]
-        for sample, masks in zip(group, segment_boxes(segmenter, pictures, boxes)):
+        for sample, masks in zip(group, segmenter.segment(pictures, boxes)):
             done.append(with_masks(sample, masks))
     write_atomic(path, json.dumps([s.model_dump(mode="json") for s in done]).encode())
     return done

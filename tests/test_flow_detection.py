@@ -30,7 +30,7 @@ compositing:
   objects_per_image: [1, 2]
 train:
   epochs: 3
-  yolo: true          # and the larger YOLO model, in .venv-yolo
+  yolo: true          # and the larger YOLO model, in .venv-torchvision
   yolo_epochs: 2
   yolo_image_size: 64
   val_share: 0.25

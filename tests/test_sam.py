@@ -11,12 +11,17 @@ from edgedistill.errors import EdgedistillError
 from edgedistill.images import image_bytes
 from edgedistill.masks import decode_rle, encode_rle
 from labelers.sam import add_masks, load_sam, save_tiny_sam
+from labelers.sam_meta import save_tiny_meta_sam
 
 OWL = LabelSource(labeler="owlv2", model="m", version="1")
 
 
-@pytest.fixture(scope="module")
-def tiny_sam(tmp_path_factory) -> str:
+@pytest.fixture(scope="module", params=["transformers", "meta"])
+def tiny_sam(request, tmp_path_factory) -> str:
+    """A random SAM saved as real weights are: a transformers folder, or a Meta .pth checkpoint
+    (run by segment-anything in .venv-torchvision, which `make setup` builds)."""
+    if request.param == "meta":
+        return str(save_tiny_meta_sam(tmp_path_factory.mktemp("meta-sam") / "sam_tiny.pth"))
     return str(save_tiny_sam(tmp_path_factory.mktemp("sam")))
 
 
@@ -82,3 +87,13 @@ def test_a_model_that_is_not_sam_is_refused(tmp_path):
         load_sam(str(tmp_path))
     with pytest.raises(EdgedistillError, match="facebook/sam-vit-base is not available"):
         load_sam("facebook/sam-vit-base")
+
+
+def test_a_meta_checkpoint_must_exist_and_say_which_model_it_is(tmp_path):
+    with pytest.raises(EdgedistillError, match="does not exist"):
+        load_sam(str(tmp_path / "sam_vit_b_01ec64.pth"))
+    (tmp_path / "my_model.pth").write_bytes(b"")
+    with pytest.raises(EdgedistillError, match="cannot tell which Segment Anything model"):
+        load_sam(str(tmp_path / "my_model.pth"))
+    (tmp_path / "sam_vit_l_0b3195.pth").write_bytes(b"")
+    assert load_sam(str(tmp_path / "sam_vit_l_0b3195.pth")).architecture == "vit_l"

@@ -1,4 +1,4 @@
-"""YOLO through ultralytics in .venv-yolo (made by `make setup`), scored here on its exported ONNX."""
+"""YOLO through ultralytics in .venv-torchvision (made by `make setup`), scored here on its exported ONNX."""
 
 import numpy as np
 import pytest
@@ -75,8 +75,8 @@ def test_coco_map_is_one_for_the_truth_and_zero_for_nothing(tmp_path):
 
 def test_missing_yolo_environment_is_a_clear_error(tmp_path, monkeypatch):
     dataset, samples = shapes_dataset(tmp_path / "shapes", count=10)
-    monkeypatch.setenv("EDGEDISTILL_YOLO_PYTHON", str(tmp_path / "nowhere" / "python"))
-    with pytest.raises(EdgedistillError, match="make yolo"):
+    monkeypatch.setenv("EDGEDISTILL_TORCHVISION_PYTHON", str(tmp_path / "nowhere" / "python"))
+    with pytest.raises(EdgedistillError, match="make torchvision-extras"):
         train_yolo(dataset, samples, LABELS, DetectorTrainSettings(yolo=True), tmp_path / "out")
 
 

@@ -2,8 +2,8 @@
 
 ultralytics is AGPL-3.0 and needs torchvision, which exists only for another torch than the one
 the project pins, so it never enters the project's environment. This module writes a dataset
-version as a YOLO folder, runs trainers/yolo_worker.py with the Python of `.venv-yolo` (made by
-`make yolo`, part of `make setup`), and scores the exported ONNX model here, with onnxruntime and
+version as a YOLO folder, runs trainers/yolo_worker.py in the torchvision environment
+(edgedistill/extras.py), and scores the exported ONNX model here, with onnxruntime and
 faster-coco-eval (COCO mAP50 and mAP50-95) on the held-out split. The model is trained from a
 model YAML, never from downloaded weights, so nothing it learned comes from a licence we chose.
 """
@@ -11,8 +11,6 @@ model YAML, never from downloaded weights, so nothing it learned comes from a li
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,12 +21,11 @@ import yaml
 from edgedistill.boxes import clip_boxes, non_max_suppression, xyxy_to_xywh
 from edgedistill.dataset import Dataset, Sample, write_atomic
 from edgedistill.errors import EdgedistillError
+from edgedistill.extras import run_worker
 from edgedistill.images import load_image
 from edgedistill.recipe import DetectorTrainSettings
 
-ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("yolo_worker.py")
-YOLO_PYTHON = "EDGEDISTILL_YOLO_PYTHON"  # overrides .venv-yolo/bin/python
 SPLITS = ("train", "val", "test")
 PAD_VALUE = 114  # ultralytics' letterbox grey
 
@@ -37,15 +34,6 @@ PAD_VALUE = 114  # ultralytics' letterbox grey
 class YoloModel:
     onnx: Path
     metrics: dict  # held-out COCO mAP of the ONNX model, and ultralytics' own figures
-
-
-def yolo_python() -> Path:
-    python = Path(os.environ.get(YOLO_PYTHON) or ROOT / ".venv-yolo" / "bin" / "python")
-    if not python.exists():
-        raise EdgedistillError(f"YOLO training needs its own environment and {python} does not exist",
-                               "run `make yolo` (ultralytics, AGPL-3.0, with torchvision and its torch), or "
-                               f"point {YOLO_PYTHON} at a Python that has ultralytics")
-    return python
 
 
 def write_yolo_folder(dataset: Dataset, samples: list[Sample], labels: list[str], folder: Path) -> Path:
@@ -75,7 +63,7 @@ def write_yolo_folder(dataset: Dataset, samples: list[Sample], labels: list[str]
 
 def train_yolo(dataset: Dataset, samples: list[Sample], labels: list[str], settings: DetectorTrainSettings,
                out_dir: Path) -> YoloModel:
-    """Train from `settings.yolo_model` in .venv-yolo; `out_dir` keeps its work, so a rerun resumes or skips."""
+    """Train from `settings.yolo_model` with ultralytics; `out_dir` keeps its work, so a rerun resumes or skips."""
     held_out = [s for s in samples if s.split == "test"]
     if not held_out or not any(s.split == "train" for s in samples):
         raise EdgedistillError("YOLO training needs images in the train and test splits",
@@ -86,13 +74,9 @@ def train_yolo(dataset: Dataset, samples: list[Sample], labels: list[str], setti
         job = {"data": str(write_yolo_folder(dataset, samples, labels, out_dir / "data")),
                "model": settings.yolo_model, "epochs": settings.yolo_epochs, "image_size": settings.yolo_image_size,
                "batch_size": settings.batch_size, "seed": settings.seed, "out_dir": str(out_dir.resolve())}
-        job_file = out_dir / "job.json"
-        write_atomic(job_file, json.dumps(job, indent=2).encode())
-        done = subprocess.run([str(yolo_python()), str(WORKER), str(job_file)], capture_output=True, text=True)
-        if done.returncode != 0 or not result_file.exists():
-            raise EdgedistillError(f"YOLO training failed:\n{(done.stderr or done.stdout)[-2000:]}",
-                                   f"check train.yolo_model ({settings.yolo_model}: an ultralytics model YAML "
-                                   "such as yolo11n.yaml) and the log above; a rerun resumes")
+        run_worker(WORKER, job, out_dir / "job.json", "YOLO training",
+                   f"check train.yolo_model ({settings.yolo_model}: an ultralytics model YAML such as yolo11n.yaml) "
+                   "and the log above; a rerun resumes")
     result = json.loads(result_file.read_text())
     onnx = Path(result["onnx"])
     metrics = coco_map(dataset, held_out, labels, detect_all(onnx, dataset, held_out, settings.yolo_image_size))

@@ -1,9 +1,9 @@
-"""Train a YOLO detector with ultralytics and export it to ONNX. Runs inside .venv-yolo only.
+"""Train a YOLO detector with ultralytics and export it to ONNX. Runs inside .venv-torchvision only.
 
-    .venv-yolo/bin/python trainers/yolo_worker.py JOB.json
+    .venv-torchvision/bin/python trainers/yolo_worker.py JOB.json
 
 ultralytics (AGPL-3.0) needs torchvision, which needs another torch than the project pins, so it
-lives in its own environment and this script imports nothing from the project: trainers/yolo.py
+lives in its own environment (edgedistill/extras.py) and this script imports nothing from the project: trainers/yolo.py
 writes the dataset as a YOLO folder and a job file, runs this script, and reads `result.json`.
 A job that stopped part way resumes from ultralytics' last checkpoint.
 """
