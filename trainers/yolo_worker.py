@@ -3,8 +3,9 @@
     .venv-torchvision/bin/python trainers/yolo_worker.py JOB.json
 
 ultralytics (AGPL-3.0) needs torchvision, which needs another torch than the project pins, so it
-lives in its own environment (edgedistill/extras.py) and this script imports nothing from the project: trainers/yolo.py
-writes the dataset as a YOLO folder and a job file, runs this script, and reads `result.json`.
+lives in its own environment (edgedistill/extras.py) and this script imports nothing of ours:
+trainers/yolo.py writes the dataset as a YOLO folder and a job file, runs this script, and reads
+`result.json`.
 A job that stopped part way resumes from ultralytics' last checkpoint.
 """
 
