@@ -14,13 +14,11 @@ import shutil
 import time
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
 from edgedistill.dataset import Dataset
 from edgedistill.recipe import load_recipe
 from flows import detection
-from flows.run import RunPaths, vela_summary
+from flows.run import RunPaths
+from figures import bundle_rows, print_figures  # benchmarks/figures.py
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,31 +49,19 @@ def main() -> None:
     photos = dataset.samples(labelled)
     final = dataset.samples(trained.version)
     composites = [s for s in final if s.provenance.source == "compositing"]
-    tflm = manifest.targets.get("tflite_micro", {})
 
     def f1(metrics: dict) -> str:
         return f"{metrics['f1']:.3f} ({metrics['images']} images)" if metrics else "no held-out images"
 
-    table = Table(title=f"detection: {recipe.name}")
-    for column in ("figure", "value", "target"):
-        table.add_column(column)
-    rows = [
-        ("end to end", f"{sum(times.values()) / 60:.1f} min", ""),
-        *[(f"  {name}", f"{seconds:.0f} s", "") for name, seconds in times.items()],
+    print_figures(f"detection: {recipe.name}", ("end to end", sum(times.values()), ""), times, [
         ("photos / with a teacher label", f"{len(photos)} / {sum(1 for s in photos if s.labels)}", ""),
         ("composites", f"{len(composites)}", ""),
         ("float F1, held-out composites", f1(trained.extra["composites"]), ""),
         ("float F1, held-out real photos vs teacher", f1(trained.extra["photos"]), ""),
         ("int8 F1, all held-out images", f"{manifest.metrics['int8'].get('f1', 0):.3f}", ""),
         ("training", f"{trained.epochs_run} epochs (best {trained.best_epoch}), {trained.seconds:.0f} s", ""),
-        ("int8 model (flash)", f"{manifest.file('model_int8').bytes / 1024:.1f} KiB", "<= 100 KB"),
-        ("TFLite Micro arena", f"{tflm.get('arena_bytes', 0) / 1024:.1f} KiB", "<= 256 KB"),
-        ("Ethos-U55-128 (Vela)", vela_summary(manifest), ""),
-    ]
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
-
+        *bundle_rows(manifest, "<= 100 KB", "<= 256 KB"),
+    ])
 
 if __name__ == "__main__":
     main()

@@ -14,14 +14,12 @@ import shutil
 import time
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
 from edgedistill.bundle import load_bundle
 from edgedistill.dataset import Dataset
 from edgedistill.recipe import load_recipe
 from flows.cli import prefect_defaults
-from flows.run import RunPaths, TrainedModel, newest, recipe_flow, vela_summary
+from flows.run import RunPaths, TrainedModel, newest, recipe_flow
+from figures import bundle_rows, print_figures  # benchmarks/figures.py
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,13 +68,7 @@ def main() -> None:
                           if k.startswith("class:") and k not in ("class:_unknown_", "class:_silence_"))
     n_aug = training_set.counts["samples"] - checked.counts["samples"]
     int8 = manifest.metrics["int8"]
-    tflm = manifest.targets.get("tflite_micro", {})
-    table = Table(title=f"keyword spotting: {recipe.name}")
-    for column in ("figure", "value", "target"):
-        table.add_column(column)
-    rows = [
-        ("end to end (the whole flow)", f"{total / 60:.1f} min", "< 20 min"),
-        *[(f"  {name}", f"{seconds:.0f} s", "") for name, seconds in times.items()],
+    print_figures(f"keyword spotting: {recipe.name}", ("end to end (the whole flow)", total, "< 20 min"), times, [
         ("synthesis throughput", f"{n_synth / times['synthesize']:.1f} clips/s ({n_synth} clips)", ""),
         ("Whisper check throughput", f"{n_keyword_clips / times['whisper check']:.1f} keyword clips/s", ""),
         ("clips dropped by the check", str(synthesized.counts["samples"] - checked.counts["samples"]), ""),
@@ -87,15 +79,9 @@ def main() -> None:
         ("int8 accuracy, held-out voices", f"{int8['accuracy'] * 100:.1f}%", ">= 90%"),
         ("int8 false accepts (_unknown_/_silence_)",
          " / ".join(f"{(v or 0) * 100:.1f}%" for v in int8["false_accept_rate"].values()), ""),
-        ("int8 model (flash)", f"{manifest.file('model_int8').bytes / 1024:.1f} KiB", "<= 64 KB"),
-        ("TFLite Micro arena", f"{tflm.get('arena_bytes', 0) / 1024:.1f} KiB", "<= 32 KB"),
-        ("Ethos-U55-128 (Vela)", vela_summary(manifest), ""),
+        *bundle_rows(manifest, "<= 64 KB", "<= 32 KB"),
         ("test clips (held-out voices)", str(int8["count"]), ""),
-    ]
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
-
+    ])
 
 if __name__ == "__main__":
     main()
