@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 
 from edgedistill.errors import EdgedistillError, describe_validation_error
 
@@ -142,14 +142,22 @@ class DetectionClass(_Section):
 class CompositingSettings(_Section):
     enabled: bool = True
     cutouts: str | None = None  # folder of object images with alpha, in sub-folders named by class
-    backgrounds: str | None = None  # folder of background photos; None: generated backgrounds
+    backgrounds: str | None = None  # folder of background photos; None: unlabelled photos and generated ones
     images: int = Field(300, ge=0)  # composites to make
     objects_per_image: tuple[int, int] = (1, 4)
+    distractors_per_image: tuple[int, int] = (0, 2)  # unlabelled pastes of scene patches in object shapes
     scale: tuple[float, float] = (0.15, 0.5)  # object size relative to the image's shorter side
     max_rotation: float = Field(20.0, ge=0, le=180)
     occlusion_probability: float = Field(0.2, ge=0, le=1)
     blending: list[Literal["none", "gaussian", "poisson"]] = ["gaussian", "poisson"]
     image_size: tuple[int, int] = (320, 320)  # width, height
+
+    @field_validator("objects_per_image", "distractors_per_image", "scale")
+    @classmethod
+    def _low_high(cls, bounds: tuple, info: ValidationInfo) -> tuple:
+        if not 0 <= bounds[0] <= bounds[1]:
+            raise ValueError(f"{info.field_name} is [low, high] with 0 <= low <= high, got {list(bounds)}")
+        return bounds
 
 
 class DiffusionSettings(_Section):
@@ -185,6 +193,9 @@ class DetectorTrainSettings(_Section):
     val_share: float = Field(0.15, gt=0, lt=1)
     test_share: float = Field(0.2, gt=0, lt=1)
     centroid_distance: float = Field(0.1, gt=0)  # F1 match radius, as a share of the input size
+    # loss weight of an object cell against a background cell; Edge Impulse uses 100, but with the score
+    # threshold chosen on validation data 10 gave fewer false alarms (faces: F1 0.84 against 0.79)
+    object_weight: float = Field(10.0, gt=0)
     seed: int = 0
     yolo: bool = False  # also train a YOLO model (needs the optional `yolo` extra, AGPL-3.0)
     yolo_model: str = "yolo11n.yaml"

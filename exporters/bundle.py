@@ -78,7 +78,7 @@ def _float_predictions(model: torch.nn.Module, features: np.ndarray) -> np.ndarr
         return model(torch.from_numpy(features.astype(np.float32))).argmax(dim=1).numpy()
 
 
-def _check_accuracy_drop(float_accuracy: float, int8_accuracy: float, settings: ExportSettings,
+def check_accuracy_drop(float_accuracy: float, int8_accuracy: float, settings: ExportSettings,
                          measure: str = "accuracy", samples: str = "clips") -> None:
     drop = float_accuracy - int8_accuracy
     if drop > settings.max_int8_accuracy_drop:
@@ -247,7 +247,7 @@ def export_keyword_bundle(model: torch.nn.Module, *, out_dir: Path, name: str, l
         float_accuracy = float_metrics.get("accuracy")
         if float_accuracy is None:
             float_accuracy = float((float_predictions == np.asarray(test_labels)).mean())
-        _check_accuracy_drop(float_accuracy, int8_metrics["accuracy"], settings)
+        check_accuracy_drop(float_accuracy, int8_metrics["accuracy"], settings)
         agreement = {"top1_agreement": float((float_predictions == int8_predictions).mean()),
                      "count": int(len(test_features))}
         return {"float": float_metrics, "int8": int8_metrics, "int8_vs_float": agreement}
@@ -325,7 +325,7 @@ def export_detection_bundle(model: torch.nn.Module, *, out_dir: Path, name: str,
         found["int8"] = [decoding.decode(p) for p in int8_probabilities]
         float_metrics = centroid_f1(test.truth, [decoding.decode(p) for p in float_probabilities], labels, radius)
         int8_metrics = centroid_f1(test.truth, found["int8"], labels, radius)
-        _check_accuracy_drop(float_metrics["f1"], int8_metrics["f1"], settings, "centroid F1", "images")
+        check_accuracy_drop(float_metrics["f1"], int8_metrics["f1"], settings, "centroid F1", "images")
         agreement = {"cell_agreement": float((float_probabilities.argmax(-1) == int8_probabilities.argmax(-1)).mean()),
                      "count": len(test.images)}
         return {"float": float_metrics, "int8": int8_metrics, "int8_vs_float": agreement}

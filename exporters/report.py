@@ -308,8 +308,8 @@ def _detection_context(manifest: Manifest) -> dict:
     return _common_context(manifest) | {
         "heatmap": manifest.input.frontend.get("heatmap", {}), "classes": classes,
         "grid": manifest.output.shape[1:3], "class_rows": rows,
-        "yolo": manifest.metrics.get("model_yolo_onnx"),
-        "yolo_file": next((f.path for f in manifest.files if f.role == "model_yolo_onnx"), None),
+        "yolo": manifest.metrics.get("model_yolo_onnx"), "yolo_int8": manifest.metrics.get("model_yolo_int8"),
+        "yolo_files": {f.role: f.path for f in manifest.files if f.role.startswith("model_yolo")},
     }
 
 
@@ -370,15 +370,28 @@ Centroid F1 on {{ int8_metrics.get("images", "n/a") }} held-out test images: a f
 
 The int8 model picks the same class as the float model in {{ agreement.get("cell_agreement") | percent }} of grid cells.
 {% endif %}
-{% if yolo %}
+{% if yolo_int8 %}
 
-## The larger model: YOLO (`{{ yolo_file }}`)
-For an NPU or a Linux board: a float ONNX YOLO detector trained by ultralytics (AGPL-3.0 code; trained from
-`{{ yolo.model }}`, no pretrained weights) on the same splits. Input: RGB letterboxed to {{ yolo.image_size }}x{{ yolo.image_size }},
-padded with 114, scaled to 0-1, channels first. Output (1, 4 + classes, anchors): box centre x, y, width, height in
-input pixels, then one score per class; keep scores above a threshold and apply per-class NMS.
-On {{ yolo.images }} held-out test images ({{ yolo.boxes }} boxes), COCO mAP50 {{ yolo.map50 | percent }},
-mAP50-95 {{ yolo.map50_95 | percent }} (faster-coco-eval, on the exported ONNX model).
+## The larger model: YOLO
+For an NPU or a Linux board: a YOLO detector trained by ultralytics (AGPL-3.0 code; trained from
+`{{ yolo_int8.model }}`, no pretrained weights) on the same splits.
+{% if yolo %}
+- `{{ yolo_files.model_yolo_onnx }}`, float: input (1, 3, {{ yolo.image_size }}, {{ yolo.image_size }}), RGB letterboxed,
+  padded with 114, scaled to 0-1, channels first. Output (1, 4 + classes, anchors): box centre x, y, width, height
+  in input pixels, then one 0-1 score per class. On {{ yolo.images }} held-out test images ({{ yolo.boxes }} boxes),
+  COCO mAP50 {{ yolo.map50 | percent }}, mAP50-95 {{ yolo.map50_95 | percent }} (faster-coco-eval).
+{% endif %}
+- `{{ yolo_files.model_yolo_int8 }}`, full int8: input (1, {{ yolo_int8.image_size }}, {{ yolo_int8.image_size }}, 3) int8, the same
+  letterboxed image channels last, quantised with the input's scale and zero point (pixel - 128 for 0-255 pixels).
+  Two int8 outputs, each dequantised with its own scale: boxes (1, 4, anchors) and scores (1, classes, anchors),
+  laid out as in the float model. COCO mAP50 {{ yolo_int8.map50 | percent }}, mAP50-95 {{ yolo_int8.map50_95 | percent }}
+  on the same images.
+{% if yolo_files.get("model_yolo_int8_ethos_u") %}
+- `{{ yolo_files.model_yolo_int8_ethos_u }}`: the int8 model compiled by Vela for {{ yolo_int8.vela.accelerator }}:
+  {{ yolo_int8.vela.npu_operator_share | percent }} of operators on the NPU, SRAM {{ yolo_int8.vela.sram_bytes | kib }},
+  flash {{ yolo_int8.vela.flash_bytes | kib }}, {{ yolo_int8.vela.inferences_per_second | round(1) }} inferences/s at {{ "%.0f" % (yolo_int8.vela.clock_hz / 1e6) }} MHz.
+{% endif %}
+Keep scores above a threshold and apply per-class NMS.
 {% endif %}
 
 """ + _CARD_SIZE + """## Intended use

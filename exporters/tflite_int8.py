@@ -7,39 +7,89 @@ converter, which folds the quantize/dequantize pairs into int8 kernels and int8 
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 from collections.abc import Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from edgedistill.errors import EdgedistillError
-from edgedistill.inference import Int8Classifier
+
+
+# TFLite's int8 kernels for these require an output scale of 1/256 and zero point -128
+FIXED_SCALE_OPS = (torch.ops.aten.softmax.int, torch.ops.aten._softmax.default, torch.ops.aten.sigmoid.default)
+# litert-torch's annotators find these ops by the Python function they came from, which a graph loaded
+# from a .pt2 file (YOLO) no longer records: without it they stay float and split the int8 graph
+SOURCES = {torch.ops.aten.add.Tensor: operator.add, torch.ops.aten.mul.Tensor: operator.mul,
+           torch.ops.aten.cat.default: torch.cat, torch.ops.aten.max_pool2d.default: F.max_pool2d,
+           torch.ops.aten.adaptive_avg_pool2d.default: F.adaptive_avg_pool2d}
 
 
 def _quantizer():
-    """litert-torch's symmetric int8 quantizer (per-channel weights), with one fix for pooled features.
+    """litert-torch's symmetric int8 quantizer (per-channel weights), with two fixes.
 
-    Its annotator makes global average pooling share its input's scale, and the classifier behind it
-    then gets a second, finer scale. The converter drops that second quantize but still computes the
-    classifier's int32 bias with its scale, while the int8 kernels use the first: in the DS-CNN the bias
-    came out 5x too large and cost ~3 points of accuracy. A scale of its own for the pooled output
-    (TFLite's MEAN requantises, on the NPU too) makes both quantizers agree, so the bias is right.
+    Pooled features: its annotator makes global average pooling share its input's scale, and the
+    classifier behind it then gets a second, finer scale. The converter drops that second quantize but
+    still computes the classifier's int32 bias with its scale, while the int8 kernels use the first: in
+    the DS-CNN the bias came out 5x too large and cost ~3 points of accuracy. A scale of its own for
+    the pooled output (TFLite's MEAN requantises, on the NPU too) makes both quantizers agree.
+
+    Ops it leaves float: sigmoid and softmax behind an input it did not quantise (a reshape or a split
+    in YOLO's head), and subtraction, which has no annotator. Each float op splits the int8 graph and
+    takes its neighbours off an NPU; here they get int8 inputs and outputs (TFLite's fixed 1/256
+    output scale for sigmoid and softmax). `_ready_for_quantizer` handles the rest.
     """
     from litert_torch.quantize import pt2e_quantizer
-    from litert_torch.quantize.pt2e_quantizer_utils import get_output_act_qspec
+    from litert_torch.quantize.pt2e_quantizer_utils import (get_fixed_qparams_qspec, get_input_act_qspec,
+                                                            get_output_act_qspec)
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
     config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+
+    def quantised_inputs(node: torch.fx.Node) -> dict:
+        return {arg: get_input_act_qspec(config) for arg in node.args if isinstance(arg, torch.fx.Node)}
 
     class Quantizer(pt2e_quantizer.PT2EQuantizer):
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             model = super().annotate(model)
             for node in model.graph.nodes:
+                annotation = node.meta.get("quantization_annotation")
                 if node.target == torch.ops.aten.adaptive_avg_pool2d.default:
-                    node.meta["quantization_annotation"].output_qspec = get_output_act_qspec(config)
+                    annotation.output_qspec = get_output_act_qspec(config)
+                elif node.target in FIXED_SCALE_OPS and not (annotation and annotation.input_qspec_map):
+                    node.meta["quantization_annotation"] = QuantizationAnnotation(
+                        input_qspec_map=quantised_inputs(node), output_qspec=get_fixed_qparams_qspec(config),
+                        _annotated=True)
+                elif node.target == torch.ops.aten.sub.Tensor and not annotation:  # it has no annotator
+                    node.meta["quantization_annotation"] = QuantizationAnnotation(
+                        input_qspec_map=quantised_inputs(node), output_qspec=get_output_act_qspec(config),
+                        _annotated=True)
             return model
 
     return Quantizer().set_global(config)
+
+
+def _ready_for_quantizer(graph_module: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """SiLU as x * sigmoid(x), which has int8 kernels (the quantizer leaves SiLU float; YOLO has
+    dozens), and each op's Python source where the graph lost it (SOURCES). With both, Vela puts all
+    of an exported YOLO11n on the Ethos-U55 instead of 40% of its operators."""
+    graph = graph_module.graph
+    for node in list(graph.nodes):
+        if node.target in (torch.ops.aten.silu.default, torch.ops.aten.silu_.default):  # nn.SiLU(inplace=True)
+            with graph.inserting_before(node):
+                gate = graph.call_function(torch.ops.aten.sigmoid.default, (node.args[0],))
+                product = graph.call_function(torch.ops.aten.mul.Tensor, (node.args[0], gate))
+            for part in (gate, product):  # same shape as the SiLU; PT2E observes only nodes with a value
+                part.meta = {key: value for key, value in node.meta.items() if key != "source_fn_stack"}
+            node.replace_all_uses_with(product)
+            graph.erase_node(node)
+    for node in graph.nodes:
+        if node.target in SOURCES and not node.meta.get("source_fn_stack"):
+            node.meta["source_fn_stack"] = [(node.name, SOURCES[node.target])]
+    graph_module.recompile()
+    return graph_module
 
 
 @contextlib.contextmanager
@@ -57,7 +107,7 @@ def _quiet_litert_torch() -> Iterator[None]:
 
 
 def quantize_to_int8_tflite(model: torch.nn.Module, calibration: np.ndarray) -> bytes:
-    """Float model + calibration features (N, frames, mfcc) -> full-int8 .tflite bytes (batch 1)."""
+    """Float model + calibration inputs (N, ...) -> full-int8 .tflite bytes (batch 1)."""
     import litert_torch
     from litert_torch.quantize import quant_config
     from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
@@ -67,7 +117,7 @@ def quantize_to_int8_tflite(model: torch.nn.Module, calibration: np.ndarray) -> 
                                "pass some training clips' features as calibration")
     samples = torch.from_numpy(calibration.astype(np.float32))
     example = (samples[:1],)
-    graph_module = torch.export.export(model.eval(), example).module()
+    graph_module = _ready_for_quantizer(torch.export.export(model.eval(), example).module())
     quantizer = _quantizer()
     prepared = quantize_pt2e.prepare_pt2e(graph_module, quantizer)
     with torch.no_grad():
@@ -85,8 +135,10 @@ def quantize_to_int8_tflite(model: torch.nn.Module, calibration: np.ndarray) -> 
 
 
 def _require_int8_io(content: bytes) -> None:
-    classifier = Int8Classifier(content)
-    dtypes = (classifier.input_quantization.dtype, classifier.output_quantization.dtype)
-    if dtypes != ("int8", "int8"):
-        raise EdgedistillError(f"the converter produced a model with {dtypes[0]} input and {dtypes[1]} output, "
-                               "not int8 in and out", "check the litert-torch version (the project pins 0.10.0)")
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=content)
+    dtypes = {np.dtype(d["dtype"]).name for d in interpreter.get_input_details() + interpreter.get_output_details()}
+    if dtypes != {"int8"}:
+        raise EdgedistillError(f"the converter produced a model with {' and '.join(sorted(dtypes))} inputs or "
+                               "outputs, not int8 in and out", "check the litert-torch version (the project pins 0.10.0)")

@@ -90,22 +90,31 @@ def label(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = Non
                                                             train.seed)).id
 
 
+PHOTO_BACKGROUNDS = 200  # per split: enough scenes for variety, few enough to hold in memory
+
+
 def composite_step(recipe: DetectionRecipe, dataset: Dataset, labelled: VersionInfo,
                    progress: Progress = None) -> VersionInfo:
     """Add composites to the labelled sources, made per split from that split's own inputs.
 
     Cut-outs come from the recipe's folder, else from the labelled photos of the same split
-    (their masks, or an ellipse in their boxes), else they are drawn; backgrounds come from the
-    recipe's folder or are generated. Folder cut-outs and backgrounds are given splits by their
-    content id, so an object or a background never appears in two splits.
+    (their masks, or an ellipse in their boxes), else they are drawn. Backgrounds come from the
+    recipe's folder, else from the split's photos in which nothing was labelled, mixed with
+    generated ones. Folder and generated inputs are given splits by their content id, so an
+    object or a background never appears in two splits.
     """
-    from generators.compositing import (composite_images, cutouts_from_labels, generated_backgrounds,
+    from generators.compositing import (GENERATED_BACKGROUNDS, SYNTHETIC_CUTOUTS_PER_CLASS, backgrounds_from_photos,
+                                        composite_images, cutouts_from_labels, generated_backgrounds,
                                         load_backgrounds, load_cutouts, synthetic_cutouts)
     from trainers.splits import assign_splits
 
     settings, train = recipe.compositing, recipe.train
     params = {"compositing": settings.model_dump(mode="json"), "seed": recipe.seed,
-              "shares": [train.val_share, train.test_share]}
+              "shares": [train.val_share, train.test_share], "photo_backgrounds": PHOTO_BACKGROUNDS}
+
+    def by_content_split(items: list) -> dict[str, list]:
+        pool = assign_splits((item.id for item in items), train.val_share, train.test_share, recipe.seed)
+        return {split: [item for item in items if pool[item.id] == split] for split in SPLITS}
 
     def make(samples: list[Sample], work: Path) -> list[Sample]:
         if not settings.enabled or settings.images == 0:
@@ -113,28 +122,31 @@ def composite_step(recipe: DetectionRecipe, dataset: Dataset, labelled: VersionI
         by_split = {split: [s for s in samples if s.split == split and s.review.status != "rejected"]
                     for split in SPLITS}
         if settings.cutouts:
-            cutouts = load_cutouts(settings.cutouts)
-            pool = assign_splits((c.id for c in cutouts), train.val_share, train.test_share, recipe.seed)
-            cutouts_of = {split: [c for c in cutouts if pool[c.id] == split] for split in SPLITS}
+            cutouts_of = by_content_split(load_cutouts(settings.cutouts))
         else:
             cutouts_of = {split: cutouts_from_labels(dataset, by_split[split]) for split in SPLITS}
             if not any(cutouts_of.values()):  # nothing labelled to cut out: draw objects
-                drawn = synthetic_cutouts(recipe.class_names, 12, recipe.seed)
-                pool = assign_splits((c.id for c in drawn), train.val_share, train.test_share, recipe.seed)
-                cutouts_of = {split: [c for c in drawn if pool[c.id] == split] for split in SPLITS}
-        backgrounds = (load_backgrounds(settings.backgrounds) if settings.backgrounds
-                       else generated_backgrounds(48, settings.image_size, recipe.seed))
-        pool = assign_splits((b.id for b in backgrounds), train.val_share, train.test_share, recipe.seed)
+                cutouts_of = by_content_split(synthetic_cutouts(recipe.class_names, SYNTHETIC_CUTOUTS_PER_CLASS,
+                                                                recipe.seed))
+        if settings.backgrounds:
+            folder = load_backgrounds(settings.backgrounds)
+            backgrounds_of = {split: chosen or folder for split, chosen in by_content_split(folder).items()}
+        else:
+            backgrounds_of = by_content_split(generated_backgrounds(GENERATED_BACKGROUNDS, settings.image_size,
+                                                                    recipe.seed))
         shares = {"train": 1 - train.val_share - train.test_share, "val": train.val_share, "test": train.test_share}
         composites: list[Sample] = []
         for split in SPLITS:
-            split_backgrounds = [b for b in backgrounds if pool[b.id] == split] or backgrounds
             count = round(settings.images * shares[split])
             if not cutouts_of[split] or count == 0:
                 continue  # e.g. no labelled photo in this split to cut from
+            backgrounds = backgrounds_of[split]
+            if not settings.backgrounds:  # decoded per split, so only one split's photos are in memory
+                backgrounds = backgrounds_from_photos(dataset, by_split[split], PHOTO_BACKGROUNDS,
+                                                      recipe.seed) + backgrounds
             per_split = recipe.model_copy(update={"compositing": settings.model_copy(update={"images": count}),
                                                   "seed": recipe.seed + SPLITS.index(split)})
-            made = composite_images(dataset, per_split, cutouts_of[split], split_backgrounds, work / split, progress)
+            made = composite_images(dataset, per_split, cutouts_of[split], backgrounds, work / split, progress)
             composites += [s.model_copy(update={"split": split}) for s in made]
         return samples + composites
 
@@ -180,7 +192,7 @@ def train(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = Non
 
         yolo = train_yolo(dataset, samples, labels, recipe.train,
                           paths.model_dir / "yolo" / stage_key(version.id, "yolo", recipe.train.model_dump()))
-        extra["yolo"] = {"onnx": str(yolo.onnx), **yolo.metrics}
+        extra["yolo"] = {"onnx": str(yolo.onnx), "program": str(yolo.program), **yolo.metrics}
     trained = TrainedModel(path=paths.model, version=version.id, float_metrics=held_out(None),
                            best_epoch=result.best_epoch, epochs_run=result.epochs_run, seconds=result.seconds,
                            samples_per_second=0.0, extra=extra)
@@ -189,7 +201,7 @@ def train(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = Non
 
 
 def export(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None) -> Manifest:
-    from exporters.bundle import Companion, export_detection_bundle
+    from exporters.bundle import export_detection_bundle
     from trainers.fomo import load_fomo, model_inputs
 
     dataset = open_dataset(recipe, paths.dataset)
@@ -202,9 +214,15 @@ def export(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None) 
         raise EdgedistillError("the test split is empty, so the int8 model cannot be checked",
                                "add photos or composites (compositing.images), or raise train.test_share")
     held_out_float = {k: v for k, v in trained.extra.items() if k != "yolo"}
-    yolo = trained.extra.get("yolo")
-    companions = [Companion(Path(yolo["onnx"]), f"{recipe.name}_yolo.onnx", "model_yolo_onnx",
-                            {k: v for k, v in yolo.items() if k != "onnx"})] if yolo else []
+    companions = []
+    if yolo := trained.extra.get("yolo"):
+        from exporters.yolo_int8 import yolo_companions
+
+        companions = yolo_companions(
+            recipe.name, Path(yolo["onnx"]), Path(yolo["program"]),
+            {k: v for k, v in yolo.items() if k not in ("onnx", "program")}, dataset,
+            [s for s in samples if s.split == "train"], [s for s in samples if s.split == "test"], labels,
+            recipe.train.yolo_image_size, recipe.export, paths.model_dir / "yolo" / "int8")
     return export_detection_bundle(
         model, out_dir=paths.bundle, name=recipe.name, labels=labels, frontend=frontend, decoding=decoding,
         calibration=model_inputs(data["train"], frontend)[: recipe.export.calibration_samples],

@@ -23,7 +23,7 @@ import numpy as np
 
 from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, Provenance, Sample
 from edgedistill.errors import EdgedistillError
-from edgedistill.images import IMAGE_SUFFIXES, decode_image, decode_rgba, image_bytes
+from edgedistill.images import IMAGE_SUFFIXES, decode_image, decode_rgba, image_bytes, load_image
 from edgedistill.recipe import CompositingSettings, DetectionRecipe
 from edgedistill.masks import decode_rle, encode_rle, mask_box
 from generators.shards import ShardOutput, run_shards
@@ -36,6 +36,7 @@ MAX_HIDDEN = 0.7  # an object with more of its area covered than this is dropped
 MIN_VISIBLE_PIXELS = 16  # smaller visible remnants are not objects a detector can learn
 MIN_CUTOUT_SIDE = 8  # cut-outs (e.g. from tiny SAM masks) smaller than this are skipped
 MAX_BACKGROUND_SIDE = 1024  # backgrounds are cropped to a few hundred pixels; keep memory modest
+MIN_BACKGROUND_SIDE = 64  # icons and thumbnails make poor scenes
 ALPHA_OBJECT = 128  # alpha at or above this counts as the object (the label mask)
 MASK_SUFFIX = ".mask"  # `cat.jpg` with `cat.mask.png` beside it: the mask gives the alpha
 PLACEMENT_TRIES = 12
@@ -258,6 +259,20 @@ def load_backgrounds(folder: str | Path) -> list[Background]:
     if not backgrounds:
         raise EdgedistillError(f"{folder} holds no readable background image",
                                "add JPEG or PNG photos, or leave `compositing.backgrounds` out for generated ones")
+    return _unique(backgrounds)
+
+
+def backgrounds_from_photos(dataset: Dataset, samples: list[Sample], limit: int, seed: int = 0) -> list[Background]:
+    """Up to `limit` of the photos in which nothing was labelled, as backgrounds: the team's own
+    scenes without the objects, so the detector learns what their clutter looks like. Photos
+    smaller than MIN_BACKGROUND_SIDE are passed over."""
+    empty = sorted((s for s in samples if s.kind == "image" and not s.labels and s.shape
+                    and min(s.shape.width, s.shape.height) >= MIN_BACKGROUND_SIDE), key=lambda s: s.id)
+    chosen = np.random.default_rng(seed).permutation(len(empty))[:limit]
+    backgrounds = []
+    for index in sorted(chosen):
+        rgb = _fit_side(load_image(dataset.media_path(empty[index])), MAX_BACKGROUND_SIDE)
+        backgrounds.append(Background(content_id(rgb), rgb, f"photo:{empty[index].id}"))
     return _unique(backgrounds)
 
 
@@ -516,6 +531,14 @@ def compose(job: CompositeJob, background: np.ndarray, cutouts: dict[str, Cutout
     size = settings.image_size
     canvas = _crop_background(background, size, rng)
     shorter = min(size)
+    low, high = settings.distractors_per_image
+    for _ in range(int(rng.integers(low, high + 1)) if job.cutouts else 0):
+        # a cut-out's shape filled with another part of the scene, pasted the same way but not
+        # labelled: the detector must learn the object, not the seams that pasting leaves
+        shape = cutouts[job.cutouts[int(rng.integers(len(job.cutouts)))]].rgba[:, :, 3]
+        fill = _crop_background(background, (shape.shape[1], shape.shape[0]), rng)
+        rgba = _transform_cutout(np.dstack([fill, shape]), shorter * rng.uniform(*settings.scale), settings, rng)
+        canvas, _ = _paste(canvas, rgba, _place(size, (rgba.shape[1], rgba.shape[0]), [], False, rng), job.blending)
     layers: list[Layer] = []
     placed: list[tuple[int, int, int, int]] = []
     for cutout_id in job.cutouts:

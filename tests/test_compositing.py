@@ -18,7 +18,7 @@ from edgedistill.images import load_image
 from edgedistill.recipe import DetectionRecipe, parse_recipe
 from edgedistill.masks import decode_rle, encode_rle, mask_box
 from generators.compositing import (
-    CompositeJob, Cutout, Layer, compose, composite_images, cutouts_from_labels,
+    CompositeJob, Cutout, Layer, backgrounds_from_photos, compose, composite_images, cutouts_from_labels,
     generated_backgrounds, load_backgrounds, load_cutouts, synthetic_cutouts, visible_labels,
 )
 from generators.photos import MAX_SIDE, ingest_photos
@@ -99,7 +99,7 @@ def test_overlapping_composites_have_disjoint_masks(tmp_path):
 
 @pytest.mark.parametrize("blending", ["none", "gaussian", "poisson"])
 def test_every_blending_pastes_the_object_and_leaves_the_rest(blending):
-    recipe = _recipe(max_rotation=0.0, scale=[0.4, 0.4])
+    recipe = _recipe(max_rotation=0.0, scale=[0.4, 0.4], distractors_per_image=[0, 0])
     rgba = np.zeros((40, 40, 4), np.uint8)
     rgba[:, :] = (250, 20, 20, 255)
     cutouts = {"red": Cutout("red", "helmet", rgba, "red")}
@@ -119,6 +119,23 @@ def test_every_blending_pastes_the_object_and_leaves_the_rest(blending):
         assert np.median(intermediate) > 0.9 * intermediate.max()  # a hard paste: edge pixels are the object's
     else:
         assert intermediate.min() < 0.75 * intermediate.max()  # the edge is blended into the background
+
+
+def test_distractors_paste_scene_patches_in_object_shapes_without_labels():
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[:, :] = (250, 20, 20, 255)
+    cutouts = {"red": Cutout("red", "helmet", rgba, "red")}
+    background = generated_backgrounds(2, (200, 150), seed=1)[1].rgb  # a noise texture
+    for seed in range(4):
+        # the background crop is drawn first, so a composite without cut-outs is the bare scene
+        scene = compose(CompositeJob(0, seed, "bg", (), "none", ""), background, cutouts, _recipe().compositing)[0]
+        for distractors, changed in (([0, 0], lambda n: n == 0), ([2, 2], lambda n: n > 1000)):
+            settings = _recipe(scale=[0.4, 0.4], distractors_per_image=distractors).compositing
+            image, labels, _ = compose(CompositeJob(0, seed, "bg", ("red",), "none", ""), background, cutouts,
+                                       settings)
+            assert [label.class_name for label in labels] == ["helmet"]  # distractors are not labelled
+            outside = ~cv2.dilate(decode_rle(labels[0].mask).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+            assert changed(int((image[outside] != scene[outside]).any(axis=1).sum()))
 
 
 def test_a_deleted_shard_is_made_again_and_the_others_are_kept(tmp_path):
@@ -280,3 +297,22 @@ def test_box_only_labels_are_cut_out_as_an_ellipse_in_the_box(tmp_path):
         assert abs(alpha.shape[0] - h) <= 2 and abs(alpha.shape[1] - w) <= 2
         # an ellipse covers pi/4 of its box
         assert abs(alpha.mean() - np.pi / 4) < 0.08
+
+
+def test_photos_with_nothing_labelled_become_backgrounds(tmp_path):
+    recipe = _recipe(images=2)
+    dataset, labelled = _composites(tmp_path, recipe)
+    folder = tmp_path / "photos"
+    scenes = {f"scene{i}.png": np.full((90 + i, 120, 3), 40 + 60 * i, np.uint8) for i in range(3)}
+    for name, pixels in {**scenes, "icon.png": np.zeros((32, 32, 3), np.uint8)}.items():
+        _png(folder / name, pixels)
+    photos = ingest_photos(dataset, folder, tmp_path / "ingest", workers=1)
+
+    backgrounds = backgrounds_from_photos(dataset, labelled + photos, limit=10)
+    assert len(backgrounds) == 3  # not the composites (they have labels), not the icon (too small)
+    decoded = {b.rgb.shape: b.rgb for b in backgrounds}
+    for pixels in scenes.values():  # photos are stored as JPEG, so close, not equal
+        assert np.abs(decoded[pixels.shape].astype(int) - pixels).mean() < 3
+    assert len(backgrounds_from_photos(dataset, photos, limit=2, seed=1)) == 2
+    assert ({b.id for b in backgrounds_from_photos(dataset, photos, limit=2, seed=1)}
+            == {b.id for b in backgrounds_from_photos(dataset, photos, limit=2, seed=1)})

@@ -13,6 +13,7 @@ import pytest
 
 from edgedistill.bundle import load_bundle
 from edgedistill.dataset import Dataset
+from generators.compositing import backgrounds_from_photos
 from labelers.teachers import find_packaged, get_adapter
 
 RECIPE = """
@@ -45,7 +46,8 @@ def _photos(folder: Path) -> Path:
     """Real photos that ship in scikit-image's wheel: faces (astronaut, cameraman) and none."""
     folder.mkdir()
     for entry in files("scikit-image"):
-        if entry.name in ("astronaut.png", "camera.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png"):
+        if entry.name in ("astronaut.png", "camera.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png",
+                          "coins.png"):
             shutil.copy(entry.locate(), folder / entry.name)
     return folder
 
@@ -75,6 +77,13 @@ def test_detection_run_labels_real_photos_and_makes_a_bundle(tmp_path):
     final = dataset.samples()
     composites = [s for s in final if s.provenance.source == "compositing"]
     assert composites and all(s.split for s in final)
+    # the photos in which the teacher found no face are backgrounds, in their own split only
+    split = dataset.samples(dataset.info.versions[2].id)
+    photo_backgrounds = {name: {b.id for b in backgrounds_from_photos(dataset, [s for s in split if s.split == name], 200)}
+                         for name in ("train", "val", "test")}
+    used = {name: {s.provenance.params["background"] for s in composites if s.split == name} for name in photo_backgrounds}
+    assert any(used[name] & photo_backgrounds[name] for name in used)
+    assert all(not used[a] & photo_backgrounds[b] for a in used for b in used if a != b)
 
     manifest = load_bundle(out / "bundle")
     assert manifest.input.kind == "image" and manifest.labels[-1] == "face"
@@ -83,7 +92,11 @@ def test_detection_run_labels_real_photos_and_makes_a_bundle(tmp_path):
     assert yolo.path == "faces_yolo.onnx" and yolo_metrics["images"] > 0, yolo_metrics
     # mAP needs true boxes in the test split; with none there it is not a number (not a zero)
     assert (0.0 <= yolo_metrics["map50"] <= 1.0) if yolo_metrics["boxes"] else yolo_metrics["map50"] is None
-    assert "faces_yolo.onnx" in (out / "bundle" / "README.md").read_text()
+    card = (out / "bundle" / "README.md").read_text()
+    assert "faces_yolo.onnx" in card and "faces_yolo_int8.tflite" in card
+    int8 = manifest.metrics["model_yolo_int8"]
+    assert int8["images"] == yolo_metrics["images"] and int8["vela"]["npu_operator_share"] == 1.0
+    assert {f.role for f in manifest.files} >= {"model_yolo_int8", "model_yolo_int8_ethos_u"}
     predicted = _cli("predict", str(out / "bundle"), str(photos / "astronaut.png"), "--json", cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     answer = json.loads(predicted.stdout.strip().splitlines()[-1])

@@ -1,5 +1,7 @@
 """FOMO: image front end, heat-map decoding, centroid F1, and training on synthetic shapes."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,8 @@ from edgedistill.errors import EdgedistillError
 from edgedistill.image_frontend import Centroid, HeatmapDecoding, ImageFrontEnd, centroid_f1
 from edgedistill.recipe import DetectorTrainSettings
 from shapes import synthetic_shapes
-from trainers.fomo import (DetectionArrays, FomoNet, heatmap_targets, load_fomo, prepare, save_fomo, train_fomo)
+from trainers.fomo import (THRESHOLDS, DetectionArrays, FomoNet, evaluate_fomo, heatmap_targets, load_fomo, prepare,
+                           save_fomo, train_fomo)
 
 LABELS = ["square", "circle"]
 
@@ -176,3 +179,14 @@ def test_detection_arrays_load_images_and_boxes_from_a_dataset(tmp_path):
         assert np.array_equal(loaded.images[i], data.images[i])  # PNG is lossless
         np.testing.assert_allclose(loaded.boxes[i], data.boxes[i])
         assert np.array_equal(loaded.classes[i], data.classes[i])  # the class outside the labels is left out
+
+
+def test_the_shipped_score_threshold_is_the_best_one_on_validation(trained):
+    val = prepare(synthetic_shapes(40, 1), trained.frontend)
+
+    def f1(threshold: float) -> float:
+        decoding = dataclasses.replace(trained.decoding, threshold=threshold)
+        return evaluate_fomo(trained.model, val, trained.frontend, decoding, LABELS, SETTINGS.centroid_distance)["f1"]
+
+    assert trained.decoding.threshold == trained.val_metrics["threshold"] in THRESHOLDS
+    assert f1(trained.decoding.threshold) == max(f1(threshold) for threshold in THRESHOLDS)

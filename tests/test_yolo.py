@@ -1,14 +1,17 @@
-"""YOLO through ultralytics in .venv-torchvision (made by `make setup`), scored here on its exported ONNX."""
+"""YOLO through ultralytics in .venv-torchvision (made by `make setup`), scored here on its exported ONNX,
+and quantised here to full-int8 TFLite from its torch.export program."""
 
 import numpy as np
 import pytest
+import torch
 
 from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, OntologyClass, Provenance, Sample
 from edgedistill.errors import EdgedistillError
-from edgedistill.images import image_bytes
-from edgedistill.recipe import DetectorTrainSettings
+from edgedistill.images import image_bytes, load_image
+from edgedistill.recipe import DetectorTrainSettings, ExportSettings
+from exporters.yolo_int8 import Int8Yolo, load_program, yolo_companions
 from shapes import synthetic_shapes
-from trainers.yolo import coco_map, decode, letterbox, train_yolo, write_yolo_folder
+from trainers.yolo import coco_map, decode, letterbox, onnx_runner, train_yolo, write_yolo_folder
 
 LABELS = ["square", "circle"]
 DRAWN = LabelSource(labeler="test")
@@ -100,3 +103,23 @@ def test_ultralytics_trains_from_a_model_yaml_and_its_onnx_is_scored_here(tmp_pa
     again = train_yolo(dataset, samples, LABELS, settings, out)
     assert again.onnx == model.onnx and (out / "result.json").stat().st_mtime_ns == stamp
     assert again.metrics["map50"] == pytest.approx(metrics["map50"])
+
+    # the torch.export program is the same model, and quantises to a full-int8 TFLite that Vela
+    # puts wholly on the NPU (float islands from unannotated SiLU, add or sigmoid would not be)
+    image = np.asarray(load_image(dataset.media_path(samples[-1])))
+    inputs = letterbox(image, 64)[0]
+    float_output = onnx_runner(model.onnx)(inputs)
+    boxes, scores = load_program(model.program)(torch.from_numpy(inputs.transpose(0, 2, 3, 1)))
+    np.testing.assert_allclose(np.concatenate([boxes[0], scores[0]]), float_output, atol=1e-3)
+    test = [s for s in samples if s.split == "test"]
+    companions = yolo_companions("shapes", model.onnx, model.program, metrics, dataset,
+                                 [s for s in samples if s.split == "train"], test, LABELS, 64,
+                                 ExportSettings(max_int8_accuracy_drop=1.0), tmp_path / "int8")
+    assert [c.role for c in companions] == ["model_yolo_onnx", "model_yolo_int8", "model_yolo_int8_ethos_u"]
+    int8 = companions[1]
+    assert int8.metrics["vela"]["npu_operator_share"] == 1.0
+    assert int8.metrics["images"] == len(test) and 0.0 <= int8.metrics["map50"] <= 1.0
+    int8_output = Int8Yolo(int8.path.read_bytes())(inputs)
+    assert int8_output.shape == float_output.shape
+    assert np.abs(int8_output[4:] - float_output[4:]).max() < 0.1  # scores keep their own fine scale
+    assert np.abs(int8_output[:4] - float_output[:4]).mean() < 2.0  # pixels of a 64 px input

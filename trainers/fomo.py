@@ -2,13 +2,15 @@
 
 A MobileNetV2 backbone cut at 1/8 resolution and a 1x1 head give, per grid cell, logits for
 background + each class (96x96 input -> 12x12 grid). Training targets mark the cell holding
-each box centre; a weighted cross-entropy makes the few object cells count as much as the many
-background cells. Decoding and the centroid F1 live in `edgedistill.image_frontend`, shared with
-the exporter and `edgedistill predict`.
+each box centre; a weighted cross-entropy (train.object_weight) makes the few object cells count
+against the many background cells, and the score threshold that decoding ships with is the one
+with the best validation F1. Decoding and the centroid F1 live in `edgedistill.image_frontend`,
+shared with the exporter and `edgedistill predict`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,8 +29,8 @@ from trainers.fitting import fit
 from trainers.mobilenet import MobileNetV2Stride8
 
 STRIDE = 8  # the backbone's output is 1/8 of the input
-OBJECT_WEIGHT = 100.0  # loss weight of an object cell relative to a background cell (Edge Impulse's choice)
 HEAD_CHANNELS = 32
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # score thresholds tried on validation data
 
 
 class FomoNet(nn.Module):
@@ -174,10 +176,26 @@ def evaluate_fomo(model: nn.Module, data: PreparedSet, frontend: ImageFrontEnd, 
     return centroid_f1(data.truth(), found, labels, radius=centroid_distance * frontend.size)
 
 
+def calibrate_threshold(model: nn.Module, data: PreparedSet, frontend: ImageFrontEnd, decoding: HeatmapDecoding,
+                        labels: list[str], centroid_distance: float) -> tuple[HeatmapDecoding, dict]:
+    """The decoding whose score threshold gives the best centroid F1 on `data`, and its metrics.
+
+    The object-cell weight makes the heat map run hot, so 0.5 is rarely the best cut; the threshold
+    is chosen on validation data and shipped in the bundle's decoding."""
+    probabilities = heatmaps(model, frontend.normalise(data.pixels))
+    best: tuple[HeatmapDecoding, dict] | None = None
+    for threshold in THRESHOLDS:
+        candidate = dataclasses.replace(decoding, threshold=threshold)
+        metrics = centroid_f1(data.truth(), [candidate.decode(p) for p in probabilities], labels,
+                              radius=centroid_distance * frontend.size)
+        if best is None or metrics["f1"] > best[1]["f1"]:
+            best = candidate, {**metrics, "threshold": threshold}
+    return best
+
+
 def train_fomo(train: DetectionArrays, val: DetectionArrays, labels: list[str], settings: DetectorTrainSettings,
-               checkpoint_dir: Path, progress: Callable[[int, int, dict], None] | None = None, *,
-               object_weight: float = OBJECT_WEIGHT, threshold: float = 0.5) -> FomoTrainResult:
-    """Train FOMO with early stopping on validation centroid F1.
+               checkpoint_dir: Path, progress: Callable[[int, int, dict], None] | None = None) -> FomoTrainResult:
+    """Train FOMO with early stopping on validation centroid F1 (at the best score threshold).
 
     A checkpoint is written after every epoch; a rerun with the same checkpoint folder picks up
     at the next epoch instead of starting over.
@@ -188,18 +206,18 @@ def train_fomo(train: DetectionArrays, val: DetectionArrays, labels: list[str], 
     if not labels:
         raise EdgedistillError("the detector has no classes", "name at least one class in the recipe")
     frontend = image_frontend_for(settings)
-    decoding = HeatmapDecoding(stride=STRIDE, threshold=threshold)
+    decoding = HeatmapDecoding(stride=STRIDE)
     train_set, val_set = prepare(train, frontend), prepare(val, frontend)
     torch.manual_seed(settings.seed)
     model = FomoNet(len(labels), width=settings.width, channels=frontend.channels)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=1e-4)
     steps = settings.epochs * -(-len(train_set) // settings.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.learning_rate, total_steps=steps)
-    weights = torch.tensor([1.0] + [object_weight] * len(labels))
+    weights = torch.tensor([1.0] + [settings.object_weight] * len(labels))
     loss_fn = nn.CrossEntropyLoss(weight=weights)
 
     def validate() -> tuple[float, dict]:
-        metrics = evaluate_fomo(model, val_set, frontend, decoding, labels, settings.centroid_distance)
+        metrics = calibrate_threshold(model, val_set, frontend, decoding, labels, settings.centroid_distance)[1]
         return metrics["f1"], metrics
 
     fitted = fit(model, optimizer, schedule, np.random.default_rng(settings.seed), epochs=settings.epochs,
@@ -207,6 +225,7 @@ def train_fomo(train: DetectionArrays, val: DetectionArrays, labels: list[str], 
                  train_epoch=lambda rng: _train_epoch(model, train_set, frontend, optimizer, schedule, loss_fn, rng,
                                                       settings.batch_size),
                  validate=validate, progress=progress)
+    decoding = dataclasses.replace(decoding, threshold=fitted.best_metrics.get("threshold", decoding.threshold))
     return FomoTrainResult(model=model, frontend=frontend, decoding=decoding, best_epoch=fitted.best_epoch,
                            epochs_run=fitted.epochs_run, val_metrics=fitted.best_metrics, history=fitted.history,
                            seconds=fitted.seconds,

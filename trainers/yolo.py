@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -33,6 +34,7 @@ PAD_VALUE = 114  # ultralytics' letterbox grey
 @dataclass
 class YoloModel:
     onnx: Path
+    program: Path  # the same model as a torch.export program, for int8 export (exporters/yolo_int8.py)
     metrics: dict  # held-out COCO mAP of the ONNX model, and ultralytics' own figures
 
 
@@ -79,10 +81,11 @@ def train_yolo(dataset: Dataset, samples: list[Sample], labels: list[str], setti
                    "and the log above; a rerun resumes")
     result = json.loads(result_file.read_text())
     onnx = Path(result["onnx"])
-    metrics = coco_map(dataset, held_out, labels, detect_all(onnx, dataset, held_out, settings.yolo_image_size))
+    found = detect_all(onnx_runner(onnx), dataset, held_out, settings.yolo_image_size)
+    metrics = coco_map(dataset, held_out, labels, found)
     metrics |= {"model": settings.yolo_model, "image_size": settings.yolo_image_size, "epochs": settings.yolo_epochs,
                 "ultralytics": {"map50": result["ultralytics_map50"], "map50_95": result["ultralytics_map50_95"]}}
-    return YoloModel(onnx=onnx, metrics=metrics)
+    return YoloModel(onnx=onnx, program=Path(result["program"]), metrics=metrics)
 
 
 # -- the exported model, run here ---------------------------------------------------------------
@@ -114,16 +117,24 @@ def decode(output: np.ndarray, scale: float, pad: tuple[float, float], width: in
     return [(int(c), float(s), b.tolist()) for c, s, b in zip(classes[keep][kept], scores[keep][kept], boxes)]
 
 
-def detect_all(onnx: Path, dataset: Dataset, samples: list[Sample], size: int) -> list[list]:
+# a YOLO model as run here: letterboxed input (1, 3, size, size) -> output (4 + classes, anchors)
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def onnx_runner(onnx: Path) -> Runner:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
+    return lambda inputs: session.run(None, {name: inputs})[0][0]
+
+
+def detect_all(run: Runner, dataset: Dataset, samples: list[Sample], size: int) -> list[list]:
     found = []
     for sample in samples:
         image = load_image(dataset.media_path(sample))
         inputs, scale, pad = letterbox(image, size)
-        found.append(decode(session.run(None, {name: inputs})[0][0], scale, pad, image.shape[1], image.shape[0]))
+        found.append(decode(run(inputs), scale, pad, image.shape[1], image.shape[0]))
     return found
 
 

@@ -1,4 +1,5 @@
-"""Train a YOLO detector with ultralytics and export it to ONNX. Runs inside .venv-torchvision only.
+"""Train a YOLO detector with ultralytics and export it to ONNX and a torch.export program.
+Runs inside .venv-torchvision only.
 
     .venv-torchvision/bin/python trainers/yolo_worker.py JOB.json
 
@@ -22,6 +23,27 @@ def _offline(config_dir: Path) -> None:
     config_dir.mkdir(parents=True, exist_ok=True)
     os.environ.update({"YOLO_OFFLINE": "true", "YOLO_AUTOINSTALL": "false", "YOLO_VERBOSE": "false",
                        "ULTRALYTICS_SKIP_REQUIREMENTS_CHECKS": "1", "YOLO_CONFIG_DIR": str(config_dir)})
+
+
+def _save_program(model, image_size: int, path: Path) -> Path:
+    """The model as a torch.export program: aten ops and weights, no ultralytics code, so the
+    project's own environment can load and quantise it (exporters/yolo_int8.py). Its head is set
+    up as for the ONNX export, so both give the same (4 + classes, anchors) output."""
+    import copy
+
+    import torch
+    from ultralytics.nn.modules import Detect
+
+    model = copy.deepcopy(model).float().fuse().eval()
+    for module in model.modules():
+        if isinstance(module, Detect):
+            module.export, module.format, module.dynamic = True, "onnx", False
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    example = (torch.zeros(1, 3, image_size, image_size),)
+    model(*example)  # the head caches its anchors for this size, so they export as constants
+    torch.export.save(torch.export.export(model, example, strict=False), path)
+    return path
 
 
 def main(job_file: str) -> None:
@@ -49,7 +71,8 @@ def main(job_file: str) -> None:
                        exist_ok=True, **common)
     onnx = best.export(format="onnx", imgsz=job["image_size"], simplify=False, dynamic=False, opset=17,
                        device="cpu", verbose=False)
-    result = {"onnx": str(onnx), "ultralytics_map50": float(metrics.box.map50),
+    program = _save_program(best.model, job["image_size"], out / "model.pt2")
+    result = {"onnx": str(onnx), "program": str(program), "ultralytics_map50": float(metrics.box.map50),
               "ultralytics_map50_95": float(metrics.box.map), "epochs": job["epochs"]}
     (out / "result.json").write_text(json.dumps(result, indent=2))
 
