@@ -60,6 +60,7 @@ def main() -> None:
         ("float F1, held-out real photos vs teacher", f1(trained.extra["photos"]), ""),
         ("int8 F1, all held-out images", f"{manifest.metrics['int8'].get('f1', 0):.3f}", ""),
         ("training", f"{trained.epochs_run} epochs (best {trained.best_epoch}), {trained.seconds:.0f} s", ""),
+        ("score threshold (best F1 on validation)", f"{manifest.input.frontend['heatmap']['threshold']}", ""),
         *bundle_rows(manifest, "<= 100 KB", "<= 256 KB"),
     ])
 
