@@ -59,6 +59,10 @@ class ReviewSettings(_Section):
     seed: int = 0
     project: str | None = None  # project title; default "edgedistill: <dataset name>"
     document_root: str | None = None  # the server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (env default)
+    # s3://BUCKET/PREFIX: push copies the media there and connects it as S3 storage, for a Label Studio that
+    # cannot read this machine's disk; the endpoint is for MinIO and other S3-compatible stores
+    media_store: str | None = None
+    media_store_endpoint: str | None = None
     wait_hours: float = Field(24.0, gt=0)  # how long a flow waits for people before going on
     poll_seconds: float = Field(30.0, gt=0)
     box_tolerance_px: float = Field(1.0, ge=0)  # a reviewed box this close to the auto box is "accepted"

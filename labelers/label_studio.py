@@ -2,7 +2,8 @@
 
 The round trip, for keyword-spotting (audio) and detection (images, boxes, optional masks):
 - `push_for_review`: find or create the project (labelling config generated from the ontology),
-  connect the dataset's media folder as local-files storage, and import one task per routed
+  connect the media (the dataset's folder as local-files storage, or a copy in an S3 bucket for a
+  Label Studio on another machine), and import one task per routed
   sample with the auto-labels as predictions. The sample id rides in the task data, so pushing
   again only adds what is new; an existing project, and anything a person did in it, is never
   changed.
@@ -98,6 +99,11 @@ def _call(connection: Connection, action: str, function: Callable[..., Any], *ar
         raise EdgedistillError(f"cannot reach Label Studio at {connection.url} to {action}: {type(error).__name__}",
                                "start it (`edgedistill review serve`) or fix LABEL_STUDIO_URL") from None
     except ApiError as error:
+        if error.status_code == 403 and "reserved network address" in str(error.body):
+            raise EdgedistillError(f"Label Studio refused to {action}: the store is on a private network address, "
+                                   "which its SSRF protection blocks",
+                                   "start Label Studio with USE_DEFAULT_BANNED_SUBNETS=false to let it reach a store on "
+                                   "your own network (MinIO), or use a public endpoint") from None
         if error.status_code in (401, 403):
             raise EdgedistillError(f"Label Studio at {connection.url} refused the token ({error.status_code})",
                                    "set LABEL_STUDIO_API_KEY to the access token shown under Account & Settings "
@@ -193,19 +199,6 @@ def route(sample: Sample, settings: ReviewSettings) -> Route:
 
 
 # -- tasks (our labels -> Label Studio results) --------------------------------------------------
-def media_url(dataset: Dataset, sample: Sample, document_root: Path) -> str:
-    from urllib.parse import quote
-
-    path = dataset.media_path(sample).resolve()
-    try:
-        relative = path.relative_to(document_root)
-    except ValueError:
-        raise EdgedistillError(f"the media of {dataset.root} lie outside Label Studio's document root {document_root}",
-                               "start Label Studio with LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT set to a folder "
-                               "above the dataset, and set the same value here") from None
-    return f"/data/local-files/?d={quote(str(relative))}"
-
-
 def label_results(sample: Sample, task: str) -> list[dict[str, Any]]:
     """One sample's labels as Label Studio result regions."""
     if task == "keyword_spotting":
@@ -255,9 +248,9 @@ def model_version(sample: Sample) -> str:
     return ", ".join(sources) or "none"
 
 
-def make_task(dataset: Dataset, sample: Sample, version: VersionInfo, why: Route, document_root: Path) -> dict:
+def make_task(dataset: Dataset, sample: Sample, version: VersionInfo, why: Route, media: str) -> dict:
     media_key = IMAGE if dataset.info.task == "detection" else AUDIO
-    data = {media_key: media_url(dataset, sample, document_root), "sample_id": sample.id, "dataset": dataset.info.name,
+    data = {media_key: media, "sample_id": sample.id, "dataset": dataset.info.name,
             "version": version.id, "route": why, "confidence": round(confidence(sample), 4)}
     prediction = {"model_version": model_version(sample), "score": confidence(sample),
                   "result": label_results(sample, dataset.info.task)}
@@ -280,15 +273,6 @@ def project_title(dataset: Dataset, settings: ReviewSettings) -> str:
     return settings.project or f"edgedistill: {dataset.info.name}"
 
 
-def resolve_document_root(settings: ReviewSettings) -> Path:
-    root = settings.document_root or os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
-    if not root:
-        raise EdgedistillError("Label Studio's local-files document root is unknown",
-                               "set LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (the same value the server runs with) "
-                               "or `document_root` in the recipe's review section")
-    return Path(root).resolve()
-
-
 def find_project(client, connection: Connection, title: str) -> Any | None:
     matches = [p for p in _call(connection, "list projects", client.projects.list, title=title) if p.title == title]
     return min(matches, key=lambda p: p.id) if matches else None  # the oldest: the one people worked in
@@ -306,7 +290,7 @@ def push_for_review(dataset: Dataset, connection: Connection, settings: ReviewSe
     """Send the routed samples of a version to Label Studio; safe to run again at any time."""
     version = dataset.version(version_id)
     samples = dataset.samples(version.id)
-    document_root = resolve_document_root(settings)
+    store = media_store(settings)
     masks = has_masks(samples)
     client = connect(connection)
     project, created = _project_for(dataset, client, connection, settings, masks)
@@ -316,11 +300,11 @@ def push_for_review(dataset: Dataset, connection: Connection, settings: ReviewSe
         if problems:
             raise _config_error(project, problems)
         config_edited = project.label_config != label_config(dataset, masks)
-    _ensure_media_storage(dataset, client, connection, project.id)
     routes = {sample.id: route(sample, settings) for sample in samples}
     present = existing_tasks(client, connection, project.id)
-    new = [make_task(dataset, s, version, routes[s.id], document_root)
-           for s in samples if routes[s.id] != "auto" and s.id not in present]
+    pending = [s for s in samples if routes[s.id] != "auto" and s.id not in present]
+    store.connect(dataset, client, connection, project.id, pending)
+    new = [make_task(dataset, s, version, routes[s.id], store.url(dataset, s)) for s in pending]
     for start in range(0, len(new), 500):
         _call(connection, "import tasks", client.projects.import_tasks, project.id,
               request=new[start:start + 500], return_task_ids=True)
@@ -351,13 +335,100 @@ def _config_error(project, problems: list[str]) -> EdgedistillError:
         "(--project NAME); edgedistill never overwrites a project people edited")
 
 
-def _ensure_media_storage(dataset: Dataset, client, connection: Connection, project_id: int) -> None:
-    """Local-files storage on the media folder: Label Studio serves a file only under such a storage."""
-    media = str((dataset.root / "media").resolve())
-    storages = _call(connection, "list storages", client.import_storage.local.list, project=project_id)
-    if not any(getattr(s, "path", None) == media for s in storages):
-        _call(connection, "connect the media folder", client.import_storage.local.create, project=project_id,
-              path=media, title=f"{dataset.info.name} media", use_blob_urls=False)
+# -- where Label Studio reads the media -----------------------------------------------------------
+class LocalFiles:
+    """The dataset's media folder as local-files storage, for a Label Studio that sees this disk."""
+
+    def __init__(self, settings: ReviewSettings) -> None:
+        root = settings.document_root or os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
+        if not root:
+            raise EdgedistillError("Label Studio's local-files document root is unknown",
+                                   "set LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (the same value the server runs with) "
+                                   "or `document_root` in the recipe's review section; or give `media_store` "
+                                   "an s3:// URL for a Label Studio elsewhere")
+        self.document_root = Path(root).resolve()
+
+    def url(self, dataset: Dataset, sample: Sample) -> str:
+        from urllib.parse import quote
+
+        try:
+            relative = dataset.media_path(sample).resolve().relative_to(self.document_root)
+        except ValueError:
+            raise EdgedistillError(f"the media of {dataset.root} lie outside Label Studio's document root "
+                                   f"{self.document_root}",
+                                   "start Label Studio with LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT set to a folder "
+                                   "above the dataset, and set the same value here") from None
+        return f"/data/local-files/?d={quote(str(relative))}"
+
+    def connect(self, dataset: Dataset, client, connection: Connection, project_id: int,
+                samples: list[Sample]) -> None:
+        """Label Studio serves a local file only under a local-files storage that holds it."""
+        media = str((dataset.root / "media").resolve())
+        storages = _call(connection, "list storages", client.import_storage.local.list, project=project_id)
+        if not any(getattr(s, "path", None) == media for s in storages):
+            _call(connection, "connect the media folder", client.import_storage.local.create, project=project_id,
+                  path=media, title=f"{dataset.info.name} media", use_blob_urls=False)
+
+
+class S3Media:
+    """A copy of the pushed media in an S3 bucket (AWS, or MinIO and the like at `media_store_endpoint`),
+    connected as S3 storage: Label Studio anywhere reads it through presigned URLs. Credentials come
+    from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) for both the upload and Label
+    Studio's connection; without them Label Studio uses its own."""
+
+    def __init__(self, settings: ReviewSettings) -> None:
+        from urllib.parse import urlparse
+
+        parsed = urlparse(settings.media_store)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise EdgedistillError(f"review.media_store {settings.media_store!r} is not an s3:// URL",
+                                   "give s3://BUCKET/PREFIX (Label Studio's S3 storage; set media_store_endpoint "
+                                   "for MinIO or another S3-compatible store)")
+        self.bucket, self.prefix = parsed.netloc, parsed.path.strip("/")
+        self.endpoint = settings.media_store_endpoint
+
+    def key(self, sample: Sample) -> str:
+        return f"{self.prefix}/{sample.media}" if self.prefix else sample.media
+
+    def url(self, dataset: Dataset, sample: Sample) -> str:
+        return f"s3://{self.bucket}/{self.key(sample)}"
+
+    def connect(self, dataset: Dataset, client, connection: Connection, project_id: int,
+                samples: list[Sample]) -> None:
+        self._upload(dataset, samples)
+        storages = _call(connection, "list S3 storages", client.import_storage.s3.list, project=project_id)
+        if not any((s.bucket, s.prefix or "", s.s3endpoint or None) == (self.bucket, self.prefix, self.endpoint)
+                   for s in storages):
+            _call(connection, f"connect the bucket {self.bucket}", client.import_storage.s3.create,
+                  project=project_id, bucket=self.bucket, prefix=self.prefix, s3endpoint=self.endpoint,
+                  aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID"),
+                  aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
+                  region_name=os.environ.get("AWS_DEFAULT_REGION"), presign=True, use_blob_urls=True,
+                  title=f"{dataset.info.name} media")
+
+    def _upload(self, dataset: Dataset, samples: list[Sample]) -> None:
+        """Copy the media the store lacks (content-addressed, so an existing key is the same file)."""
+        import fsspec
+
+        where = f"s3://{self.bucket}/{self.prefix}"
+        try:
+            fs = fsspec.filesystem("s3", endpoint_url=self.endpoint) if self.endpoint else fsspec.filesystem("s3")
+            wanted = {f"{self.bucket}/{self.key(s)}": dataset.media_path(s) for s in samples}
+            there = set(fs.find(f"{self.bucket}/{self.prefix}")) if wanted else set()
+            missing = sorted(set(wanted) - there)
+            if missing:
+                fs.put([str(wanted[key]) for key in missing], missing)
+        except ImportError as error:
+            raise EdgedistillError(f"copying media to {where} needs {error.name}",
+                                   "install the review extra: pip install 'edgedistill[review]'") from None
+        except (OSError, ValueError) as error:
+            raise EdgedistillError(f"cannot copy the media to {where}: {type(error).__name__}: {error}",
+                                   "check the bucket exists, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and "
+                                   "review.media_store_endpoint; nothing was pushed") from None
+
+
+def media_store(settings: ReviewSettings) -> LocalFiles | S3Media:
+    return S3Media(settings) if settings.media_store else LocalFiles(settings)
 
 
 # -- pull ----------------------------------------------------------------------------------------

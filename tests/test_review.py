@@ -43,12 +43,43 @@ def label_studio(tmp_path_factory):
     except EdgedistillError as error:
         pytest.skip(f"{error.problem}: {error.hint}")
     base = tmp_path_factory.mktemp("review")
+    os.environ["USE_DEFAULT_BANNED_SUBNETS"] = "false"  # so it may reach the S3 server on 127.0.0.1 below
     server = start_label_studio(base / "ls-data", document_root=base)
+    os.environ.pop("USE_DEFAULT_BANNED_SUBNETS")
     os.environ["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] = str(base)
     yield server, base
     server.stop()
     os.environ.pop("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", None)
     assert server.process.poll() is not None
+
+
+@pytest.fixture(scope="module")
+def s3_bucket():
+    """A real S3 API (moto's server) on 127.0.0.1 with an empty bucket; yields (endpoint, bucket)."""
+    import fsspec
+    import httpx
+
+    from labelers.label_studio_server import free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(endpoint)
+            break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    keys = {"AWS_ACCESS_KEY_ID": "edgedistill-test", "AWS_SECRET_ACCESS_KEY": "edgedistill-test",
+            "AWS_DEFAULT_REGION": "us-east-1"}
+    os.environ.update(keys)
+    fsspec.filesystem("s3", endpoint_url=endpoint).mkdir("review-media")
+    yield endpoint, "review-media"
+    for key in keys:
+        os.environ.pop(key, None)
+    server.terminate()
+    server.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +267,43 @@ def test_detection_round_trip(label_studio, client):
     assert push_for_review(dataset, connection, settings).imported == 1
 
 
+def test_media_go_to_an_s3_bucket_for_a_label_studio_elsewhere(label_studio, client, s3_bucket):
+    import fsspec
+    import httpx
+
+    server, base = label_studio
+    endpoint, bucket = s3_bucket
+    connection = _connection(label_studio)
+    dataset = detection_dataset(base / "in-the-cloud", [0.1, 0.2, 0.9])
+    settings = ReviewSettings(threshold=0.5, qc_share=0.0, project="s3 media", media_store=f"s3://{bucket}/team/a",
+                              media_store_endpoint=endpoint)
+    pushed = push_for_review(dataset, connection, settings)
+    assert pushed.imported == 2
+    store = fsspec.filesystem("s3", endpoint_url=endpoint)
+    routed = dataset.samples()[:2]
+    assert sorted(store.find(f"{bucket}/team/a")) == sorted(f"{bucket}/team/a/{s.media}" for s in routed)
+    storages = client.import_storage.s3.list(project=pushed.project_id)
+    assert [(s.bucket, s.prefix, s.s3endpoint) for s in storages] == [(bucket, "team/a", endpoint)]
+    tasks = existing_tasks(client, connection, pushed.project_id)
+    for sample in routed:  # Label Studio hands the image out of the bucket, as a reviewer's browser gets it
+        served = httpx.get(server.url + tasks[sample.id].data["image"], follow_redirects=True,
+                           headers={"Authorization": f"Token {server.token}"})
+        assert served.status_code == 200 and served.content == dataset.media_path(sample).read_bytes()
+
+    stamps = {path: store.info(path)["LastModified"] for path in store.find(f"{bucket}/team/a")}
+    again = push_for_review(dataset, connection, settings)
+    assert (again.imported, again.already_there) == (0, 2)
+    assert len(client.import_storage.s3.list(project=pushed.project_id)) == 1  # not connected twice
+    store.invalidate_cache()
+    assert {path: store.info(path)["LastModified"] for path in store.find(f"{bucket}/team/a")} == stamps
+
+    with pytest.raises(EdgedistillError, match="not an s3:// URL"):
+        push_for_review(dataset, connection, settings.model_copy(update={"media_store": "gs://elsewhere"}))
+    with pytest.raises(EdgedistillError, match="cannot copy the media"):
+        push_for_review(detection_dataset(base / "no-bucket", [0.1]), connection,
+                        settings.model_copy(update={"media_store": "s3://no-such-bucket/x", "project": "s3 missing"}))
+
+
 def test_keyword_round_trip_through_the_cli(label_studio, client, audio_sample_factory, monkeypatch):
     from typer.testing import CliRunner
 
@@ -397,3 +465,4 @@ def test_serve_restarts_on_its_data_prints_credentials_and_stops_cleanly(label_s
         assert serve.wait(60) == 0
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+
