@@ -69,19 +69,18 @@ def yolo_companions(name: str, onnx: Path, program: Path, float_metrics: dict, d
     int8_metrics = coco_map(dataset, test, labels, detect_all(Int8Yolo(content), dataset, test, size))
     if float_metrics["map50"] is not None:
         check_accuracy_drop(float_metrics["map50"], int8_metrics["map50"], settings, "YOLO mAP50", "images")
+    int8_metrics |= {"model": float_metrics.get("model"), "image_size": size}
+    vela = compile_for_ethos_u(content, settings.vela_accelerator) if "vela" in settings.formats else None
+    if vela is not None:
+        int8_metrics["vela"] = vela.figures
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "int8.tflite").write_bytes(content)
-    companions = [Companion(work_dir / "int8.tflite", f"{name}_yolo_int8.tflite", "model_yolo_int8",
-                            {**int8_metrics, "model": float_metrics.get("model"), "image_size": size})]
-    if "onnx" in settings.formats:
-        companions.insert(0, Companion(onnx, f"{name}_yolo.onnx", "model_yolo_onnx", float_metrics))
-    if "vela" in settings.formats:
-        vela = compile_for_ethos_u(content, settings.vela_accelerator)
-        companions[-1].metrics["vela"] = vela.figures
-        if vela.optimised_model is not None:
-            (work_dir / "int8_vela.tflite").write_bytes(vela.optimised_model)
-            companions.append(Companion(work_dir / "int8_vela.tflite", f"{name}_yolo_int8_vela.tflite",
-                                        "model_yolo_int8_ethos_u", vela.figures))
+    companions = [Companion(onnx, f"{name}_yolo.onnx", "model_yolo_onnx", float_metrics)] if "onnx" in settings.formats else []
+    companions.append(Companion(work_dir / "int8.tflite", f"{name}_yolo_int8.tflite", "model_yolo_int8", int8_metrics))
+    if vela is not None and vela.optimised_model is not None:
+        (work_dir / "int8_vela.tflite").write_bytes(vela.optimised_model)
+        companions.append(Companion(work_dir / "int8_vela.tflite", f"{name}_yolo_int8_vela.tflite",
+                                    "model_yolo_int8_ethos_u", vela.figures))
     return companions
 
 

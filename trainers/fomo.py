@@ -176,21 +176,19 @@ def evaluate_fomo(model: nn.Module, data: PreparedSet, frontend: ImageFrontEnd, 
     return centroid_f1(data.truth(), found, labels, radius=centroid_distance * frontend.size)
 
 
-def calibrate_threshold(model: nn.Module, data: PreparedSet, frontend: ImageFrontEnd, decoding: HeatmapDecoding,
-                        labels: list[str], centroid_distance: float) -> tuple[HeatmapDecoding, dict]:
-    """The decoding whose score threshold gives the best centroid F1 on `data`, and its metrics.
-
-    The object-cell weight makes the heat map run hot, so 0.5 is rarely the best cut; the threshold
-    is chosen on validation data and shipped in the bundle's decoding."""
+def at_best_threshold(model: nn.Module, data: PreparedSet, frontend: ImageFrontEnd, decoding: HeatmapDecoding,
+                      labels: list[str], centroid_distance: float) -> dict:
+    """Centroid F1 metrics on `data` at the score threshold (of THRESHOLDS) that gives the best F1,
+    under "threshold". The object-cell weight makes the heat map run hot, so 0.5 is rarely the best
+    cut; train_fomo ships the threshold chosen on validation data in the decoding."""
     probabilities = heatmaps(model, frontend.normalise(data.pixels))
-    best: tuple[HeatmapDecoding, dict] | None = None
+    tried = []
     for threshold in THRESHOLDS:
         candidate = dataclasses.replace(decoding, threshold=threshold)
         metrics = centroid_f1(data.truth(), [candidate.decode(p) for p in probabilities], labels,
                               radius=centroid_distance * frontend.size)
-        if best is None or metrics["f1"] > best[1]["f1"]:
-            best = candidate, {**metrics, "threshold": threshold}
-    return best
+        tried.append({**metrics, "threshold": threshold})
+    return max(tried, key=lambda metrics: metrics["f1"])  # the first (lowest threshold) of equals
 
 
 def train_fomo(train: DetectionArrays, val: DetectionArrays, labels: list[str], settings: DetectorTrainSettings,
@@ -217,7 +215,7 @@ def train_fomo(train: DetectionArrays, val: DetectionArrays, labels: list[str], 
     loss_fn = nn.CrossEntropyLoss(weight=weights)
 
     def validate() -> tuple[float, dict]:
-        metrics = calibrate_threshold(model, val_set, frontend, decoding, labels, settings.centroid_distance)[1]
+        metrics = at_best_threshold(model, val_set, frontend, decoding, labels, settings.centroid_distance)
         return metrics["f1"], metrics
 
     fitted = fit(model, optimizer, schedule, np.random.default_rng(settings.seed), epochs=settings.epochs,
