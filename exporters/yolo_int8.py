@@ -22,7 +22,7 @@ from edgedistill.recipe import ExportSettings
 from exporters.bundle import Companion, check_accuracy_drop
 from exporters.tflite_int8 import quantize_to_int8_tflite
 from exporters.vela import compile_for_ethos_u
-from trainers.yolo import coco_map, detect_all, letterbox
+from edgedistill.yolo import coco_map, detect_all, letterbox
 
 CALIBRATION_IMAGES = 64  # observing YOLO's ~400 activations is slow on a CPU; 64 images span them
 
@@ -85,7 +85,7 @@ def yolo_companions(name: str, onnx: Path, program: Path, float_metrics: dict, d
 
 
 class Int8Yolo:
-    """The int8 model run here with ai-edge-litert, as a trainers.yolo runner: letterboxed
+    """The int8 model run here with ai-edge-litert, as an edgedistill.yolo runner: letterboxed
     (1, 3, size, size) 0-1 input -> (4 + classes, anchors), like the ONNX model."""
 
     def __init__(self, content: bytes) -> None:

@@ -11,7 +11,8 @@ from edgedistill.images import image_bytes, load_image
 from edgedistill.recipe import DetectorTrainSettings, ExportSettings
 from exporters.yolo_int8 import Int8Yolo, load_program, yolo_companions
 from shapes import synthetic_shapes
-from trainers.yolo import coco_map, decode, letterbox, onnx_runner, train_yolo, write_yolo_folder
+from edgedistill.yolo import coco_map, decode, letterbox, onnx_runner
+from trainers.yolo import train_yolo, write_yolo_folder
 
 LABELS = ["square", "circle"]
 DRAWN = LabelSource(labeler="test")

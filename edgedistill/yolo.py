@@ -1,0 +1,97 @@
+"""A YOLO detector run and scored here, whichever file holds it (ONNX, or the int8 TFLite).
+
+Shared by the trainer (trainers/yolo.py scores the float ONNX) and the exporter
+(exporters/yolo_int8.py scores the int8 model): ultralytics' letterbox, the (4 + classes, anchors)
+output decoded with per-class NMS, and COCO mAP50 / mAP50-95 with faster-coco-eval.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from edgedistill.boxes import clip_boxes, non_max_suppression, xyxy_to_xywh
+from edgedistill.dataset import Dataset, Sample
+from edgedistill.images import load_image
+
+PAD_VALUE = 114  # ultralytics' letterbox grey
+
+
+def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[float, float]]:
+    """RGB uint8 -> (1, 3, size, size) float 0-1, scaled to fit and padded grey in the middle, as
+    ultralytics feeds its models; also the scale and (x, y) padding to map boxes back."""
+    height, width = image.shape[:2]
+    scale = min(size / height, size / width)
+    new_w, new_h = round(width * scale), round(height * scale)
+    pad_x, pad_y = (size - new_w) / 2, (size - new_h) / 2
+    canvas = np.full((size, size, 3), PAD_VALUE, np.uint8)
+    left, top = round(pad_x - 0.1), round(pad_y - 0.1)
+    canvas[top:top + new_h, left:left + new_w] = cv2.resize(image[..., :3], (new_w, new_h),
+                                                            interpolation=cv2.INTER_LINEAR)
+    return canvas.transpose(2, 0, 1)[None].astype(np.float32) / 255.0, scale, (left, top)
+
+
+def decode(output: np.ndarray, scale: float, pad: tuple[float, float], width: int, height: int,
+           min_score: float = 0.001, iou: float = 0.7, max_boxes: int = 300) -> list[tuple[int, float, list[float]]]:
+    """One (4 + classes, anchors) ONNX output -> [(class, score, [x, y, w, h] in image pixels)]."""
+    scores_all = output[4:].T
+    classes, scores = scores_all.argmax(1), scores_all.max(1)
+    keep = scores > min_score
+    cx, cy, w, h = output[:4, keep]
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    boxes = (boxes - np.array([*pad, *pad])) / scale
+    kept = non_max_suppression(boxes, scores[keep], iou, groups=classes[keep])[:max_boxes]
+    boxes = xyxy_to_xywh(clip_boxes(boxes[kept], width, height))
+    return [(int(c), float(s), b.tolist()) for c, s, b in zip(classes[keep][kept], scores[keep][kept], boxes)]
+
+
+# a YOLO model as run here: letterboxed input (1, 3, size, size) -> output (4 + classes, anchors)
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def onnx_runner(onnx: Path) -> Runner:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda inputs: session.run(None, {name: inputs})[0][0]
+
+
+def detect_all(run: Runner, dataset: Dataset, samples: list[Sample], size: int) -> list[list]:
+    found = []
+    for sample in samples:
+        image = load_image(dataset.media_path(sample))
+        inputs, scale, pad = letterbox(image, size)
+        found.append(decode(run(inputs), scale, pad, image.shape[1], image.shape[0]))
+    return found
+
+
+def coco_map(dataset: Dataset, samples: list[Sample], labels: list[str], found: list[list]) -> dict:
+    """COCO mAP50 and mAP50-95 (faster-coco-eval) of detections against the samples' boxes."""
+    from faster_coco_eval import COCO, COCOeval_faster
+
+    index = {label: i for i, label in enumerate(labels)}
+    truth = {"images": [], "annotations": [],
+             "categories": [{"id": i + 1, "name": label} for i, label in enumerate(labels)]}
+    detections = []
+    for image_id, (sample, boxes) in enumerate(zip(samples, found), start=1):
+        truth["images"].append({"id": image_id, "width": sample.shape.width, "height": sample.shape.height})
+        for label in sample.labels:
+            if label.box and label.class_name in index:
+                truth["annotations"].append({"id": len(truth["annotations"]) + 1, "image_id": image_id,
+                                             "category_id": index[label.class_name] + 1, "bbox": list(label.box),
+                                             "area": label.box[2] * label.box[3], "iscrowd": 0})
+        detections += [{"image_id": image_id, "category_id": c + 1, "score": s, "bbox": b} for c, s, b in boxes]
+    counts = {"images": len(samples), "boxes": len(truth["annotations"])}
+    if not truth["annotations"] or not detections:  # nothing to find, or nothing found
+        return {"map50_95": 0.0, "map50": 0.0, **counts} if truth["annotations"] else {"map50_95": None,
+                                                                                      "map50": None, **counts}
+    ground_truth = COCO(truth)
+    evaluation = COCOeval_faster(ground_truth, ground_truth.loadRes(detections), iouType="bbox")
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    return {"map50_95": float(evaluation.stats[0]), "map50": float(evaluation.stats[1]), **counts}
