@@ -412,7 +412,9 @@ class S3Media:
 
         where = f"s3://{self.bucket}/{self.prefix}"
         try:
-            fs = fsspec.filesystem("s3", endpoint_url=self.endpoint) if self.endpoint else fsspec.filesystem("s3")
+            # a new client each push, so that changed credentials in the environment count
+            fs = fsspec.filesystem("s3", skip_instance_cache=True,
+                                   **({"endpoint_url": self.endpoint} if self.endpoint else {}))
             wanted = {f"{self.bucket}/{self.key(s)}": dataset.media_path(s) for s in samples}
             there = set(fs.find(f"{self.bucket}/{self.prefix}")) if wanted else set()
             missing = sorted(set(wanted) - there)
@@ -421,7 +423,7 @@ class S3Media:
         except ImportError as error:
             raise EdgedistillError(f"copying media to {where} needs {error.name}",
                                    "install the review extra: pip install 'edgedistill[review]'") from None
-        except (OSError, ValueError) as error:
+        except Exception as error:  # s3fs raises OSErrors, botocore its own (no credentials, bad endpoint)
             raise EdgedistillError(f"cannot copy the media to {where}: {type(error).__name__}: {error}",
                                    "check the bucket exists, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and "
                                    "review.media_store_endpoint; nothing was pushed") from None

@@ -302,6 +302,13 @@ def test_media_go_to_an_s3_bucket_for_a_label_studio_elsewhere(label_studio, cli
     with pytest.raises(EdgedistillError, match="cannot copy the media"):
         push_for_review(detection_dataset(base / "no-bucket", [0.1]), connection,
                         settings.model_copy(update={"media_store": "s3://no-such-bucket/x", "project": "s3 missing"}))
+    keys = {key: os.environ.pop(key) for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    try:
+        with pytest.raises(EdgedistillError, match="NoCredentialsError"):
+            push_for_review(detection_dataset(base / "no-keys", [0.1]), connection,
+                            settings.model_copy(update={"project": "s3 no keys"}))
+    finally:
+        os.environ.update(keys)
 
 
 def test_keyword_round_trip_through_the_cli(label_studio, client, audio_sample_factory, monkeypatch):
