@@ -48,8 +48,10 @@ def _quantizer():
 
     config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
 
-    def quantised_inputs(node: torch.fx.Node) -> dict:
-        return {arg: get_input_act_qspec(config) for arg in node.args if isinstance(arg, torch.fx.Node)}
+    def int8_in_and_out(node: torch.fx.Node, output_qspec) -> None:
+        inputs = {arg: get_input_act_qspec(config) for arg in node.args if isinstance(arg, torch.fx.Node)}
+        node.meta["quantization_annotation"] = QuantizationAnnotation(input_qspec_map=inputs,
+                                                                      output_qspec=output_qspec, _annotated=True)
 
     class Quantizer(pt2e_quantizer.PT2EQuantizer):
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -59,13 +61,9 @@ def _quantizer():
                 if node.target == torch.ops.aten.adaptive_avg_pool2d.default:
                     annotation.output_qspec = get_output_act_qspec(config)
                 elif node.target in FIXED_SCALE_OPS and not (annotation and annotation.input_qspec_map):
-                    node.meta["quantization_annotation"] = QuantizationAnnotation(
-                        input_qspec_map=quantised_inputs(node), output_qspec=get_fixed_qparams_qspec(config),
-                        _annotated=True)
+                    int8_in_and_out(node, get_fixed_qparams_qspec(config))
                 elif node.target == torch.ops.aten.sub.Tensor and not annotation:  # it has no annotator
-                    node.meta["quantization_annotation"] = QuantizationAnnotation(
-                        input_qspec_map=quantised_inputs(node), output_qspec=get_output_act_qspec(config),
-                        _annotated=True)
+                    int8_in_and_out(node, get_output_act_qspec(config))
             return model
 
     return Quantizer().set_global(config)
