@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "runs" / "benchmark-detection"))
     args = parser.parse_args()
     recipe = load_recipe(args.recipe)
-    paths = RunPaths(Path(args.out))
+    paths = RunPaths.of(recipe, args.out)
     if paths.out.exists():
         shutil.rmtree(paths.out)
     times: dict[str, float] = {}

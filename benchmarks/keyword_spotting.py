@@ -46,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     prefect_defaults()
     recipe = load_recipe(args.recipe)
-    paths = RunPaths(Path(args.out))
+    paths = RunPaths.of(recipe, args.out)
     if paths.out.exists() and not args.keep:
         shutil.rmtree(paths.out)
     paths.out.mkdir(parents=True, exist_ok=True)

@@ -5,8 +5,11 @@ Layout (DESIGN.md):
   versions/<hash>.jsonl     one Sample per line; never changed once written
   media/<aa>/<sha256>.<ext> every clip or image, stored once
 
-Every write goes to a temporary file first and is renamed into place, so a crash or Ctrl-C
-leaves each version complete or absent.
+The folder is a local path or an fsspec URL (s3://bucket/faces; gs:// and az:// with gcsfs or
+adlfs). Every local write goes to a temporary file first and is renamed into place, and an object
+store writes an object whole, so a crash or Ctrl-C leaves each version complete or absent. Stages
+read media as local files: those of a dataset in object storage are fetched once into a local,
+content-addressed cache (`cache_dir()`), which every dataset on the machine shares.
 """
 
 from __future__ import annotations
@@ -143,8 +146,18 @@ def stage_key(parent: str | None, stage: str, params: dict[str, Any]) -> str:
     return sha256_bytes(blob.encode())[:16]
 
 
+FETCH_BATCH = 256  # media fetched from object storage in one round of concurrent requests
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def cache_dir() -> Path:
+    """This machine's cache: media of datasets in object storage, and their stages' unfinished work."""
+    configured = os.environ.get("EDGEDISTILL_CACHE")
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgedistill"
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -163,62 +176,141 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+class Store:
+    """Where a dataset's files live: a local folder or an fsspec URL, read and written whole."""
+
+    def __init__(self, location: str | Path) -> None:
+        self.fs, self.base = _filesystem(location)
+        self.is_local = "file" in self.fs.protocol
+        self.location = self.base if self.is_local else self.fs.unstrip_protocol(self.base)
+
+    def path(self, relative: str) -> str:
+        return f"{self.base}/{relative}"
+
+    def exists(self, relative: str) -> bool:
+        return self._call("look for", relative, lambda: self.fs.exists(self.path(relative)))
+
+    def read(self, relative: str) -> bytes | None:
+        def read() -> bytes | None:
+            try:
+                return self.fs.cat_file(self.path(relative))
+            except FileNotFoundError:
+                return None
+
+        return self._call("read", relative, read)
+
+    def read_many(self, relatives: list[str]) -> dict[str, bytes]:
+        """Many files in one round of concurrent requests; missing ones are left out."""
+        found = self._call("read", f"{len(relatives)} files under {relatives[0]}",
+                           lambda: self.fs.cat([self.path(r) for r in relatives], on_error="omit"))
+        return {r: found[self.path(r)] for r in relatives if self.path(r) in found}
+
+    def write(self, relative: str, data: bytes) -> None:
+        if self.is_local:
+            write_atomic(Path(self.path(relative)), data)
+        else:  # one PUT: an object store shows the whole object or none of it
+            self._call("write", relative, lambda: self.fs.pipe_file(self.path(relative), data))
+
+    def _call(self, doing: str, relative: str, action: Callable[[], Any]) -> Any:
+        if self.is_local:
+            return action()
+        try:
+            return action()
+        except Exception as error:  # s3fs and friends raise OSErrors, botocore its own (no credentials, ...)
+            raise EdgedistillError(f"cannot {doing} {self.location}/{relative}: {type(error).__name__}: {error}",
+                                   "check that the bucket exists and this machine's credentials for it "
+                                   "(AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; AWS_ENDPOINT_URL for MinIO "
+                                   "and the like)") from None
+
+
 class Dataset:
     """A dataset folder. Open one with `Dataset.open` or make one with `Dataset.create`."""
 
-    def __init__(self, root: Path, info: DatasetInfo) -> None:
-        self.root = root
+    def __init__(self, store: Store, info: DatasetInfo) -> None:
+        self.store = store
+        self.location = store.location  # an absolute local path, or a URL
         self.info = info
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
-    def create(cls, root: str | Path, name: str, task: Task, ontology: list[OntologyClass],
+    def create(cls, location: str | Path, name: str, task: Task, ontology: list[OntologyClass],
                media: MediaPolicy | None = None) -> "Dataset":
-        """Make a new dataset, or open the existing one at `root` if it describes the same data."""
-        root = Path(root)
-        info = DatasetInfo(name=name, task=task, ontology=ontology, media=media or MediaPolicy())
-        if (root / "dataset.json").exists():
-            existing = cls.open(root)
-            same = existing.info.model_dump(exclude={"versions"}) == info.model_dump(exclude={"versions"})
+        """Make a new dataset, or open the existing one at `location` if it describes the same data."""
+        dataset = cls(Store(location), DatasetInfo(name=name, task=task, ontology=ontology,
+                                                   media=media or MediaPolicy()))
+        if dataset.store.exists("dataset.json"):
+            existing = cls.open(location)
+            same = existing.info.model_dump(exclude={"versions"}) == dataset.info.model_dump(exclude={"versions"})
             if not same:
                 raise EdgedistillError(
-                    f"{root} already holds a dataset with a different name, task, ontology or media policy",
+                    f"{dataset.location} already holds a dataset with a different name, task, ontology or media policy",
                     "use another --out folder, or delete this one to start over",
                 )
             return existing
-        dataset = cls(root, info)
         dataset._save_info()
         return dataset
 
     @classmethod
-    def open(cls, root: str | Path) -> "Dataset":
-        root = Path(root)
-        path = root / "dataset.json"
-        if not path.exists():
-            raise EdgedistillError(f"{root} is not a dataset: it has no dataset.json",
+    def open(cls, location: str | Path) -> "Dataset":
+        store = Store(location)
+        data = store.read("dataset.json")
+        if data is None:
+            raise EdgedistillError(f"{store.location} is not a dataset: it has no dataset.json",
                                    "pass the folder that `edgedistill run` or `generate` made")
         try:
-            info = DatasetInfo.model_validate_json(path.read_bytes())
+            return cls(store, DatasetInfo.model_validate_json(data))
         except ValidationError as error:
-            raise EdgedistillError(f"{path} is not a valid dataset description:\n{describe_validation_error(error)}",
+            raise EdgedistillError(f"{store.location}/dataset.json is not a valid dataset description:\n"
+                                   f"{describe_validation_error(error)}",
                                    "restore it from a backup or recreate the dataset") from None
-        return cls(root, info)
 
     def _save_info(self) -> None:
-        write_atomic(self.root / "dataset.json", self.info.model_dump_json(indent=2).encode())
+        self.store.write("dataset.json", self.info.model_dump_json(indent=2).encode())
 
     # -- media -----------------------------------------------------------------------------
     def add_media(self, data: bytes, ext: str) -> tuple[str, str]:
         """Store media bytes by content; return (sha256, path relative to the dataset)."""
         digest = sha256_bytes(data)
         relative = f"media/{digest[:2]}/{digest}.{ext.lstrip('.')}"
-        target = self.root / relative
-        if not target.exists():
-            write_atomic(target, data)
+        if not self.store.exists(relative):
+            self.store.write(relative, data)
+        if not self.store.is_local and not (cache_dir() / relative).exists():
+            write_atomic(cache_dir() / relative, data)  # the next stage reads it here without a download
         return digest, relative
 
     def media_path(self, sample: Sample) -> Path:
-        return self.root / sample.media
+        """The sample's media as a local file."""
+        return self.media_file(sample.media)
+
+    def media_paths(self, samples: list[Sample]) -> list[Path]:
+        """`media_path` of each sample; those not in the cache yet are fetched together."""
+        if not self.store.is_local:
+            missing = sorted({s.media for s in samples if not (cache_dir() / s.media).exists()})
+            for start in range(0, len(missing), FETCH_BATCH):
+                for relative, data in self.store.read_many(missing[start:start + FETCH_BATCH]).items():
+                    self._cache(relative, data)
+        return [self.media_path(s) for s in samples]
+
+    def media_file(self, relative: str) -> Path:
+        """A stored media file (`media/<aa>/<sha256>.<ext>`) as a local file, fetched once if remote."""
+        if self.store.is_local:
+            return Path(self.store.path(relative))
+        cached = cache_dir() / relative
+        if not cached.exists():
+            self._cache(relative, self.store.read(relative))
+        return cached
+
+    def _cache(self, relative: str, data: bytes | None) -> None:
+        if data is None or sha256_bytes(data) != Path(relative).stem:
+            raise EdgedistillError(f"{self.location}/{relative} is missing or was changed",
+                                   "media are immutable: rerun the stage that made the sample to restore it")
+        write_atomic(cache_dir() / relative, data)
+
+    def work_dir(self, key: str) -> Path:
+        """Where a stage keeps its finished shards until its version is in (local, for speed)."""
+        if self.store.is_local:
+            return Path(self.store.path("work")) / key
+        return cache_dir() / "work" / sha256_bytes(self.location.encode())[:16] / key
 
     # -- versions --------------------------------------------------------------------------
     @property
@@ -228,7 +320,7 @@ class Dataset:
     def version(self, version_id: str | None = None) -> VersionInfo:
         """A version by id (or unique prefix); the newest one when no id is given."""
         if not self.info.versions:
-            raise EdgedistillError(f"dataset {self.root} has no versions yet", "run `edgedistill generate` first")
+            raise EdgedistillError(f"dataset {self.location} has no versions yet", "run `edgedistill generate` first")
         if version_id is None:
             return self.info.versions[-1]
         # two stages may make identical content (one that changed nothing): same id, same data
@@ -246,17 +338,17 @@ class Dataset:
 
     def samples(self, version_id: str | None = None) -> list[Sample]:
         info = self.version(version_id)
-        path = self.root / "versions" / f"{info.id}.jsonl"
-        data = path.read_bytes() if path.exists() else None
+        path = f"versions/{info.id}.jsonl"
+        data = self.store.read(path)
         if data is None or sha256_bytes(data)[:16] != info.id:
-            raise EdgedistillError(f"version {info.id} of {self.root} is missing or was changed on disk",
+            raise EdgedistillError(f"version {info.id} of {self.location} is missing or was changed on disk",
                                    "versions are immutable: rerun the stage that made it to rebuild it")
         samples = []
         for number, line in enumerate(data.decode().splitlines(), start=1):
             try:
                 samples.append(Sample.model_validate_json(line))
             except ValidationError as error:
-                raise EdgedistillError(f"{path} line {number} is not a valid sample:\n{describe_validation_error(error)}",
+                raise EdgedistillError(f"{self.location}/{path} line {number} is not a valid sample:\n{describe_validation_error(error)}",
                                        "rerun the stage that made this version") from None
         return samples
 
@@ -275,8 +367,8 @@ class Dataset:
         report_path = None
         if report is not None:
             report_path = f"reports/{stage}-{key}.json"
-            write_atomic(self.root / report_path, json.dumps(report, indent=2, default=str).encode())
-        write_atomic(self.root / "versions" / f"{version_id}.jsonl", body)
+            self.store.write(report_path, json.dumps(report, indent=2, default=str).encode())
+        self.store.write(f"versions/{version_id}.jsonl", body)
         info = VersionInfo(
             id=version_id, parent=parent, stage=stage, params=params, key=key, counts=count_samples(samples),
             report=report_path, created=datetime.now(timezone.utc),
@@ -297,7 +389,7 @@ class Dataset:
         done = self.find_version(parent_id, stage, params)
         if done is not None:
             return done
-        work = self.root / "work" / stage_key(parent_id, stage, params)
+        work = self.work_dir(stage_key(parent_id, stage, params))
         work.mkdir(parents=True, exist_ok=True)
         made = make(self.samples(parent_id) if parent_id else [], work)
         samples, report = made if isinstance(made, tuple) else (made, None)
@@ -307,7 +399,23 @@ class Dataset:
 
     def report(self, version: VersionInfo) -> dict[str, Any] | None:
         """The report a stage left with its version, if it left one."""
-        return json.loads((self.root / version.report).read_text()) if version.report else None
+        data = self.store.read(version.report) if version.report else None
+        return json.loads(data) if data is not None else None
+
+
+def _filesystem(location: str | Path):
+    """The fsspec filesystem and path of a dataset location; local paths are made absolute."""
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(str(location))
+    except ImportError as error:  # fsspec says which package: "Install s3fs to access S3"
+        raise EdgedistillError(f"the dataset {location} needs a filesystem package: {error}",
+                               "pip install s3fs (s3://), gcsfs (gs://) or adlfs (az://)") from None
+    except ValueError as error:
+        raise EdgedistillError(f"{location} is not a dataset location fsspec knows: {error}",
+                               "give a local folder or a URL such as s3://bucket/name") from None
+    return fs, (str(Path(path).resolve()) if "file" in fs.protocol else path.rstrip("/"))
 
 
 def count_samples(samples: list[Sample]) -> dict[str, int]:

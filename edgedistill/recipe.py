@@ -102,6 +102,8 @@ class KeywordSpottingRecipe(_Section):
     sample_rate: int = Field(16000, ge=8000)
     clip_seconds: float = Field(1.0, gt=0.2, le=3.0)
     seed: int = 0
+    # where the dataset lives: a folder or an fsspec URL (s3://bucket/faces); default <out>/dataset
+    dataset: str | None = None
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
     whisper_check: WhisperCheckSettings = Field(default_factory=WhisperCheckSettings)
@@ -213,6 +215,8 @@ class DetectionRecipe(_Section):
     classes: dict[str, DetectionClass]
     images: str | None = None  # the team's own unlabelled photos
     seed: int = 0
+    # where the dataset lives: a folder or an fsspec URL (s3://bucket/faces); default <out>/dataset
+    dataset: str | None = None
     compositing: CompositingSettings = Field(default_factory=CompositingSettings)
     diffusion: DiffusionSettings = Field(default_factory=DiffusionSettings)
     autolabel: AutoLabelSettings = Field(default_factory=AutoLabelSettings)

@@ -40,7 +40,7 @@ def _load(recipe_path: Path, out: Path | None):
     from flows.run import RunPaths, pipeline_for
 
     recipe = load_recipe(recipe_path)
-    return recipe, pipeline_for(recipe), RunPaths(out or Path("runs") / recipe.name)
+    return recipe, pipeline_for(recipe), RunPaths.of(recipe, out or Path("runs") / recipe.name)
 
 
 @app.command()

@@ -25,10 +25,10 @@ from flows.run import Progress, RunPaths, TrainedModel, newest
 SPLITS = ("train", "val", "test")
 
 
-def open_dataset(recipe: DetectionRecipe, root: Path) -> Dataset:
+def open_dataset(recipe: DetectionRecipe, location: str) -> Dataset:
     ontology = [OntologyClass(name=name, prompts=spec.prompts, negative_prompts=spec.negative_prompts,
                               threshold=spec.threshold) for name, spec in recipe.classes.items()]
-    return Dataset.create(root, recipe.name, "detection", ontology,
+    return Dataset.create(location, recipe.name, "detection", ontology,
                           MediaPolicy(image_size=recipe.compositing.image_size))
 
 
@@ -228,6 +228,6 @@ def export(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None) 
         calibration=model_inputs(data["train"], frontend)[: recipe.export.calibration_samples],
         test_images=data["test"].images, test_boxes=data["test"].boxes, test_classes=data["test"].classes,
         centroid_distance=recipe.train.centroid_distance, settings=recipe.export,
-        dataset_ref={"path": str(dataset.root.resolve()), "version": version.id, "counts": version.counts,
+        dataset_ref={"path": dataset.location, "version": version.id, "counts": version.counts,
                      "held_out_float": held_out_float},
         recipe=recipe.model_dump(mode="json"), companions=companions)

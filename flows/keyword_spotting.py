@@ -26,10 +26,10 @@ def frontend_for(recipe: KeywordSpottingRecipe) -> MfccFrontEnd:
                         f_min=settings.f_min, f_max=settings.f_max)
 
 
-def open_dataset(recipe: KeywordSpottingRecipe, root: Path) -> Dataset:
+def open_dataset(recipe: KeywordSpottingRecipe, location: str) -> Dataset:
     ontology = [OntologyClass(name=name, prompts=[name]) for name in recipe.classes]
     media = MediaPolicy(sample_rate=recipe.sample_rate, clip_seconds=recipe.clip_seconds)
-    return Dataset.create(root, recipe.name, "keyword_spotting", ontology, media)
+    return Dataset.create(location, recipe.name, "keyword_spotting", ontology, media)
 
 
 def _params(recipe: KeywordSpottingRecipe, *sections: str) -> dict:
@@ -144,7 +144,7 @@ def export_step(recipe: KeywordSpottingRecipe, dataset: Dataset, trained: Traine
         model, out_dir=paths.bundle, name=recipe.name, labels=labels, frontend=frontend,
         calibration=calibration.features, test_features=test.features, test_labels=test.targets,
         float_metrics=trained.float_metrics, settings=recipe.export,
-        dataset_ref={"path": str(dataset.root.resolve()), "version": version.id, "counts": version.counts},
+        dataset_ref={"path": dataset.location, "version": version.id, "counts": version.counts},
         recipe=recipe.model_dump(mode="json"), progress=progress)
 
 

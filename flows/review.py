@@ -28,7 +28,7 @@ from labelers.label_studio import (ReviewProgress, connection_from_env, pull_rev
 review_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                          help="Human review of auto-labels in Label Studio.")
 
-DatasetArg = Annotated[Path, typer.Argument(help="dataset folder (the one with dataset.json)")]
+DatasetArg = Annotated[str, typer.Argument(help="dataset folder (the one with dataset.json) or its URL (s3://...)")]
 VersionOpt = Annotated[Optional[str], typer.Option("--version", help="dataset version (default: newest)")]
 ProjectOpt = Annotated[Optional[str], typer.Option("--project", help="Label Studio project title")]
 ThresholdOpt = Annotated[Optional[float], typer.Option("--threshold", help="labels scoring below go to review")]
@@ -72,7 +72,7 @@ def pull(dataset: DatasetArg, version: VersionOpt = None, project: ProjectOpt = 
         console.print(f"{len(result.missing)} doubtful sample(s) have no task in Label Studio (deleted there, or "
                       "never pushed); they keep their auto-labels: `edgedistill review push` sends them")
     if result.version.report:
-        console.print(f"report: {opened.root / result.version.report}")
+        console.print(f"report: {opened.location}/{result.version.report}")
 
 
 def print_quality(report: dict) -> None:

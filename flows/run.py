@@ -26,10 +26,15 @@ class RunPaths:
     """Where one run keeps things, under its --out folder."""
 
     out: Path
+    dataset_location: str | None = None  # the recipe's `dataset:` (a folder or an fsspec URL)
+
+    @classmethod
+    def of(cls, recipe: AnyRecipe, out: str | Path) -> "RunPaths":
+        return cls(Path(out), recipe.dataset)
 
     @property
-    def dataset(self) -> Path:
-        return self.out / "dataset"
+    def dataset(self) -> str:
+        return self.dataset_location or str(self.out / "dataset")
 
     @property
     def model_dir(self) -> Path:
@@ -77,7 +82,7 @@ def newest(dataset: Dataset, *stages: str) -> VersionInfo:
     for version in reversed(dataset.info.versions):
         if version.stage in stages:
             return version
-    raise EdgedistillError(f"dataset {dataset.root} has no {' or '.join(stages)} version yet",
+    raise EdgedistillError(f"dataset {dataset.location} has no {' or '.join(stages)} version yet",
                            "run the stages before it first (`edgedistill generate`, then `label`)")
 
 
@@ -147,7 +152,7 @@ def recipe_flow(dask: str | None = None):
         def run(recipe_path: str, out: str, *args):
             recipe = load_recipe(recipe_path)
             with progress_bar(name) as update, shards_run_by(prefect_shard_mapper(name)):
-                return work(pipeline_for(recipe), recipe, RunPaths(Path(out)), *args, update)
+                return work(pipeline_for(recipe), recipe, RunPaths.of(recipe, out), *args, update)
 
         return task(name=name, cache_policy=NO_CACHE, retries=retries)(run)
 
@@ -159,7 +164,8 @@ def recipe_flow(dask: str | None = None):
 
     @task(name="export", cache_policy=NO_CACHE)
     def export(recipe_path: str, out: str) -> str:
-        recipe, paths = load_recipe(recipe_path), RunPaths(Path(out))
+        recipe = load_recipe(recipe_path)
+        paths = RunPaths.of(recipe, out)
         manifest = pipeline_for(recipe).export(recipe, paths)
         create_markdown_artifact(key=f"{recipe.name.lower().replace('_', '-')}-bundle",
                                  markdown=summary_markdown(manifest, paths.bundle))
@@ -170,7 +176,7 @@ def recipe_flow(dask: str | None = None):
         recipe = load_recipe(recipe_path)
         version_id = label(recipe_path, out, generate(recipe_path, out))
         if recipe.review.enabled:  # pauses the run until people have reviewed the doubtful samples
-            version_id = review_step(str(RunPaths(Path(out)).dataset), recipe.review)
+            version_id = review_step(RunPaths.of(recipe, out).dataset, recipe.review)
         train(recipe_path, out, version_id)
         return export(recipe_path, out)
 

@@ -85,7 +85,7 @@ class AugmentJob:
 
 @dataclass(frozen=True)
 class _AugmentContext:
-    dataset_root: Path
+    dataset: str  # its location
     settings: AugmentSettings
     sample_rate: int
     rir_seed: int
@@ -170,22 +170,22 @@ def _channel(clip: _Clip, rng: np.random.Generator) -> None:
     clip.chain.append({"step": "low_rate", "rate": low_rate})
 
 
-def _babble(dataset_root: Path, paths: tuple[str, ...], length: int, rate: int, rng: np.random.Generator) -> np.ndarray:
+def _babble(paths: tuple[Path, ...], length: int, rate: int, rng: np.random.Generator) -> np.ndarray:
     count = int(rng.integers(BABBLE_TALKERS[0], BABBLE_TALKERS[1] + 1))
     picks = rng.choice(len(paths), size=min(count, len(paths)), replace=False)
     mix = np.zeros(length, dtype=np.float32)
     for pick in picks:
-        talker = load_audio(dataset_root / paths[int(pick)], rate)
+        talker = load_audio(paths[int(pick)], rate)
         mix += np.roll(np.resize(talker, length), int(rng.integers(length))) / (rms(talker) or 1.0)
     return mix / (rms(mix) or 1.0)
 
 
-def _add_noise(clip: _Clip, context: _AugmentContext, babble: tuple[str, ...], rng: np.random.Generator) -> None:
+def _add_noise(clip: _Clip, context: _AugmentContext, babble: tuple[Path, ...], rng: np.random.Generator) -> None:
     """Noise at an SNR drawn from settings, against the word's own RMS (silence: its own level)."""
     snr = float(rng.uniform(*context.settings.snr_db))
     use_babble = bool(babble) and rng.random() < BABBLE_SHARE
     if use_babble:
-        noise, kind = _babble(context.dataset_root, babble, clip.audio.size, clip.rate, rng), "babble"
+        noise, kind = _babble(babble, clip.audio.size, clip.rate, rng), "babble"
     else:
         kind = str(rng.choice(NOISE_COLOURS))
         noise = coloured_noise(kind, clip.audio.size, rng)
@@ -205,7 +205,7 @@ def _gain(clip: _Clip, rng: np.random.Generator) -> None:
 
 
 def augment_clip(audio: np.ndarray, span: tuple[float, float] | None, silence: bool, job_seed: int,
-                 babble: tuple[str, ...], context: _AugmentContext) -> _Clip:
+                 babble: tuple[Path, ...], context: _AugmentContext) -> _Clip:
     """One random chain over one clip; everything random comes from `job_seed`."""
     rng = np.random.default_rng(job_seed)
     settings = context.settings
@@ -243,12 +243,13 @@ def _rounded(span: tuple[float, float] | None) -> tuple[float, float] | None:
 
 
 def augment_shard(context: _AugmentContext, jobs: list[AugmentJob]) -> ShardOutput:
-    dataset = Dataset.open(context.dataset_root)
+    dataset = Dataset.open(context.dataset)
     output = ShardOutput()
     for job in jobs:
         audio = load_audio(dataset.media_path(job.parent), context.sample_rate)
         span = job.parent.labels[0].span if job.parent.labels else None
-        clip = augment_clip(audio, span, job.parent.class_name == SILENCE, job.seed, job.babble, context)
+        babble = tuple(dataset.media_file(media) for media in job.babble)
+        clip = augment_clip(audio, span, job.parent.class_name == SILENCE, job.seed, babble, context)
         output.samples.append(_augmented_sample(dataset, job, clip))
     return output
 
@@ -287,7 +288,7 @@ def augment_dataset_samples(dataset: Dataset, samples: list[Sample], settings: A
                             workers: int | None = None) -> AugmentResult:
     """`augment_samples` with its speed; `workers` processes (None: one per core)."""
     jobs = plan_augment(samples, settings.copies, seed)
-    context = _AugmentContext(Path(dataset.root), settings, sample_rate, seed)
+    context = _AugmentContext(dataset.location, settings, sample_rate, seed)
     started = time.perf_counter()
     run = run_shards(jobs, functools.partial(augment_shard, context), Path(work_dir), SHARD_SIZE,
                      workers or os.cpu_count() or 1, progress)

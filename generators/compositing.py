@@ -73,9 +73,12 @@ class CompositeJob:
 
 @dataclass(frozen=True)
 class _ShardSettings:
-    dataset_root: Path
-    inputs_dir: Path
-    classes: dict[str, str]  # cut-out id -> class
+    """What every shard shares. Cut-outs and backgrounds are stored as dataset media, so a worker
+    anywhere reads them where it reads the dataset (jobs carry only their ids)."""
+
+    dataset: str  # its location
+    cutouts: dict[str, tuple[str, str]]  # id -> (class, media)
+    backgrounds: dict[str, str]  # id -> media
     compositing: CompositingSettings
 
 
@@ -556,19 +559,10 @@ def compose(job: CompositeJob, background: np.ndarray, cutouts: dict[str, Cutout
 
 # -- shards -------------------------------------------------------------------------------------
 
-def _save_inputs(inputs_dir: Path, cutouts: list[Cutout], backgrounds: list[Background]) -> None:
-    """Cut-outs and backgrounds as PNG files the worker processes read (jobs carry only ids)."""
-    for folder, items, pixels in (("cutouts", cutouts, "rgba"), ("backgrounds", backgrounds, "rgb")):
-        for item in items:
-            path = inputs_dir / folder / f"{item.id}.png"
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(path.with_suffix(".tmp.png")), _to_bgr(getattr(item, pixels)))
-                path.with_suffix(".tmp.png").replace(path)
-
-
-def _to_bgr(pixels: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA if pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR)
+def _store_input(dataset: Dataset, pixels: np.ndarray) -> str:
+    """An RGB or RGBA array as PNG media of the dataset; returns its media path."""
+    bgr = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA if pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR)
+    return dataset.add_media(cv2.imencode(".png", bgr)[1].tobytes(), "png")[1]
 
 
 def _read_input(path: Path) -> np.ndarray:
@@ -591,10 +585,12 @@ def _sample(dataset: Dataset, job: CompositeJob, image: np.ndarray, labels: list
 def composite_shard(settings: _ShardSettings, jobs: list[CompositeJob]) -> ShardOutput:
     """Make a shard of composites (runs in a worker process)."""
     cv2.setNumThreads(1)  # the processes already use every core
-    dataset = Dataset.open(settings.dataset_root)
-    cutouts = {cid: Cutout(cid, settings.classes[cid], _read_input(settings.inputs_dir / "cutouts" / f"{cid}.png"), cid)
-               for cid in sorted({c for job in jobs for c in job.cutouts})}
-    backgrounds = {bid: _read_input(settings.inputs_dir / "backgrounds" / f"{bid}.png")
+    dataset = Dataset.open(settings.dataset)
+    cutouts = {}
+    for cid in sorted({c for job in jobs for c in job.cutouts}):
+        class_name, media = settings.cutouts[cid]
+        cutouts[cid] = Cutout(cid, class_name, _read_input(dataset.media_file(media)), cid)
+    backgrounds = {bid: _read_input(dataset.media_file(settings.backgrounds[bid]))
                    for bid in sorted({job.background for job in jobs})}
     output = ShardOutput()
     for job in jobs:
@@ -631,13 +627,10 @@ def composite_images(dataset: Dataset, recipe: DetectionRecipe, cutouts: list[Cu
     `workers` processes (default: one per core) share the shards.
     """
     _check_inputs(recipe, cutouts, backgrounds)
-    work_dir = Path(work_dir)
-    inputs_dir = work_dir / "inputs"
-    _save_inputs(inputs_dir, cutouts, backgrounds)
     jobs = plan_composites(recipe.compositing, cutouts, backgrounds, recipe.seed)
-    settings = _ShardSettings(Path(dataset.root), inputs_dir, {c.id: c.class_name for c in cutouts},
-                              recipe.compositing)
-    run = run_shards(jobs, functools.partial(composite_shard, settings), work_dir / "shards", SHARD_SIZE,
+    settings = _ShardSettings(dataset.location, {c.id: (c.class_name, _store_input(dataset, c.rgba)) for c in cutouts},
+                              {b.id: _store_input(dataset, b.rgb) for b in backgrounds}, recipe.compositing)
+    run = run_shards(jobs, functools.partial(composite_shard, settings), Path(work_dir) / "shards", SHARD_SIZE,
                      workers or os.cpu_count() or 1, progress)
     return _unique([s for output in run.outputs for s in output.samples])
 

@@ -38,7 +38,7 @@ class PhotoJob:
 
 @dataclass(frozen=True)
 class _ShardSettings:
-    dataset_root: Path
+    dataset: str  # its location
     folder: Path
 
 
@@ -69,7 +69,7 @@ def _photo_sample(dataset: Dataset, folder: Path, job: PhotoJob) -> Sample:
 
 def ingest_shard(settings: _ShardSettings, jobs: list[PhotoJob]) -> ShardOutput:
     """Decode and store a shard of photos (runs in a worker process)."""
-    dataset = Dataset.open(settings.dataset_root)
+    dataset = Dataset.open(settings.dataset)
     output = ShardOutput()
     for job in jobs:
         try:
@@ -106,7 +106,7 @@ def ingest_photos(dataset: Dataset, folder: str | Path, work_dir: Path,
         raise EdgedistillError(f"{folder} holds no images",
                                f"put photos with one of these suffixes in it: {' '.join(IMAGE_SUFFIXES)}")
     shards = -(-len(jobs) // SHARD_SIZE)
-    run = run_shards(jobs, functools.partial(ingest_shard, _ShardSettings(Path(dataset.root), folder)),
+    run = run_shards(jobs, functools.partial(ingest_shard, _ShardSettings(dataset.location, folder)),
                      Path(work_dir), SHARD_SIZE, min(workers or os.cpu_count() or 1, shards), progress)
     failures = [f for output in run.outputs for f in output.failures]
     samples, duplicates = _unique([s for output in run.outputs for s in output.samples])

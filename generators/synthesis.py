@@ -191,7 +191,7 @@ def plan_speech(recipe: KeywordSpottingRecipe, engines: list[SpeechEngine]) -> l
 
 @dataclass(frozen=True)
 class _ClipSettings:
-    dataset_root: Path
+    dataset: str  # its location
     sample_rate: int
     clip_seconds: float
 
@@ -328,7 +328,7 @@ def _failure_record(job: SpeechJob, error: SynthesisFailed) -> dict[str, str]:
 
 
 def synthesize_shard(settings: _ClipSettings, jobs: list[SpeechJob]) -> ShardOutput:
-    dataset = Dataset.open(settings.dataset_root)
+    dataset = Dataset.open(settings.dataset)
     spoken = _speak_all(jobs)
     output = ShardOutput()
     for index, job in enumerate(jobs):
@@ -371,7 +371,7 @@ def synthesize_speech(dataset: Dataset, recipe: KeywordSpottingRecipe, work_dir:
     """Synthesise the recipe's clips into `dataset` (media only; the caller commits a version)."""
     started = time.perf_counter()
     jobs = plan_speech(recipe, resolve_engines(recipe.speech.engines))
-    settings = _ClipSettings(Path(dataset.root), recipe.sample_rate, recipe.clip_seconds)
+    settings = _ClipSettings(dataset.location, recipe.sample_rate, recipe.clip_seconds)
     workers = recipe.speech.workers or os.cpu_count() or 1
     run = run_shards(jobs, functools.partial(synthesize_shard, settings), Path(work_dir), SHARD_SIZE,
                      workers, progress)

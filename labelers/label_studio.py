@@ -290,7 +290,7 @@ def push_for_review(dataset: Dataset, connection: Connection, settings: ReviewSe
     """Send the routed samples of a version to Label Studio; safe to run again at any time."""
     version = dataset.version(version_id)
     samples = dataset.samples(version.id)
-    store = media_store(settings)
+    store = media_store(settings, dataset)
     masks = has_masks(samples)
     client = connect(connection)
     project, created = _project_for(dataset, client, connection, settings, masks)
@@ -322,7 +322,7 @@ def _project_for(dataset: Dataset, client, connection: Connection, settings: Rev
     if project is not None:
         return project, False
     _call(connection, "create the project", client.projects.create, title=title, label_config=label_config(dataset, masks),
-          description=f"Auto-labels of {dataset.root.resolve()} to review (made by edgedistill)",
+          description=f"Auto-labels of {dataset.location} to review (made by edgedistill)",
           show_collab_predictions=True)
     return find_project(client, connection, title), True
 
@@ -354,7 +354,7 @@ class LocalFiles:
         try:
             relative = dataset.media_path(sample).resolve().relative_to(self.document_root)
         except ValueError:
-            raise EdgedistillError(f"the media of {dataset.root} lie outside Label Studio's document root "
+            raise EdgedistillError(f"the media of {dataset.location} lie outside Label Studio's document root "
                                    f"{self.document_root}",
                                    "start Label Studio with LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT set to a folder "
                                    "above the dataset, and set the same value here") from None
@@ -363,7 +363,7 @@ class LocalFiles:
     def connect(self, dataset: Dataset, client, connection: Connection, project_id: int,
                 samples: list[Sample]) -> None:
         """Label Studio serves a local file only under a local-files storage that holds it."""
-        media = str((dataset.root / "media").resolve())
+        media = dataset.store.path("media")
         storages = _call(connection, "list storages", client.import_storage.local.list, project=project_id)
         if not any(getattr(s, "path", None) == media for s in storages):
             _call(connection, "connect the media folder", client.import_storage.local.create, project=project_id,
@@ -371,21 +371,23 @@ class LocalFiles:
 
 
 class S3Media:
-    """A copy of the pushed media in an S3 bucket (AWS, or MinIO and the like at `media_store_endpoint`),
-    connected as S3 storage: Label Studio anywhere reads it through presigned URLs. Credentials come
-    from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) for both the upload and Label
-    Studio's connection; without them Label Studio uses its own."""
+    """Media in an S3 bucket (AWS, or MinIO and the like), connected as S3 storage: Label Studio anywhere
+    reads them through presigned URLs. Either the dataset lives in that bucket already, or push copies
+    the pushed media there (`review.media_store`). Credentials come from the environment
+    (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) for both the copy and Label Studio's connection; without
+    them Label Studio uses its own."""
 
-    def __init__(self, settings: ReviewSettings) -> None:
+    def __init__(self, url: str, endpoint: str | None, copy: bool) -> None:
         from urllib.parse import urlparse
 
-        parsed = urlparse(settings.media_store)
+        parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:
-            raise EdgedistillError(f"review.media_store {settings.media_store!r} is not an s3:// URL",
+            raise EdgedistillError(f"review.media_store {url!r} is not an s3:// URL",
                                    "give s3://BUCKET/PREFIX (Label Studio's S3 storage; set media_store_endpoint "
                                    "for MinIO or another S3-compatible store)")
         self.bucket, self.prefix = parsed.netloc, parsed.path.strip("/")
-        self.endpoint = settings.media_store_endpoint
+        self.endpoint = endpoint
+        self.copy = copy
 
     def key(self, sample: Sample) -> str:
         return f"{self.prefix}/{sample.media}" if self.prefix else sample.media
@@ -395,7 +397,8 @@ class S3Media:
 
     def connect(self, dataset: Dataset, client, connection: Connection, project_id: int,
                 samples: list[Sample]) -> None:
-        self._upload(dataset, samples)
+        if self.copy:
+            self._upload(dataset, samples)
         storages = _call(connection, "list S3 storages", client.import_storage.s3.list, project=project_id)
         if not any((s.bucket, s.prefix or "", s.s3endpoint or None) == (self.bucket, self.prefix, self.endpoint)
                    for s in storages):
@@ -429,8 +432,19 @@ class S3Media:
                                    "review.media_store_endpoint; nothing was pushed") from None
 
 
-def media_store(settings: ReviewSettings) -> LocalFiles | S3Media:
-    return S3Media(settings) if settings.media_store else LocalFiles(settings)
+def media_store(settings: ReviewSettings, dataset: Dataset) -> LocalFiles | S3Media:
+    """Where Label Studio reads the media: the bucket the dataset lives in, a bucket that push copies
+    them to (`review.media_store`), or this disk (local-files storage)."""
+    # the endpoint Label Studio is told; the environment's is the one edgedistill itself uses
+    endpoint = settings.media_store_endpoint or os.environ.get("AWS_ENDPOINT_URL")
+    if settings.media_store:
+        return S3Media(settings.media_store, endpoint, copy=True)
+    if dataset.store.is_local:
+        return LocalFiles(settings)
+    if dataset.location.startswith("s3://"):
+        return S3Media(dataset.location, endpoint, copy=False)
+    raise EdgedistillError(f"Label Studio cannot read the media of {dataset.location} where they are",
+                           "set review.media_store to an s3:// bucket that push copies them to")
 
 
 # -- pull ----------------------------------------------------------------------------------------

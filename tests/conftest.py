@@ -27,3 +27,47 @@ def audio_sample_factory():
                       labels=[Label(class_name=class_name, source=LabelSource(labeler="test"))])
 
     return make
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 API (moto's server) on 127.0.0.1, with test credentials in the environment."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from labelers.label_studio_server import free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(endpoint)
+            break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    keys = {"AWS_ACCESS_KEY_ID": "edgedistill-test", "AWS_SECRET_ACCESS_KEY": "edgedistill-test",
+            "AWS_DEFAULT_REGION": "us-east-1"}
+    os.environ.update(keys)
+    yield endpoint
+    for key in keys:
+        os.environ.pop(key, None)
+    server.terminate()
+    server.wait(10)
+
+
+@pytest.fixture
+def bucket(s3_endpoint, monkeypatch, tmp_path, request):
+    """An empty bucket of its own for this test, reached the way users configure S3 (AWS_ENDPOINT_URL),
+    and a fresh local media cache. Yields the bucket's s3:// URL."""
+    import fsspec
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache"))
+    name = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:50].strip("-")
+    fsspec.filesystem("s3", endpoint_url=s3_endpoint).mkdir(name)
+    return f"s3://{name}"

@@ -32,7 +32,7 @@ def _recipe(**compositing) -> DetectionRecipe:
                          "classes": {"helmet": ["hard hat"], "person": ["person"]}, "compositing": settings})
 
 
-def _dataset(root: Path, recipe: DetectionRecipe) -> Dataset:
+def _dataset(root: Path | str, recipe: DetectionRecipe) -> Dataset:
     ontology = [OntologyClass(name=name, prompts=spec.prompts) for name, spec in recipe.classes.items()]
     return Dataset.create(root, recipe.name, "detection", ontology, MediaPolicy(image_size=SIZE))
 
@@ -55,6 +55,19 @@ def test_same_seed_gives_the_same_composites_in_one_or_two_processes(tmp_path):
     assert [s.labels for s in one] == [s.labels for s in two]
     _, other = _composites(tmp_path / "c", recipe.model_copy(update={"seed": 4}))
     assert not {s.id for s in other} & {s.id for s in one}
+
+
+def test_workers_composite_into_a_dataset_in_a_bucket_as_they_do_locally(tmp_path, bucket):
+    import fsspec
+
+    recipe = _recipe(images=40)
+    _, local = _composites(tmp_path / "a", recipe)
+    cutouts, backgrounds = _inputs(recipe)
+    dataset = _dataset(f"{bucket}/shapes", recipe)
+    remote = composite_images(dataset, recipe, cutouts, backgrounds, tmp_path / "work", workers=2)
+    assert [(s.id, s.labels) for s in remote] == [(s.id, s.labels) for s in local]
+    stored = fsspec.filesystem("s3").find(bucket.removeprefix("s3://") + "/shapes/media")
+    assert {s.media for s in remote} <= {path.split("/shapes/", 1)[1] for path in stored}
 
 
 def test_boxes_are_the_bounding_boxes_of_the_masks(tmp_path):

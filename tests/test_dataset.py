@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -19,21 +20,21 @@ def test_versions_are_content_addressed_immutable_and_reloaded(tmp_path, audio_s
     dataset = _dataset(tmp_path)
     samples = [audio_sample_factory(dataset, "yes", "v1", 440), audio_sample_factory(dataset, "no", "v2", 660)]
     first = dataset.commit(samples, None, "synthesize", {"n": 2})
-    again = Dataset.open(dataset.root)
+    again = Dataset.open(dataset.location)
     assert [s.id for s in again.samples(first.id)] == [s.id for s in samples]
     assert first.counts["class:yes"] == 1 and first.counts["samples"] == 2
     # the same media is stored once
-    assert dataset.add_media((dataset.root / samples[0].media).read_bytes(), "wav")[1] == samples[0].media
-    assert len(list((dataset.root / "media").rglob("*.wav"))) == 2
+    assert dataset.add_media((Path(dataset.location) / samples[0].media).read_bytes(), "wav")[1] == samples[0].media
+    assert len(list((Path(dataset.location) / "media").rglob("*.wav"))) == 2
     child = dataset.commit(samples[:1], first.id, "filter", {})
-    assert Dataset.open(dataset.root).version().parent == first.id
+    assert Dataset.open(dataset.location).version().parent == first.id
     assert dataset.version(child.id[:6]).id == child.id
 
 
 def test_changed_version_file_is_refused(tmp_path, audio_sample_factory):
     dataset = _dataset(tmp_path)
     info = dataset.commit([audio_sample_factory(dataset, "yes", "v1")], None, "synthesize", {})
-    path = dataset.root / "versions" / f"{info.id}.jsonl"
+    path = Path(dataset.location) / "versions" / f"{info.id}.jsonl"
     path.write_text(path.read_text().replace('"yes"', '"no"'))
     with pytest.raises(EdgedistillError, match="changed on disk"):
         dataset.samples(info.id)
@@ -42,16 +43,16 @@ def test_changed_version_file_is_refused(tmp_path, audio_sample_factory):
 def test_bad_manifest_line_names_the_field(tmp_path, audio_sample_factory):
     dataset = _dataset(tmp_path)
     info = dataset.commit([audio_sample_factory(dataset, "yes", "v1")], None, "synthesize", {})
-    meta = json.loads((dataset.root / "dataset.json").read_text())
+    meta = json.loads((Path(dataset.location) / "dataset.json").read_text())
     body = '{"id": "x", "media": "m", "kind": "video"}\n'
     import hashlib
 
     new_id = hashlib.sha256(body.encode()).hexdigest()[:16]
-    (dataset.root / "versions" / f"{new_id}.jsonl").write_text(body)
+    (Path(dataset.location) / "versions" / f"{new_id}.jsonl").write_text(body)
     meta["versions"][0]["id"] = new_id
-    (dataset.root / "dataset.json").write_text(json.dumps(meta))
+    (Path(dataset.location) / "dataset.json").write_text(json.dumps(meta))
     with pytest.raises(EdgedistillError, match="line 1.*\n.*kind"):
-        Dataset.open(dataset.root).samples(new_id)
+        Dataset.open(dataset.location).samples(new_id)
     assert info.id != new_id
 
 
@@ -78,7 +79,7 @@ def test_derive_reuses_finished_work_and_keeps_shards_until_commit(tmp_path, aud
     assert one.id == two.id and len(calls) == 1 and not calls[0].exists()
     reported = dataset.derive(base, "split", {"seed": 2}, lambda samples, work: (make(samples, work), {"lost": 0}))
     assert len(calls) == 2
-    assert Dataset.open(dataset.root).report(reported) == {"lost": 0} and dataset.report(one) is None
+    assert Dataset.open(dataset.location).report(reported) == {"lost": 0} and dataset.report(one) is None
 
 
 def test_crash_mid_stage_leaves_no_version_and_rerun_resumes(tmp_path, audio_sample_factory):
@@ -89,7 +90,7 @@ def test_crash_mid_stage_leaves_no_version_and_rerun_resumes(tmp_path, audio_sam
         import os, signal, time
         from pathlib import Path
         from edgedistill.dataset import Dataset
-        dataset = Dataset.open({str(dataset.root)!r})
+        dataset = Dataset.open({dataset.location!r})
         def make(samples, work):
             (work / "shard-0.done").write_text("x")
             os.kill(os.getpid(), signal.SIGKILL)
@@ -97,10 +98,10 @@ def test_crash_mid_stage_leaves_no_version_and_rerun_resumes(tmp_path, audio_sam
     """)
     result = subprocess.run([sys.executable, "-c", script], check=False)
     assert result.returncode == -signal.SIGKILL
-    reopened = Dataset.open(dataset.root)
+    reopened = Dataset.open(dataset.location)
     assert reopened.info.versions == []
-    assert not list((dataset.root / "versions").glob("*")) if (dataset.root / "versions").exists() else True
-    shards = list((dataset.root / "work").rglob("shard-0.done"))
+    assert not list((Path(dataset.location) / "versions").glob("*")) if (Path(dataset.location) / "versions").exists() else True
+    shards = list((Path(dataset.location) / "work").rglob("shard-0.done"))
     assert len(shards) == 1
     seen = []
     reopened.derive(None, "synthesize", {}, lambda samples, work: seen.append(sorted(os.listdir(work))) or [])
@@ -111,3 +112,46 @@ def test_recreating_with_another_ontology_is_refused(tmp_path):
     _dataset(tmp_path)
     with pytest.raises(EdgedistillError, match="different"):
         Dataset.create(tmp_path / "ds", "t", "keyword_spotting", [OntologyClass(name="maybe")])
+
+
+def test_a_dataset_in_a_bucket_keeps_its_files_there_and_media_in_a_local_cache(bucket, audio_sample_factory,
+                                                                                 tmp_path, monkeypatch):
+    import fsspec
+
+    location = f"{bucket}/teams/words/"
+    dataset = Dataset.create(location, "t", "keyword_spotting", [OntologyClass(name="yes")])
+    assert dataset.location == f"{bucket}/teams/words" and not dataset.store.is_local
+    samples = [audio_sample_factory(dataset, "yes", "v1", 440), audio_sample_factory(dataset, "yes", "v2", 660)]
+    base = dataset.commit(samples, None, "synthesize", {})
+    split = dataset.derive(base, "split", {}, lambda parent, work: (parent[:1], {"kept": 1}))
+    assert dataset.work_dir("x").is_relative_to(tmp_path / "cache")  # unfinished work stays on this machine
+
+    store = fsspec.filesystem("s3")
+    prefix = bucket.removeprefix("s3://") + "/teams/words"
+    held = sorted(path.removeprefix(prefix + "/") for path in store.find(prefix))
+    assert held == sorted(["dataset.json", f"versions/{base.id}.jsonl", f"versions/{split.id}.jsonl",
+                           f"reports/{split.report.split('/')[-1]}", *(s.media for s in samples)])
+
+    reopened = Dataset.open(location)  # as another machine sees it, with an empty cache
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "other-machine"))
+    assert reopened.samples(split.id) == samples[:1] and reopened.report(split) == {"kept": 1}
+    local = reopened.media_paths(samples)  # fetched together
+    assert all(path.is_relative_to(tmp_path / "other-machine") for path in local)
+    assert [path.read_bytes() for path in local] == [store.cat_file(f"{prefix}/{s.media}") for s in samples]
+
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "third-machine"))
+    store.pipe_file(f"{prefix}/{samples[1].media}", b"not the clip")
+    with pytest.raises(EdgedistillError, match="was changed"):
+        reopened.media_paths(samples)
+    store.rm_file(f"{prefix}/{samples[1].media}")
+    with pytest.raises(EdgedistillError, match="is missing"):
+        reopened.media_path(samples[1])
+
+
+def test_a_bucket_that_cannot_be_reached_is_a_clear_error(bucket):
+    with pytest.raises(EdgedistillError, match=r"cannot (write|look for) s3://no-such-bucket/x/dataset.json"):
+        Dataset.create("s3://no-such-bucket/x", "t", "keyword_spotting", [OntologyClass(name="yes")])
+    with pytest.raises(EdgedistillError, match="no dataset.json"):
+        Dataset.open(f"{bucket}/nothing-here")
+    with pytest.raises(EdgedistillError, match="not a dataset location"):
+        Dataset.open("nosuchprotocol://x/y")

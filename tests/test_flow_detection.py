@@ -3,10 +3,8 @@ made per split from the faces it found, FOMO, the int8 bundle, and predict on a 
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-from importlib.metadata import files
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from edgedistill.bundle import load_bundle
 from edgedistill.dataset import Dataset
 from generators.compositing import backgrounds_from_photos
 from labelers.teachers import find_packaged, get_adapter
+from photos import real_photos
 
 RECIPE = """
 task: detection
@@ -42,16 +41,6 @@ export:
 """
 
 
-def _photos(folder: Path) -> Path:
-    """Real photos that ship in scikit-image's wheel: faces (astronaut, cameraman) and none."""
-    folder.mkdir()
-    for entry in files("scikit-image"):
-        if entry.name in ("astronaut.png", "camera.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png",
-                          "coins.png"):
-            shutil.copy(entry.locate(), folder / entry.name)
-    return folder
-
-
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, capture_output=True, text=True,
                           env=os.environ | {"PREFECT_HOME": str(cwd / "prefect-home")}, timeout=1500)
@@ -61,7 +50,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.skipif(find_packaged(get_adapter("blazeface_short_range").packaged) is None,
                     reason="BlazeFace weights missing: run `python -m labelers.teachers fetch` (make setup does)")
 def test_detection_run_labels_real_photos_and_makes_a_bundle(tmp_path):
-    photos = _photos(tmp_path / "photos")
+    photos = real_photos(tmp_path / "photos")
     recipe = tmp_path / "faces.yaml"
     recipe.write_text(RECIPE.format(images=photos))
     out = tmp_path / "run"

@@ -27,6 +27,8 @@ from edgedistill.masks import decode_rle, encode_rle
 from labelers.label_studio import (BOX, MASK, REJECT, VERDICT, Connection, coco_to_brush, brush_to_mask,
                                    config_problems, existing_tasks, label_config, pull_reviews,
                                    push_for_review, route)
+from labelers.teachers import find_packaged, get_adapter
+from photos import real_photos
 
 OWL = LabelSource(labeler="owlv2", model="tiny-random", version="1")
 WHISPER = LabelSource(labeler="whisper_check", model="tiny.en")
@@ -54,32 +56,12 @@ def label_studio(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def s3_bucket():
-    """A real S3 API (moto's server) on 127.0.0.1 with an empty bucket; yields (endpoint, bucket)."""
+def s3_bucket(s3_endpoint):
+    """An empty bucket for the module; yields (endpoint, bucket)."""
     import fsspec
-    import httpx
 
-    from labelers.label_studio_server import free_port
-
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(endpoint)
-            break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    keys = {"AWS_ACCESS_KEY_ID": "edgedistill-test", "AWS_SECRET_ACCESS_KEY": "edgedistill-test",
-            "AWS_DEFAULT_REGION": "us-east-1"}
-    os.environ.update(keys)
-    fsspec.filesystem("s3", endpoint_url=endpoint).mkdir("review-media")
-    yield endpoint, "review-media"
-    for key in keys:
-        os.environ.pop(key, None)
-    server.terminate()
-    server.wait(10)
+    fsspec.filesystem("s3", endpoint_url=s3_endpoint).mkdir("review-media")
+    return s3_endpoint, "review-media"
 
 
 @pytest.fixture(scope="module")
@@ -311,6 +293,76 @@ def test_media_go_to_an_s3_bucket_for_a_label_studio_elsewhere(label_studio, cli
         os.environ.update(keys)
 
 
+BUCKET_RECIPE = """
+task: detection
+name: bucket-faces
+classes:
+  face: ["face"]
+images: {images}
+dataset: {dataset}
+autolabel:
+  labeler: teacher
+  teacher_adapter: blazeface_short_range
+  threshold: 0.5
+"""
+
+
+@pytest.mark.skipif(find_packaged(get_adapter("blazeface_short_range").packaged) is None,
+                    reason="BlazeFace weights missing: run `python -m labelers.teachers fetch` (make setup does)")
+def test_a_dataset_in_a_bucket_is_reviewed_from_that_bucket(label_studio, client, bucket, tmp_path, monkeypatch):
+    """The CLI makes and labels a dataset that lives in S3 (photos stored by worker processes); Label
+    Studio reads its media straight from that bucket, and the reviews come back into it."""
+    import fsspec
+    import httpx
+    from typer.testing import CliRunner
+
+    from flows.review import review_app
+
+    server, _ = label_studio
+    location = f"{bucket}/teams/faces"
+    photos = real_photos(tmp_path / "photos")
+    for seed in range(30):  # past one shard of photos, so that worker processes store some
+        Image.fromarray(np.random.default_rng(seed).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(
+            photos / f"noise-{seed}.png")
+    recipe = tmp_path / "faces.yaml"
+    recipe.write_text(BUCKET_RECIPE.format(images=photos, dataset=location))
+    for stage in ("generate", "label"):
+        made = subprocess.run([sys.executable, "-m", "flows.cli", stage, str(recipe), "--out", str(tmp_path / "run")],
+                              capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1])
+        assert made.returncode == 0, made.stderr[-3000:]
+    assert not (tmp_path / "run" / "dataset").exists()
+    dataset = Dataset.open(location)
+    samples = dataset.samples()
+    assert len(samples) == 37 and sum(1 for s in samples if s.labels) >= 2  # the astronaut and the cameraman
+
+    monkeypatch.setenv("LABEL_STUDIO_URL", server.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
+    runner = CliRunner()
+    store = fsspec.filesystem("s3")
+    before = set(store.find(bucket))
+    pushed = runner.invoke(review_app, ["push", location, "--threshold", "1.0", "--qc-share", "0"])
+    assert pushed.exit_code == 0, pushed.output
+    assert set(store.find(bucket)) == before  # nothing copied: Label Studio reads the dataset's own media
+    project = next(p for p in client.projects.list(title="edgedistill: bucket-faces"))
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    storages = client.import_storage.s3.list(project=project.id)
+    assert [(s.bucket, s.prefix, s.s3endpoint) for s in storages] == [(bucket[5:], "teams/faces", endpoint)]
+    tasks = existing_tasks(client, _connection(label_studio), project.id)
+    assert set(tasks) == {s.id for s in samples}
+    for sample in samples[:2]:
+        served = httpx.get(server.url + tasks[sample.id].data["image"], follow_redirects=True,
+                           headers={"Authorization": f"Token {server.token}"})
+        assert served.status_code == 200 and served.content == dataset.media_path(sample).read_bytes()
+
+    for task in tasks.values():
+        annotate(client, task, [{**REJECTION}])
+    pulled = runner.invoke(review_app, ["pull", location, "--threshold", "1.0", "--qc-share", "0"])
+    assert pulled.exit_code == 0, pulled.output
+    reviewed = Dataset.open(location)
+    assert reviewed.version().stage == "review" and reviewed.version().counts["review:rejected"] == 37
+    assert f"report: {location}/reports/" in pulled.output.replace("\n", "")
+
+
 def test_keyword_round_trip_through_the_cli(label_studio, client, audio_sample_factory, monkeypatch):
     from typer.testing import CliRunner
 
@@ -321,7 +373,7 @@ def test_keyword_round_trip_through_the_cli(label_studio, client, audio_sample_f
     monkeypatch.setenv("LABEL_STUDIO_URL", server.url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
     runner = CliRunner()
-    pushed = runner.invoke(review_app, ["push", str(dataset.root), "--threshold", "0.5"])
+    pushed = runner.invoke(review_app, ["push", dataset.location, "--threshold", "0.5"])
     assert pushed.exit_code == 0, pushed.output
     assert server.token not in pushed.output
 
@@ -336,13 +388,13 @@ def test_keyword_round_trip_through_the_cli(label_studio, client, audio_sample_f
         {"from_name": "transcript", "to_name": "audio", "type": "textarea", "value": {"text": ["no way"]}}])
     annotate(client, tasks[samples[2].id], [{**REJECTION, "to_name": "audio"}])
 
-    pulled = runner.invoke(review_app, ["pull", str(dataset.root), "--threshold", "0.5"])
+    pulled = runner.invoke(review_app, ["pull", dataset.location, "--threshold", "0.5"])
     assert pulled.exit_code == 0, pulled.output
     assert server.token not in pulled.output
-    reviewed = Dataset.open(dataset.root).samples()
+    reviewed = Dataset.open(dataset.location).samples()
     assert [s.review.status for s in reviewed] == ["accepted", "corrected", "rejected"]
     assert (reviewed[1].labels[0].class_name, reviewed[1].labels[0].transcript) == ("no", "no way")
-    report = Dataset.open(dataset.root).report(Dataset.open(dataset.root).version())
+    report = Dataset.open(dataset.location).report(Dataset.open(dataset.location).version())
     assert report["per_class"]["yes"]["precision"] == 0.5
 
 
@@ -372,7 +424,7 @@ def test_an_edited_label_config_is_never_overwritten(label_studio, client):
         with pytest.raises(EdgedistillError, match="labelling config .* was changed"):
             step(dataset, connection, settings)
     assert client.projects.get(pushed.project_id).label_config == broken
-    assert Dataset.open(dataset.root).info.versions == versions
+    assert Dataset.open(dataset.location).info.versions == versions
 
 
 def test_a_task_deleted_in_the_ui_is_reported_and_pushed_again(label_studio, client):
@@ -412,7 +464,7 @@ def test_the_flow_pauses_until_people_finish(label_studio, client, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "LABEL_STUDIO_API_KEY"} | {
         "PREFECT_HOME": str(tmp_path / "prefect"), "LABEL_STUDIO_URL": server.url,
         "TEST_LABEL_STUDIO_TOKEN": server.token, "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(base)}
-    flow = subprocess.Popen([sys.executable, "-c", FLOW_SCRIPT, str(dataset.root)], env=env, text=True,
+    flow = subprocess.Popen([sys.executable, "-c", FLOW_SCRIPT, dataset.location], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).parents[1])
     annotated = threading.Event()
 
@@ -438,7 +490,7 @@ def test_the_flow_pauses_until_people_finish(label_studio, client, tmp_path):
     assert annotated.is_set()
     result = json.loads(out.strip().splitlines()[-1])
     assert "PAUSED" in result["states"]
-    reviewed = Dataset.open(dataset.root).samples(result["version"])
+    reviewed = Dataset.open(dataset.location).samples(result["version"])
     assert [s.review.status for s in reviewed] == ["accepted", "accepted"]
     assert server.token not in out + err
 
