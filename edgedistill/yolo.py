@@ -62,8 +62,8 @@ def onnx_runner(onnx: Path) -> Runner:
 
 def detect_all(run: Runner, dataset: Dataset, samples: list[Sample], size: int) -> list[list]:
     found = []
-    for sample in samples:
-        image = load_image(dataset.media_path(sample))
+    for path in dataset.media_paths(samples):
+        image = load_image(path)
         inputs, scale, pad = letterbox(image, size)
         found.append(decode(run(inputs), scale, pad, image.shape[1], image.shape[0]))
     return found

@@ -54,8 +54,8 @@ def load_program(path: Path) -> torch.nn.Module:
 def calibration_inputs(dataset: Dataset, samples: list[Sample], size: int, count: int) -> np.ndarray:
     """Letterboxed images (n, size, size, 3) in 0-1, spread over `samples`."""
     picks = np.unique(np.linspace(0, len(samples) - 1, min(count, len(samples))).round().astype(int))
-    return np.concatenate([letterbox(load_image(dataset.media_path(samples[i])), size)[0].transpose(0, 2, 3, 1)
-                           for i in picks])
+    return np.concatenate([letterbox(load_image(path), size)[0].transpose(0, 2, 3, 1)
+                           for path in dataset.media_paths([samples[i] for i in picks])])
 
 
 def yolo_companions(name: str, onnx: Path, program: Path, float_metrics: dict, dataset: Dataset,

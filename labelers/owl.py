@@ -267,7 +267,7 @@ def label_shard(dataset: Dataset, shard: list[Sample], detector: OwlDetector, qu
     done = []
     for start in range(0, len(shard), settings.batch_size):
         batch = shard[start:start + settings.batch_size]
-        pictures = [load_image(dataset.media_path(s)) for s in batch]
+        pictures = [load_image(path) for path in dataset.media_paths(batch)]
         for sample, picture, raw in zip(batch, pictures, detect_batch(detector, pictures, query.texts)):
             height, width = picture.shape[:2]
             detections = select_detections(raw, query, ontology, settings, width, height)

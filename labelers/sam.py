@@ -118,7 +118,7 @@ def mask_shard(dataset: Dataset, shard: list[Sample], segmenter: SamSegmenter | 
     done = []
     for start in range(0, len(shard), batch):
         group = shard[start:start + batch]
-        pictures = [load_image(dataset.media_path(s)) for s in group]
+        pictures = [load_image(path) for path in dataset.media_paths(group)]
         boxes = [xywh_to_xyxy([label.box for label in s.labels if needs_mask(label)]) for s in group]
         for sample, masks in zip(group, segmenter.segment(pictures, boxes)):
             done.append(with_masks(sample, masks))

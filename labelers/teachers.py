@@ -396,7 +396,7 @@ def teach_shard(dataset: Dataset, shard: list[Sample], teacher: Teacher, mapping
     done = []
     for start in range(0, len(shard), settings.batch_size):
         batch = shard[start:start + settings.batch_size]
-        pictures = [load_image(dataset.media_path(s)) for s in batch]
+        pictures = [load_image(path) for path in dataset.media_paths(batch)]
         for sample, picture, (boxes, scores, ids) in zip(batch, pictures, teach_batch(teacher, pictures)):
             height, width = picture.shape[:2]
             labels = select_labels(boxes, scores, ids, mapping, ontology, settings, width, height, teacher.source)

@@ -99,9 +99,9 @@ def detection_arrays(dataset: Dataset, samples: list[Sample], labels: list[str])
     """Load each sample's image and the boxes of its labels whose class is in `labels`."""
     index = {label: i for i, label in enumerate(labels)}
     images, boxes, classes = [], [], []
-    for sample in samples:
+    for sample, path in zip(samples, dataset.media_paths(samples)):
         kept = [label for label in sample.labels if label.class_name in index and label.box is not None]
-        images.append(load_image(dataset.media_path(sample)))
+        images.append(load_image(path))
         boxes.append(np.array([label.box for label in kept], np.float64).reshape(-1, 4))
         classes.append(np.array([index[label.class_name] for label in kept], np.int64))
     return DetectionArrays(images, boxes, classes)

@@ -46,8 +46,8 @@ def clip_features(dataset: Dataset, samples: list[Sample], frontend: MfccFrontEn
                   labels: list[str]) -> FeatureSet:
     """Load every clip at the front end's rate and length, and compute its MFCC features."""
     clips = np.stack([
-        fit_to_length(load_audio(dataset.media_path(s), frontend.sample_rate), frontend.clip_samples)
-        for s in samples
+        fit_to_length(load_audio(path, frontend.sample_rate), frontend.clip_samples)
+        for path in dataset.media_paths(samples)
     ]) if samples else np.zeros((0, frontend.clip_samples), np.float32)
     index = {label: i for i, label in enumerate(labels)}
     targets = np.array([index[s.class_name] for s in samples], dtype=np.int64)

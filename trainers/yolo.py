@@ -39,10 +39,9 @@ def write_yolo_folder(dataset: Dataset, samples: list[Sample], labels: list[str]
     for split in SPLITS:
         (folder / "images" / split).mkdir(parents=True, exist_ok=True)
         (folder / "labels" / split).mkdir(parents=True, exist_ok=True)
-    for sample in samples:
-        if sample.split not in SPLITS:
-            continue
-        media = dataset.media_path(sample).resolve()
+    in_splits = [sample for sample in samples if sample.split in SPLITS]
+    for sample, path in zip(in_splits, dataset.media_paths(in_splits)):
+        media = path.resolve()
         image = folder / "images" / sample.split / f"{sample.id}{media.suffix}"
         if not image.is_symlink():
             image.symlink_to(media)
