@@ -1,6 +1,9 @@
 """Time the offline detection recipe stage by stage and print its figures as a table.
 
-    .venv/bin/python benchmarks/detection.py [RECIPE] [--out DIR]
+    .venv/bin/python benchmarks/detection.py [RECIPE] [--out DIR] [--dataset URL]
+
+`--dataset s3://BUCKET/NAME` keeps the dataset in object storage (the recipe's `dataset:`), with
+an empty media cache in OUT/cache, as on a fresh machine.
 
 Targets (issue 3): FOMO int8 <= 100 KB flash at 96x96, TFLite Micro arena <= 256 KB; centroid F1
 on held-out composites (against their exact labels) and on held-out real photos (against the
@@ -10,6 +13,7 @@ teacher's labels).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import time
 from pathlib import Path
@@ -27,8 +31,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("recipe", nargs="?", default=str(ROOT / "recipes" / "faces.yaml"))
     parser.add_argument("--out", default=str(ROOT / "runs" / "benchmark-detection"))
+    parser.add_argument("--dataset", help="where the dataset lives (default: OUT/dataset); must not exist yet")
     args = parser.parse_args()
     recipe = load_recipe(args.recipe)
+    if args.dataset:
+        recipe = recipe.model_copy(update={"dataset": args.dataset})
+        os.environ["EDGEDISTILL_CACHE"] = str(Path(args.out) / "cache")
     paths = RunPaths.of(recipe, args.out)
     if paths.out.exists():
         shutil.rmtree(paths.out)
@@ -53,7 +61,7 @@ def main() -> None:
     def f1(metrics: dict) -> str:
         return f"{metrics['f1']:.3f} ({metrics['images']} images)" if metrics else "no held-out images"
 
-    print_figures(f"detection: {recipe.name}", ("end to end", sum(times.values()), ""), times, [
+    print_figures(f"detection: {recipe.name}, dataset at {dataset.location}", ("end to end", sum(times.values()), ""), times, [
         ("photos / with a teacher label", f"{len(photos)} / {sum(1 for s in photos if s.labels)}", ""),
         ("composites", f"{len(composites)}", ""),
         ("float F1, held-out composites", f1(trained.extra["composites"]), ""),

@@ -176,6 +176,21 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def _filesystem(location: str | Path):
+    """The fsspec filesystem and path of a dataset location; local paths are made absolute."""
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(str(location))
+    except ImportError as error:  # fsspec says which package: "Install s3fs to access S3"
+        raise EdgedistillError(f"the dataset {location} needs a filesystem package: {error}",
+                               "pip install s3fs (s3://), gcsfs (gs://) or adlfs (az://)") from None
+    except ValueError as error:
+        raise EdgedistillError(f"{location} is not a dataset location fsspec knows: {error}",
+                               "give a local folder or a URL such as s3://bucket/name") from None
+    return fs, (str(Path(path).resolve()) if "file" in fs.protocol else path.rstrip("/"))
+
+
 class Store:
     """Where a dataset's files live: a local folder or an fsspec URL, read and written whole."""
 
@@ -212,7 +227,7 @@ class Store:
             self._call("write", relative, lambda: self.fs.pipe_file(self.path(relative), data))
 
     def _call(self, doing: str, relative: str, action: Callable[[], Any]) -> Any:
-        if self.is_local:
+        if self.is_local:  # a local error (permissions, a full disk) speaks for itself
             return action()
         try:
             return action()
@@ -348,7 +363,8 @@ class Dataset:
             try:
                 samples.append(Sample.model_validate_json(line))
             except ValidationError as error:
-                raise EdgedistillError(f"{self.location}/{path} line {number} is not a valid sample:\n{describe_validation_error(error)}",
+                raise EdgedistillError(f"{self.location}/{path} line {number} is not a valid sample:\n"
+                                       f"{describe_validation_error(error)}",
                                        "rerun the stage that made this version") from None
         return samples
 
@@ -401,21 +417,6 @@ class Dataset:
         """The report a stage left with its version, if it left one."""
         data = self.store.read(version.report) if version.report else None
         return json.loads(data) if data is not None else None
-
-
-def _filesystem(location: str | Path):
-    """The fsspec filesystem and path of a dataset location; local paths are made absolute."""
-    import fsspec
-
-    try:
-        fs, path = fsspec.core.url_to_fs(str(location))
-    except ImportError as error:  # fsspec says which package: "Install s3fs to access S3"
-        raise EdgedistillError(f"the dataset {location} needs a filesystem package: {error}",
-                               "pip install s3fs (s3://), gcsfs (gs://) or adlfs (az://)") from None
-    except ValueError as error:
-        raise EdgedistillError(f"{location} is not a dataset location fsspec knows: {error}",
-                               "give a local folder or a URL such as s3://bucket/name") from None
-    return fs, (str(Path(path).resolve()) if "file" in fs.protocol else path.rstrip("/"))
 
 
 def count_samples(samples: list[Sample]) -> dict[str, int]:

@@ -23,7 +23,7 @@ Progress = Callable[[int, int], None] | None
 
 @dataclass(frozen=True)
 class RunPaths:
-    """Where one run keeps things, under its --out folder."""
+    """Where one run keeps things: under its --out folder, and the dataset wherever the recipe says."""
 
     out: Path
     dataset_location: str | None = None  # the recipe's `dataset:` (a folder or an fsspec URL)
