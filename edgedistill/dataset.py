@@ -192,7 +192,8 @@ def _filesystem(location: str | Path):
 
 
 class Store:
-    """Where a dataset's files live: a local folder or an fsspec URL, read and written whole."""
+    """A folder of files, local or at an fsspec URL, each read and written whole: a dataset, or the
+    team's photos."""
 
     def __init__(self, location: str | Path) -> None:
         self.fs, self.base = _filesystem(location)
@@ -204,6 +205,14 @@ class Store:
 
     def exists(self, relative: str) -> bool:
         return self._call("look for", relative, lambda: self.fs.exists(self.path(relative)))
+
+    def is_folder(self) -> bool:
+        return self._call("look for", "", lambda: self.fs.isdir(self.base))
+
+    def files(self) -> dict[str, dict[str, Any]]:
+        """Every file under the folder: relative path -> fsspec's details (size, mtime or ETag, ...)."""
+        found = self._call("list", "", lambda: self.fs.find(self.base, detail=True))
+        return {path[len(self.base) + 1:]: details for path, details in found.items()}
 
     def read(self, relative: str) -> bytes | None:
         def read() -> bytes | None:

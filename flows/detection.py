@@ -11,13 +11,11 @@ Every stage is a `dataset.derive`, so a rerun finds what it made before.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from edgedistill.bundle import Manifest
-from edgedistill.dataset import Dataset, MediaPolicy, OntologyClass, Sample, VersionInfo, stage_key
+from edgedistill.dataset import Dataset, MediaPolicy, OntologyClass, Sample, Store, VersionInfo, stage_key
 from edgedistill.errors import EdgedistillError
-from edgedistill.images import IMAGE_SUFFIXES
 from edgedistill.recipe import DetectionRecipe
 from edgedistill.registry import load_plugin
 from flows.run import Progress, RunPaths, TrainedModel, newest
@@ -32,25 +30,15 @@ def open_dataset(recipe: DetectionRecipe, location: str) -> Dataset:
                           MediaPolicy(image_size=recipe.compositing.image_size))
 
 
-def _folder_fingerprint(folder: str) -> str:
-    """Changes when a file in the folder is added, removed or rewritten: the photos stage reruns."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise EdgedistillError(f"image folder {folder} does not exist", "check `images:` in the recipe")
-    entries = sorted(f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
-                     for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
-
-
 # -- the four stages, as the CLI and the Prefect flow call them (flows/run.py) -----------------
 def generate(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None) -> str:
     """The unlabelled sources: the team's photos and, when enabled, diffusion images."""
     from generators.diffusion import generate_images
-    from generators.photos import ingest_photos
+    from generators.photos import ingest_photos, photos_fingerprint
 
     dataset = open_dataset(recipe, paths.dataset)
-    params = {"images": recipe.images and str(Path(recipe.images).resolve()),
-              "images_fingerprint": recipe.images and _folder_fingerprint(recipe.images),
+    params = {"images": recipe.images and Store(recipe.images).location,
+              "images_fingerprint": recipe.images and photos_fingerprint(recipe.images),
               "diffusion": recipe.diffusion.model_dump(mode="json") if recipe.diffusion.enabled else None,
               "seed": recipe.seed}
 

@@ -1,4 +1,5 @@
-"""The team's own photos as unlabelled samples: every image in a folder, decoded upright.
+"""The team's own photos as unlabelled samples: every image in a folder (local, or an fsspec URL
+such as s3://bucket/site-photos), decoded upright.
 
 Each file is decoded with `decode_image` (EXIF rotation, CMYK, palette and 16-bit handled),
 downscaled to at most MAX_SIDE pixels on its long side and re-encoded as JPEG. Files that cannot
@@ -9,6 +10,7 @@ The work runs in resumable shards (generators/shards.py), so a rerun after a cra
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from edgedistill.dataset import Dataset, ImageShape, Provenance, Sample
+from edgedistill.dataset import Dataset, ImageShape, Provenance, Sample, Store
 from edgedistill.errors import EdgedistillError
 from edgedistill.images import IMAGE_SUFFIXES, decode_image, image_bytes
 from generators.shards import ShardOutput, run_shards
@@ -32,20 +34,29 @@ SHARD_SIZE = 32
 @dataclass(frozen=True)
 class PhotoJob:
     relative: str  # path under the folder, with forward slashes: the sample's group
-    size: int  # bytes and modification time: a changed file must not reuse an old shard
-    mtime_ns: int
+    size: int  # bytes and modification time (or ETag): a changed file must not reuse an old shard
+    stamp: str
 
 
 @dataclass(frozen=True)
 class _ShardSettings:
     dataset: str  # its location
-    folder: Path
+    folder: str  # a local folder or an fsspec URL
 
 
-def find_photos(folder: Path) -> list[PhotoJob]:
+def find_photos(folder: str | Path) -> list[PhotoJob]:
     """Every file with an image suffix under `folder`, in a stable order."""
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    return [PhotoJob(p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+    store = Store(folder)
+    if not store.is_folder():
+        raise EdgedistillError(f"photo folder {folder} does not exist", "check `images:` in the recipe")
+    return [PhotoJob(relative, details["size"], str(details.get("ETag") or details.get("mtime")))
+            for relative, details in sorted(store.files().items())
+            if Path(relative).suffix.lower() in IMAGE_SUFFIXES]
+
+
+def photos_fingerprint(folder: str | Path) -> str:
+    """Changes when a photo in the folder is added, removed or rewritten: the photos stage reruns."""
+    return hashlib.sha256(repr(find_photos(folder)).encode()).hexdigest()[:16]
 
 
 def downscale(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
@@ -56,8 +67,11 @@ def downscale(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-def _photo_sample(dataset: Dataset, folder: Path, job: PhotoJob) -> Sample:
-    original = decode_image((folder / job.relative).read_bytes(), name=job.relative)
+def _photo_sample(dataset: Dataset, folder: Store, job: PhotoJob) -> Sample:
+    data = folder.read(job.relative)
+    if data is None:
+        raise EdgedistillError(f"{job.relative} was removed after the folder was listed")
+    original = decode_image(data, name=job.relative)
     image = downscale(original)
     digest, relative = dataset.add_media(image_bytes(image, "JPEG"), "jpg")
     params = {"file": job.relative, "original_size": [original.shape[1], original.shape[0]],
@@ -69,14 +83,14 @@ def _photo_sample(dataset: Dataset, folder: Path, job: PhotoJob) -> Sample:
 
 def ingest_shard(settings: _ShardSettings, jobs: list[PhotoJob]) -> ShardOutput:
     """Decode and store a shard of photos (runs in a worker process)."""
-    dataset = Dataset.open(settings.dataset)
+    dataset, folder = Dataset.open(settings.dataset), Store(settings.folder)
     output = ShardOutput()
     for job in jobs:
         try:
-            output.samples.append(_photo_sample(dataset, settings.folder, job))
+            output.samples.append(_photo_sample(dataset, folder, job))
         except EdgedistillError as error:
             output.failures.append({"file": job.relative, "error": error.problem})
-        except OSError as error:  # vanished or unreadable on disk since it was listed
+        except OSError as error:  # unreadable on disk (permissions) since it was listed
             output.failures.append({"file": job.relative, "error": str(error)})
     return output
 
@@ -98,15 +112,12 @@ def ingest_photos(dataset: Dataset, folder: str | Path, work_dir: Path,
                   progress: Callable[[int, int], None] | None = None,
                   workers: int | None = None) -> list[Sample]:
     """Every readable image under `folder` as an unlabelled sample of `dataset` (the caller commits)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise EdgedistillError(f"photo folder {folder} does not exist", "check `images:` in the recipe")
     jobs = find_photos(folder)
     if not jobs:
         raise EdgedistillError(f"{folder} holds no images",
                                f"put photos with one of these suffixes in it: {' '.join(IMAGE_SUFFIXES)}")
     shards = -(-len(jobs) // SHARD_SIZE)
-    run = run_shards(jobs, functools.partial(ingest_shard, _ShardSettings(dataset.location, folder)),
+    run = run_shards(jobs, functools.partial(ingest_shard, _ShardSettings(dataset.location, str(folder))),
                      Path(work_dir), SHARD_SIZE, min(workers or os.cpu_count() or 1, shards), progress)
     failures = [f for output in run.outputs for f in output.failures]
     samples, duplicates = _unique([s for output in run.outputs for s in output.samples])

@@ -21,7 +21,7 @@ from generators.compositing import (
     CompositeJob, Cutout, Layer, backgrounds_from_photos, compose, composite_images, cutouts_from_labels,
     generated_backgrounds, load_backgrounds, load_cutouts, synthetic_cutouts, visible_labels,
 )
-from generators.photos import MAX_SIDE, ingest_photos
+from generators.photos import MAX_SIDE, find_photos, ingest_photos, photos_fingerprint
 
 SIZE = (160, 120)
 
@@ -276,6 +276,24 @@ def test_ingest_photos_decodes_upright_and_skips_broken_files(tmp_path, caplog):
     rotated = load_image(dataset.media_path(by_file["site/rotated.jpg"])).astype(int)
     assert rotated[0, 20, 0] < rotated[-1, 20, 0]  # the gradient now runs top to bottom
     assert load_image(dataset.media_path(by_file["deep.png"])).max() > 200  # 16-bit scaled, not clipped
+
+
+def test_the_photos_fingerprint_follows_the_files_in_a_folder_or_a_bucket(tmp_path, bucket):
+    import fsspec
+
+    folder = _photo_folder(tmp_path)
+    before = photos_fingerprint(folder)
+    (folder / "notes.txt").write_text("not an image either")
+    assert photos_fingerprint(folder) == before  # only images count
+    (folder / "plain.jpg").write_bytes((folder / "plain.jpg").read_bytes() + b"\0")
+    assert photos_fingerprint(folder) != before
+
+    fsspec.filesystem("s3").put(f"{folder}/", f"{bucket[5:]}/photos/", recursive=True)
+    in_bucket = find_photos(f"{bucket}/photos")
+    assert [(job.relative, job.size) for job in in_bucket] == [(job.relative, job.size) for job in find_photos(folder)]
+    assert photos_fingerprint(f"{bucket}/photos") == photos_fingerprint(f"{bucket}/photos/")
+    with pytest.raises(EdgedistillError, match="does not exist"):
+        find_photos(f"{bucket}/elsewhere")
 
 
 def test_ingest_photos_with_nothing_readable_is_an_error(tmp_path):

@@ -310,8 +310,8 @@ autolabel:
 @pytest.mark.skipif(find_packaged(get_adapter("blazeface_short_range").packaged) is None,
                     reason="BlazeFace weights missing: run `python -m labelers.teachers fetch` (make setup does)")
 def test_a_dataset_in_a_bucket_is_reviewed_from_that_bucket(label_studio, client, bucket, tmp_path, monkeypatch):
-    """The CLI makes and labels a dataset that lives in S3 (photos stored by worker processes); Label
-    Studio reads its media straight from that bucket, and the reviews come back into it."""
+    """The CLI makes and labels a dataset that lives in S3 from photos in S3 (worker processes store
+    some); Label Studio reads its media straight from that bucket, and the reviews come back into it."""
     import fsspec
     import httpx
     from typer.testing import CliRunner
@@ -324,21 +324,25 @@ def test_a_dataset_in_a_bucket_is_reviewed_from_that_bucket(label_studio, client
     for seed in range(30):  # past one shard of photos, so that worker processes store some
         Image.fromarray(np.random.default_rng(seed).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(
             photos / f"noise-{seed}.png")
+    store = fsspec.filesystem("s3")
+    store.put(f"{photos}/", f"{bucket[5:]}/site-photos/", recursive=True)  # the team's photos are in the bucket too
     recipe = tmp_path / "faces.yaml"
-    recipe.write_text(BUCKET_RECIPE.format(images=photos, dataset=location))
+    recipe.write_text(BUCKET_RECIPE.format(images=f"{bucket}/site-photos", dataset=location))
     for stage in ("generate", "label"):
         made = subprocess.run([sys.executable, "-m", "flows.cli", stage, str(recipe), "--out", str(tmp_path / "run")],
                               capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1])
         assert made.returncode == 0, made.stderr[-3000:]
     assert not (tmp_path / "run" / "dataset").exists()
     dataset = Dataset.open(location)
+    again = subprocess.run([sys.executable, "-m", "flows.cli", "generate", str(recipe), "--out", str(tmp_path / "run")],
+                           capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1])
+    assert again.returncode == 0 and Dataset.open(location).info.versions == dataset.info.versions  # found, not redone
     samples = dataset.samples()
     assert len(samples) == 37 and sum(1 for s in samples if s.labels) >= 2  # the astronaut and the cameraman
 
     monkeypatch.setenv("LABEL_STUDIO_URL", server.url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
     runner = CliRunner()
-    store = fsspec.filesystem("s3")
     before = set(store.find(bucket))
     pushed = runner.invoke(review_app, ["push", location, "--threshold", "1.0", "--qc-share", "0"])
     assert pushed.exit_code == 0, pushed.output
