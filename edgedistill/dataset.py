@@ -157,7 +157,7 @@ def cache_dir() -> Path:
     configured = os.environ.get("EDGEDISTILL_CACHE")
     if configured:
         return Path(configured)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgedistill"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgedistill" / "datasets"
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -177,16 +177,16 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def _filesystem(location: str | Path):
-    """The fsspec filesystem and path of a dataset location; local paths are made absolute."""
+    """The fsspec filesystem and path of a folder's location; local paths are made absolute."""
     import fsspec
 
     try:
         fs, path = fsspec.core.url_to_fs(str(location))
     except ImportError as error:  # fsspec says which package: "Install s3fs to access S3"
-        raise EdgedistillError(f"the dataset {location} needs a filesystem package: {error}",
-                               "pip install s3fs (s3://), gcsfs (gs://) or adlfs (az://)") from None
+        raise EdgedistillError(f"reaching {location} needs a filesystem package: {error}",
+                               "pip install 'edgedistill[s3]' for s3://, gcsfs for gs://, adlfs for az://") from None
     except ValueError as error:
-        raise EdgedistillError(f"{location} is not a dataset location fsspec knows: {error}",
+        raise EdgedistillError(f"{location} is not a location fsspec knows: {error}",
                                "give a local folder or a URL such as s3://bucket/name") from None
     return fs, (str(Path(path).resolve()) if "file" in fs.protocol else path.rstrip("/"))
 

@@ -153,5 +153,5 @@ def test_a_bucket_that_cannot_be_reached_is_a_clear_error(bucket):
         Dataset.create("s3://no-such-bucket/x", "t", "keyword_spotting", [OntologyClass(name="yes")])
     with pytest.raises(EdgedistillError, match="no dataset.json"):
         Dataset.open(f"{bucket}/nothing-here")
-    with pytest.raises(EdgedistillError, match="not a dataset location"):
+    with pytest.raises(EdgedistillError, match="not a location fsspec knows"):
         Dataset.open("nosuchprotocol://x/y")
