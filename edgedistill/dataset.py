@@ -14,12 +14,15 @@ content-addressed cache (`cache_dir()`), which every dataset on the machine shar
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
@@ -147,6 +150,7 @@ def stage_key(parent: str | None, stage: str, params: dict[str, Any]) -> str:
 
 
 FETCH_BATCH = 256  # media fetched from object storage in one round of concurrent requests
+WRITE_THREADS = 16  # media written to object storage at once inside `parallel_media_writes`
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -254,6 +258,7 @@ class Dataset:
         self.store = store
         self.location = store.location  # an absolute local path, or a URL
         self.info = info
+        self._writes: tuple[ThreadPoolExecutor, list[Future]] | None = None
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -296,11 +301,37 @@ class Dataset:
         """Store media bytes by content; return (sha256, path relative to the dataset)."""
         digest = sha256_bytes(data)
         relative = f"media/{digest[:2]}/{digest}.{ext.lstrip('.')}"
-        if not self.store.exists(relative):
-            self.store.write(relative, data)
+        if self._writes is None:
+            self._store_media(relative, data)
+        else:
+            pool, pending = self._writes
+            pending.append(pool.submit(self._store_media, relative, data))
         if not self.store.is_local and not (cache_dir() / relative).exists():
             write_atomic(cache_dir() / relative, data)  # the next stage reads it here without a download
         return digest, relative
+
+    def _store_media(self, relative: str, data: bytes) -> None:
+        if not self.store.exists(relative):
+            self.store.write(relative, data)
+
+    @contextlib.contextmanager
+    def parallel_media_writes(self) -> Iterator["Dataset"]:
+        """Inside this block `add_media` hands a remote dataset's new media to a pool of threads, so
+        that requests overlap; the block ends once every one is stored, and raises the first failure.
+        A shard wraps its loop in it: the samples it returns never name media that are not stored."""
+        if self.store.is_local or self._writes is not None:
+            yield self
+            return
+        pending: list[Future] = []
+        with ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="media-write") as pool:
+            self._writes = (pool, pending)
+            try:
+                yield self
+            finally:
+                self._writes = None
+        failure = next((future.exception() for future in pending if future.exception()), None)
+        if failure is not None:
+            raise failure
 
     def media_path(self, sample: Sample) -> Path:
         """The sample's media as a local file."""

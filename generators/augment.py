@@ -243,14 +243,14 @@ def _rounded(span: tuple[float, float] | None) -> tuple[float, float] | None:
 
 
 def augment_shard(context: _AugmentContext, jobs: list[AugmentJob]) -> ShardOutput:
-    dataset = Dataset.open(context.dataset)
     output = ShardOutput()
-    for job in jobs:
-        audio = load_audio(dataset.media_path(job.parent), context.sample_rate)
-        span = job.parent.labels[0].span if job.parent.labels else None
-        babble = tuple(dataset.media_file(media) for media in job.babble)
-        clip = augment_clip(audio, span, job.parent.class_name == SILENCE, job.seed, babble, context)
-        output.samples.append(_augmented_sample(dataset, job, clip))
+    with Dataset.open(context.dataset).parallel_media_writes() as dataset:
+        for job in jobs:
+            audio = load_audio(dataset.media_path(job.parent), context.sample_rate)
+            span = job.parent.labels[0].span if job.parent.labels else None
+            babble = tuple(dataset.media_file(media) for media in job.babble)
+            clip = augment_clip(audio, span, job.parent.class_name == SILENCE, job.seed, babble, context)
+            output.samples.append(_augmented_sample(dataset, job, clip))
     return output
 
 

@@ -593,9 +593,10 @@ def composite_shard(settings: _ShardSettings, jobs: list[CompositeJob]) -> Shard
     backgrounds = {bid: _read_input(dataset.media_file(settings.backgrounds[bid]))
                    for bid in sorted({job.background for job in jobs})}
     output = ShardOutput()
-    for job in jobs:
-        image, labels, hidden = compose(job, backgrounds[job.background], cutouts, settings.compositing)
-        output.samples.append(_sample(dataset, job, image, labels, hidden))
+    with dataset.parallel_media_writes():
+        for job in jobs:
+            image, labels, hidden = compose(job, backgrounds[job.background], cutouts, settings.compositing)
+            output.samples.append(_sample(dataset, job, image, labels, hidden))
     return output
 
 
@@ -628,8 +629,10 @@ def composite_images(dataset: Dataset, recipe: DetectionRecipe, cutouts: list[Cu
     """
     _check_inputs(recipe, cutouts, backgrounds)
     jobs = plan_composites(recipe.compositing, cutouts, backgrounds, recipe.seed)
-    settings = _ShardSettings(dataset.location, {c.id: (c.class_name, _store_input(dataset, c.rgba)) for c in cutouts},
-                              {b.id: _store_input(dataset, b.rgb) for b in backgrounds}, recipe.compositing)
+    with dataset.parallel_media_writes():
+        settings = _ShardSettings(dataset.location,
+                                  {c.id: (c.class_name, _store_input(dataset, c.rgba)) for c in cutouts},
+                                  {b.id: _store_input(dataset, b.rgb) for b in backgrounds}, recipe.compositing)
     run = run_shards(jobs, functools.partial(composite_shard, settings), Path(work_dir) / "shards", SHARD_SIZE,
                      workers or os.cpu_count() or 1, progress)
     return _unique([s for output in run.outputs for s in output.samples])

@@ -83,15 +83,16 @@ def _photo_sample(dataset: Dataset, folder: Store, job: PhotoJob) -> Sample:
 
 def ingest_shard(settings: _ShardSettings, jobs: list[PhotoJob]) -> ShardOutput:
     """Decode and store a shard of photos (runs in a worker process)."""
-    dataset, folder = Dataset.open(settings.dataset), Store(settings.folder)
+    folder = Store(settings.folder)
     output = ShardOutput()
-    for job in jobs:
-        try:
-            output.samples.append(_photo_sample(dataset, folder, job))
-        except EdgedistillError as error:
-            output.failures.append({"file": job.relative, "error": error.problem})
-        except OSError as error:  # unreadable on disk (permissions) since it was listed
-            output.failures.append({"file": job.relative, "error": str(error)})
+    with Dataset.open(settings.dataset).parallel_media_writes() as dataset:
+        for job in jobs:
+            try:
+                output.samples.append(_photo_sample(dataset, folder, job))
+            except EdgedistillError as error:
+                output.failures.append({"file": job.relative, "error": error.problem})
+            except OSError as error:  # unreadable on disk (permissions) since it was listed
+                output.failures.append({"file": job.relative, "error": str(error)})
     return output
 
 

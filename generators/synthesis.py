@@ -328,19 +328,19 @@ def _failure_record(job: SpeechJob, error: SynthesisFailed) -> dict[str, str]:
 
 
 def synthesize_shard(settings: _ClipSettings, jobs: list[SpeechJob]) -> ShardOutput:
-    dataset = Dataset.open(settings.dataset)
     spoken = _speak_all(jobs)
     output = ShardOutput()
-    for index, job in enumerate(jobs):
-        try:
-            if job.class_name == SILENCE:
-                clip, span = _silence_clip(job, index, spoken, settings), (0.0, settings.clip_seconds)
-            else:
-                clip, span = _place(_speech_audio(job, index, spoken, settings.sample_rate), job, settings)
-        except SynthesisFailed as error:
-            output.failures.append(_failure_record(job, error))
-            continue
-        output.samples.append(_sample(dataset, clip, job, span, settings))
+    with Dataset.open(settings.dataset).parallel_media_writes() as dataset:
+        for index, job in enumerate(jobs):
+            try:
+                if job.class_name == SILENCE:
+                    clip, span = _silence_clip(job, index, spoken, settings), (0.0, settings.clip_seconds)
+                else:
+                    clip, span = _place(_speech_audio(job, index, spoken, settings.sample_rate), job, settings)
+            except SynthesisFailed as error:
+                output.failures.append(_failure_record(job, error))
+                continue
+            output.samples.append(_sample(dataset, clip, job, span, settings))
     return output
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edgedistill.dataset import Dataset, OntologyClass
+from edgedistill.dataset import Dataset, OntologyClass, Store
 from edgedistill.errors import EdgedistillError
 
 
@@ -155,3 +155,18 @@ def test_a_bucket_that_cannot_be_reached_is_a_clear_error(bucket):
         Dataset.open(f"{bucket}/nothing-here")
     with pytest.raises(EdgedistillError, match="not a location fsspec knows"):
         Dataset.open("nosuchprotocol://x/y")
+
+
+def test_parallel_media_writes_store_everything_before_the_block_ends(bucket, audio_sample_factory):
+    import fsspec
+
+    dataset = Dataset.create(f"{bucket}/many", "t", "keyword_spotting", [OntologyClass(name="yes")])
+    with dataset.parallel_media_writes():
+        samples = [audio_sample_factory(dataset, "yes", "v", 300 + 10 * i) for i in range(40)]
+    stored = fsspec.filesystem("s3").find(f"{bucket[5:]}/many/media")
+    assert sorted(stored) == sorted(f"{bucket[5:]}/many/{s.media}" for s in samples)
+
+    nowhere = Dataset(Store("s3://no-such-bucket/x"), dataset.info)
+    with pytest.raises(EdgedistillError, match="cannot (write|look for) s3://no-such-bucket/x/media/"):
+        with nowhere.parallel_media_writes():
+            audio_sample_factory(nowhere, "yes", "v")
