@@ -2,8 +2,8 @@
 
 The round trip, for keyword-spotting (audio) and detection (images, boxes, optional masks):
 - `push_for_review`: find or create the project (labelling config generated from the ontology),
-  connect the media (the dataset's folder as local-files storage, or a copy in an S3 bucket for a
-  Label Studio on another machine), and import one task per routed
+  connect the media (the dataset's folder as local-files storage; for a Label Studio on another
+  machine, the S3 bucket the dataset lives in, or a copy in one), and import one task per routed
   sample with the auto-labels as predictions. The sample id rides in the task data, so pushing
   again only adds what is new; an existing project, and anything a person did in it, is never
   changed.
@@ -418,11 +418,11 @@ class S3Media:
             # a new client each push, so that changed credentials in the environment count
             fs = fsspec.filesystem("s3", skip_instance_cache=True,
                                    **({"endpoint_url": self.endpoint} if self.endpoint else {}))
-            wanted = {f"{self.bucket}/{self.key(s)}": dataset.media_path(s) for s in samples}
-            there = set(fs.find(f"{self.bucket}/{self.prefix}")) if wanted else set()
-            missing = sorted(set(wanted) - there)
-            if missing:
-                fs.put([str(wanted[key]) for key in missing], missing)
+            by_key = {f"{self.bucket}/{self.key(s)}": s for s in samples}
+            missing = sorted(set(by_key) - set(fs.find(f"{self.bucket}/{self.prefix}"))) if by_key else []
+            if missing:  # a remote dataset fetches only these
+                local = dataset.media_paths([by_key[key] for key in missing])
+                fs.put([str(path) for path in local], missing)
         except ImportError as error:
             raise EdgedistillError(f"copying media to {where} needs {error.name}",
                                    "install the review extra: pip install 'edgedistill[review]'") from None

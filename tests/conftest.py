@@ -63,7 +63,7 @@ def s3_endpoint():
 @pytest.fixture
 def bucket(s3_endpoint, monkeypatch, tmp_path, request):
     """An empty bucket of its own for this test, reached the way users configure S3 (AWS_ENDPOINT_URL),
-    and a fresh local media cache. Yields the bucket's s3:// URL."""
+    and a fresh local media cache. Returns the bucket's s3:// URL."""
     import fsspec
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
