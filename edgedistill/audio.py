@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +77,30 @@ def fit_to_length(audio: np.ndarray, length: int, offset: int = 0) -> np.ndarray
     if count > 0:
         out[dst_from:dst_from + count] = audio[src_from:src_from + count]
     return out
+
+
+def audio_blocks(path: str | Path, target_rate: int, block_seconds: float = 30.0) -> Iterator[np.ndarray]:
+    """A recording of any length as consecutive mono float32 blocks at `target_rate`, so memory stays bounded.
+
+    libsndfile formats stream from disk; others (MP3 and the like, through ffmpeg) are decoded whole first.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EdgedistillError(f"audio file {path} does not exist", "check the path")
+    try:
+        source = soundfile.SoundFile(path)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError):
+        audio = load_audio(path, target_rate)
+        step = max(1, int(block_seconds * target_rate))
+        yield from (audio[i:i + step] for i in range(0, audio.size, step))
+        return
+    with source:
+        stream = None if source.samplerate == target_rate else soxr.ResampleStream(source.samplerate, target_rate, 1)
+        for block in source.blocks(blocksize=max(1, int(block_seconds * source.samplerate)), dtype="float32",
+                                   always_2d=True):
+            mono = block.mean(axis=1)
+            if not np.all(np.isfinite(mono)):
+                raise EdgedistillError(f"{path} holds NaN or infinite samples", "re-export the file")
+            yield mono if stream is None else stream.resample_chunk(mono).astype(np.float32)
+        if stream is not None:
+            yield stream.resample_chunk(np.zeros(0, np.float32), last=True).astype(np.float32)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgedistill.dataset import sha256_file, write_atomic
 from edgedistill.errors import EdgedistillError, describe_validation_error
+from edgedistill.streaming import StreamingSpec
 
 MANIFEST = "manifest.json"
 
@@ -51,6 +52,7 @@ class Manifest(_Strict):
     labels: list[str]
     input: InputSpec
     output: OutputSpec
+    streaming: StreamingSpec | None = None  # keyword models: how the device slides, smooths and thresholds
     files: list[BundleFile]
     metrics: dict[str, dict[str, Any]] = Field(default_factory=dict)  # "float", "int8"
     targets: dict[str, dict[str, Any]] = Field(default_factory=dict)  # "tflite_micro", "vela"

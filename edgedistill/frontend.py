@@ -102,11 +102,19 @@ class MfccFrontEnd:
         clips = clips[None] if single else clips
         if clips.shape[1] != self.clip_samples:
             raise ValueError(f"expected clips of {self.clip_samples} samples, got {clips.shape[1]}")
-        frames = self.frame(clips)
-        frames = frames * self.window
-        magnitude = np.abs(np.fft.rfft(frames, axis=-1))[..., : self.frame_length]
+        features = self._mfcc(self.frame(clips))
+        return features[0] if single else features
+
+    def stream_features(self, audio: np.ndarray) -> np.ndarray:
+        """MFCC rows of every frame of a recording of any length (at least one frame): row k is the frame
+        starting at sample k * hop_length, so any `frames` consecutive rows are the features of that clip."""
+        audio = np.asarray(audio, dtype=np.float32)
+        count = 1 + (audio.size - self.frame_length) // self.hop_length
+        index = (np.arange(count) * self.hop_length)[:, None] + np.arange(self.frame_length)[None, :]
+        return self._mfcc(audio[index])
+
+    def _mfcc(self, frames: np.ndarray) -> np.ndarray:
+        magnitude = np.abs(np.fft.rfft(frames * self.window, axis=-1))[..., : self.frame_length]
         # rfft gives frame_length/2+1 bins; the mel matrix is zero above Nyquist, as on the MCU
         mel = magnitude @ self.mel_matrix[:, : magnitude.shape[-1]].T
-        features = np.log(mel + LOG_OFFSET) @ self.dct_matrix.T
-        features = features.astype(np.float32)
-        return features[0] if single else features
+        return (np.log(mel + LOG_OFFSET) @ self.dct_matrix.T).astype(np.float32)

@@ -6,16 +6,20 @@ and what the bundle's metrics describe are one code path.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from edgedistill.audio import fit_to_length, load_audio
+from edgedistill.audio import audio_blocks, fit_to_length, load_audio
 from edgedistill.bundle import Manifest, Quantization, load_bundle
 from edgedistill.errors import EdgedistillError
 from edgedistill.frontend import MfccFrontEnd
 from edgedistill.image_frontend import HeatmapDecoding, ImageFrontEnd
 from edgedistill.images import load_image
+from edgedistill.streaming import detect, posterior_track, smooth
+
+SILENT_PEAK = 10 ** (-80 / 20)  # below -80 dBFS nothing was recorded (16-bit audio's floor is -96 dBFS)
 
 
 def quantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
@@ -123,6 +127,61 @@ def _image_predictor(manifest: Manifest) -> tuple[ImageFrontEnd, HeatmapDecoding
                                f"{error!r}", "upgrade edgedistill or re-export the bundle") from None
 
 
+def _checked_stream(blocks: Iterable[np.ndarray], frontend: MfccFrontEnd, notes: list[str],
+                    name: str) -> Iterator[np.ndarray]:
+    """The recording's blocks, padded with silence to one window when shorter; odd input leaves a note."""
+    seen, peak = 0, 0.0
+    for block in blocks:
+        seen += block.size
+        peak = max(peak, float(np.abs(block).max(initial=0.0)))
+        yield block
+    if seen == 0:
+        raise EdgedistillError(f"{name} holds no audio samples", "pass a file with sound in it")
+    if seen < frontend.clip_samples:
+        notes.append(f"{name} lasts {seen / frontend.sample_rate:.2f} s, less than the model's "
+                     f"{frontend.clip_samples / frontend.sample_rate:g} s window: padded with silence to one window")
+        yield np.zeros(frontend.clip_samples - seen, np.float32)
+    if peak < SILENT_PEAK:
+        notes.append(f"{name} is silent (peak {peak:.1e}): nothing to detect")
+
+
+def stream_file(bundle_dir: Path, file: Path,
+                progress: Callable[[float], None] | None = None) -> tuple[list[dict], list[str]]:
+    """Listen to a recording of any length as the device does (the manifest's stride, smoothing, thresholds and
+    refractory period): one {"file", "label", "start", "end", "score"} per detection, times in seconds, and
+    notes on what was odd about the input. Memory stays bounded by a block of audio."""
+    manifest, classifier = _open_bundle(bundle_dir)
+    if manifest.input.kind != "audio" or manifest.streaming is None:
+        raise EdgedistillError(f"bundle {manifest.name} declares no streaming detection",
+                               "--stream needs a keyword bundle exported by this version; re-export it")
+    frontend = _audio_frontend(manifest)
+    spec = manifest.streaming
+    notes: list[str] = []
+    blocks = _checked_stream(audio_blocks(file, frontend.sample_rate), frontend, notes, str(file))
+    track = posterior_track(blocks, frontend, spec.stride_frames,
+                            lambda features: softmax(classifier.logits(features)), progress)
+    detections = detect(smooth(track, spec.smoothing_windows), manifest.labels, spec,
+                        frontend.clip_samples / frontend.sample_rate)
+    return [{"file": str(file), "label": d.label, "start": d.start, "end": d.end, "score": round(d.score, 4)}
+            for d in detections], notes
+
+
+def _open_bundle(bundle_dir: Path) -> tuple[Manifest, Int8Classifier]:
+    bundle_dir = Path(bundle_dir)
+    manifest = load_bundle(bundle_dir)
+    classifier = Int8Classifier(bundle_dir / manifest.file("model_int8").path)
+    _check_manifest_matches_model(manifest, classifier)
+    return manifest, classifier
+
+
+def _audio_frontend(manifest: Manifest) -> MfccFrontEnd:
+    try:
+        return MfccFrontEnd.from_spec(manifest.input.frontend)
+    except (ValueError, TypeError) as error:
+        raise EdgedistillError(f"bundle {manifest.name} declares a front end this version cannot run: {error}",
+                               "upgrade edgedistill or re-export the bundle") from None
+
+
 def predict_files(bundle_dir: Path, files: list[Path]) -> list[dict]:
     """Run a bundle on each file: audio (any format soundfile/ffmpeg reads, any sample rate) for a keyword
     bundle -> {"file", "label", "score", "scores"}; images (any format Pillow reads) for a detection
@@ -130,18 +189,11 @@ def predict_files(bundle_dir: Path, files: list[Path]) -> list[dict]:
 
     Raises EdgedistillError naming the file for missing, empty or corrupt input.
     """
-    bundle_dir = Path(bundle_dir)
-    manifest = load_bundle(bundle_dir)
-    classifier = Int8Classifier(bundle_dir / manifest.file("model_int8").path)
-    _check_manifest_matches_model(manifest, classifier)
+    manifest, classifier = _open_bundle(bundle_dir)
     if manifest.input.kind == "image":
         frontend, decoding = _image_predictor(manifest)
         return [_detect_file(Path(file), manifest, frontend, decoding, classifier) for file in files]
-    try:
-        audio_frontend = MfccFrontEnd.from_spec(manifest.input.frontend)
-    except (ValueError, TypeError) as error:
-        raise EdgedistillError(f"bundle {manifest.name} declares a front end this version cannot run: {error}",
-                               "upgrade edgedistill or re-export the bundle") from None
+    audio_frontend = _audio_frontend(manifest)
     return [_classify_file(Path(file), manifest, audio_frontend, classifier) for file in files]
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from edgedistill.errors import EdgedistillError, describe_validation_error
 
@@ -88,6 +89,30 @@ class FrontEndSettings(_Section):
     f_max: float = 4000.0
 
 
+class StreamingSettings(_Section):
+    """How the device listens to a stream (`predict --stream`, the C header), and its operating point."""
+
+    max_false_accepts_per_hour: float = Field(0.5, gt=0)  # over all keywords, on held-out negative audio
+    stride_seconds: float = Field(0.1, gt=0)  # the model runs this often; a multiple of the front end's hop
+    smoothing_windows: int = Field(3, ge=1)  # posteriors averaged before thresholding
+    refractory_seconds: float = Field(1.0, ge=0)  # quiet time after a detection
+    thresholds: dict[str, float] = Field(default_factory=dict)  # keyword -> fixed threshold, instead of calibrated
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds_are_probabilities(cls, thresholds: dict[str, float]) -> dict[str, float]:
+        for keyword, value in thresholds.items():
+            if not 0 <= value <= 1:
+                raise ValueError(f"the threshold of '{keyword}' is {value}; thresholds are posteriors, from 0 to 1")
+        return thresholds
+
+
+class EvaluateSettings(_Section):
+    # real recordings to measure the exported model on (never trained on): a CSV of file,word[,speaker], a
+    # folder holding labels.csv, or a folder of sub-folders named by word
+    real: str | None = None
+
+
 class ExportSettings(_Section):
     formats: list[Literal["tflite", "onnx", "c_header", "vela"]] = ["tflite", "onnx", "c_header", "vela"]
     max_int8_accuracy_drop: float = Field(0.02, ge=0, le=1)  # measured: 0.1-0.3 points (digits, faces)
@@ -110,7 +135,9 @@ class KeywordSpottingRecipe(_Section):
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     frontend: FrontEndSettings = Field(default_factory=FrontEndSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
+    detect: StreamingSettings = Field(default_factory=StreamingSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
+    evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
 
     @field_validator("keywords")
     @classmethod
@@ -129,6 +156,18 @@ class KeywordSpottingRecipe(_Section):
                 raise ValueError(f"'{keyword}' is reserved for the negative classes")
             seen[folded] = keyword
         return cleaned
+
+    @model_validator(mode="after")
+    def _streaming_fits_the_front_end(self) -> "KeywordSpottingRecipe":
+        hop_seconds = self.frontend.hop_length / self.sample_rate
+        frames = self.detect.stride_seconds / hop_seconds
+        if abs(frames - round(frames)) > 1e-6 or round(frames) < 1:
+            raise ValueError(f"detect.stride_seconds ({self.detect.stride_seconds}) must be a whole number of front-end "
+                             f"hops ({hop_seconds:g} s each), e.g. {5 * hop_seconds:g}")
+        unknown = sorted(set(self.detect.thresholds) - set(self.keywords))
+        if unknown:
+            raise ValueError(f"detect.thresholds names {unknown}, which are not keywords; thresholds are per keyword")
+        return self
 
     @property
     def classes(self) -> list[str]:

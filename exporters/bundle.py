@@ -29,7 +29,9 @@ from edgedistill.frontend import MfccFrontEnd
 from edgedistill.image_frontend import BACKGROUND, Centroid, HeatmapDecoding, ImageFrontEnd, Placement, centroid_f1
 from edgedistill.inference import Int8Classifier, quantize, softmax
 from edgedistill.metrics import classification_metrics
-from edgedistill.recipe import ExportSettings
+from edgedistill.real_speech import LabelledClip, evaluate_on_real
+from edgedistill.recipe import ExportSettings, StreamingSettings
+from edgedistill.streaming import HeldOutAudio, StreamingSpec, calibrate
 from exporters.c_header import c_header_text
 from exporters.onnx_export import export_onnx
 from exporters.report import detection_sample_jpeg, model_card_markdown, report_html
@@ -100,6 +102,12 @@ class Companion:
 
 
 @dataclass
+class Evaluation:
+    metrics: dict  # {"float", "int8", "int8_vs_float", ...}
+    streaming: StreamingSpec | None = None  # keyword models: the calibrated device loop
+
+
+@dataclass
 class _Task:
     """What a keyword and a detection bundle do differently; every other step is shared."""
 
@@ -110,8 +118,8 @@ class _Task:
     labels: list[str]  # the model's output order
     test_inputs: np.ndarray  # float model inputs, for the ONNX and TFLite Micro checks
     tflm_inputs: int
-    # (classifier, float model) -> metrics {"float", "int8", "int8_vs_float"}; raises on too large a drop
-    evaluate: Callable[[Int8Classifier, torch.nn.Module], dict]
+    # (classifier, float model) -> metrics and streaming spec; raises on too large a drop
+    evaluate: Callable[[Int8Classifier, torch.nn.Module], Evaluation]
     decoding: HeatmapDecoding | None = None
     # int8 classifier -> (title, JPEG bytes) figures for the report, made after evaluation
     report_images: Callable[[Int8Classifier], list[tuple[str, bytes]]] = lambda classifier: []
@@ -183,7 +191,8 @@ def _build_bundle(build: _Build, model: torch.nn.Module, task: _Task, name: str,
         raise EdgedistillError(f"the model has {classifier.output_shape[-1]} outputs but {len(task.labels)} labels "
                                "were given",
                                "pass the labels in the model's output order (recipe.classes)")
-    metrics = task.evaluate(classifier, model)
+    evaluation = task.evaluate(classifier, model)
+    metrics = evaluation.metrics
     build.write(f"{name}_int8.tflite", "model_int8", content)
     say("checking on TensorFlow Lite Micro")
     _micro_stage(build, content, classifier, task)
@@ -193,7 +202,8 @@ def _build_bundle(build: _Build, model: torch.nn.Module, task: _Task, name: str,
                                input_quantization=classifier.input_quantization,
                                output_quantization=classifier.output_quantization, frontend=task.frontend,
                                arena_bytes=build.targets["tflite_micro"]["arena_bytes"], decoding=task.decoding,
-                               output_shape=classifier.output_shape if task.decoding else None)
+                               output_shape=classifier.output_shape if task.decoding else None,
+                               streaming=evaluation.streaming)
         build.write(f"{name}_model.h", "c_header", header.encode())
     if "vela" in formats:
         say(f"compiling for {settings.vela_accelerator} with Vela")
@@ -206,7 +216,7 @@ def _build_bundle(build: _Build, model: torch.nn.Module, task: _Task, name: str,
         input=InputSpec(kind=task.input_kind, shape=classifier.input_shape,
                         quantization=classifier.input_quantization, frontend=task.frontend_spec),
         output=OutputSpec(shape=classifier.output_shape, quantization=classifier.output_quantization,
-                          activation="logits"),
+                          activation="logits"), streaming=evaluation.streaming,
         files=build.described(), metrics=metrics, targets=build.targets,
         dataset=dataset_ref, recipe=recipe, created=datetime.now(timezone.utc),
         edgedistill_version=_edgedistill_version())
@@ -229,13 +239,19 @@ def _micro_stage(build: _Build, content: bytes, classifier: Int8Classifier, task
 def export_keyword_bundle(model: torch.nn.Module, *, out_dir: Path, name: str, labels: list[str],
                           frontend: MfccFrontEnd, calibration: np.ndarray, test_features: np.ndarray,
                           test_labels: np.ndarray, float_metrics: dict, settings: ExportSettings,
-                          dataset_ref: dict, recipe: dict,
+                          dataset_ref: dict, recipe: dict, held_out_audio: HeldOutAudio | None = None,
+                          streaming: StreamingSettings | None = None, real_clips: list[LabelledClip] = (),
                           progress: Callable[[str], None] | None = None) -> Manifest:
     """Export a trained float keyword model as a bundle in `out_dir`; return its manifest.
 
+    With `held_out_audio`, the int8 model is run over it as the device would (`streaming` settings) to pick
+    per-keyword thresholds for the false-accept target; `real_clips` are real recordings it is measured on.
     Raises EdgedistillError, leaving `out_dir` as it was, when int8 accuracy drops more than
     `settings.max_int8_accuracy_drop` below `float_metrics["accuracy"]`.
     """
+    streaming = streaming or StreamingSettings()
+    stride_frames = round(streaming.stride_seconds * frontend.sample_rate / frontend.hop_length)
+    say = progress or (lambda message: None)
     if len(test_features) == 0 or len(test_features) != len(test_labels):
         raise EdgedistillError(f"export needs test features with one label each (got {len(test_features)} features, "
                                f"{len(test_labels)} labels)", "pass the held-out test split's features and labels")
@@ -250,7 +266,18 @@ def export_keyword_bundle(model: torch.nn.Module, *, out_dir: Path, name: str, l
         check_accuracy_drop(float_accuracy, int8_metrics["accuracy"], settings)
         agreement = {"top1_agreement": float((float_predictions == int8_predictions).mean()),
                      "count": int(len(test_features))}
-        return {"float": float_metrics, "int8": int8_metrics, "int8_vs_float": agreement}
+        metrics = {"float": float_metrics, "int8": int8_metrics, "int8_vs_float": agreement}
+        probabilities = lambda features: softmax(classifier.logits(features))  # noqa: E731
+        spec = None
+        if held_out_audio is not None:
+            say("setting the thresholds on held-out audio, as the device listens")
+            spec, metrics["streaming"] = calibrate(
+                held_out_audio, labels, frontend, stride_frames, streaming.smoothing_windows, streaming.refractory_seconds, streaming.max_false_accepts_per_hour,
+                streaming.thresholds, probabilities)
+        if real_clips:
+            say(f"measuring on {len(real_clips)} real recordings")
+            metrics["real"] = evaluate_on_real(list(real_clips), labels, frontend, probabilities, spec)
+        return Evaluation(metrics, spec)
 
     task = _Task(task="keyword_spotting", input_kind="audio", frontend=frontend, frontend_spec=frontend.spec(),
                  labels=labels, test_inputs=test_features, tflm_inputs=TFLM_CHECK_INPUTS, evaluate=evaluate)
@@ -328,7 +355,7 @@ def export_detection_bundle(model: torch.nn.Module, *, out_dir: Path, name: str,
         check_accuracy_drop(float_metrics["f1"], int8_metrics["f1"], settings, "centroid F1", "images")
         agreement = {"cell_agreement": float((float_probabilities.argmax(-1) == int8_probabilities.argmax(-1)).mean()),
                      "count": len(test.images)}
-        return {"float": float_metrics, "int8": int8_metrics, "int8_vs_float": agreement}
+        return Evaluation({"float": float_metrics, "int8": int8_metrics, "int8_vs_float": agreement})
 
     def report_images(classifier: Int8Classifier) -> list[tuple[str, bytes]]:
         figures = []

@@ -15,6 +15,7 @@ import numpy as np
 from edgedistill.bundle import Quantization
 from edgedistill.frontend import LOG_OFFSET, MfccFrontEnd
 from edgedistill.image_frontend import HeatmapDecoding, ImageFrontEnd
+from edgedistill.streaming import StreamingSpec
 
 _VALUES_PER_LINE = 12
 
@@ -114,6 +115,19 @@ def _frontend_section(prefix: str, frontend: MfccFrontEnd) -> str:
     return usage + defines + floats + arrays
 
 
+def _streaming_section(prefix: str, spec: StreamingSpec, labels: list[str]) -> str:
+    upper = prefix.upper()
+    thresholds = [c_float(min(t, 2.0)) for t in spec.threshold_vector(labels)]
+    return (f"/* Streaming: run the model every STRIDE_FRAMES hops on the newest FRAMES feature rows, average the\n"
+            f"   last SMOOTHING_WINDOWS softmax outputs, and report the keyword furthest above its threshold (the\n"
+            f"   negative classes have 2.0: never reported); then report nothing for REFRACTORY_MS. */\n"
+            f"#define {upper}_STRIDE_FRAMES {spec.stride_frames}\n"
+            f"#define {upper}_SMOOTHING_WINDOWS {spec.smoothing_windows}\n"
+            f"#define {upper}_REFRACTORY_MS {round(spec.refractory_seconds * 1000)}\n"
+            f"#define {upper}_REFRACTORY_RUNS {spec.refractory_runs} /* model runs skipped after a detection */\n"
+            + _array("float", f"{prefix}_thresholds", thresholds))
+
+
 def _image_frontend_section(prefix: str, frontend: ImageFrontEnd, decoding: HeatmapDecoding) -> str:
     upper = prefix.upper()
     constants = {"IMAGE_SIZE": frontend.size, "IMAGE_CHANNELS": frontend.channels,
@@ -137,7 +151,7 @@ def _image_frontend_section(prefix: str, frontend: ImageFrontEnd, decoding: Heat
 def c_header_text(*, name: str, model: bytes, labels: list[str], input_shape: list[int], input_quantization:
                   Quantization, output_quantization: Quantization, frontend: MfccFrontEnd | ImageFrontEnd,
                   arena_bytes: int | None, decoding: HeatmapDecoding | None = None,
-                  output_shape: list[int] | None = None) -> str:
+                  output_shape: list[int] | None = None, streaming: StreamingSpec | None = None) -> str:
     """The header text; an `ImageFrontEnd` needs the heat map `decoding` too (a detection model)."""
     prefix = c_identifier(name)
     guard = f"{prefix.upper()}_MODEL_H"
@@ -154,6 +168,7 @@ def c_header_text(*, name: str, model: bytes, labels: list[str], input_shape: li
         _quantization_section(prefix, input_shape, input_quantization, output_quantization, arena_bytes,
                               output_shape),
         frontend_text,
+        *([_streaming_section(prefix, streaming, labels)] if streaming else []),
         _model_section(prefix, model),
         f"#endif /* {guard} */\n",
     ])

@@ -16,6 +16,7 @@ import yaml
 
 from edgedistill.bundle import Manifest
 from edgedistill.recipe import SILENCE, UNKNOWN
+from exporters.c_header import c_identifier
 
 _NEGATIVE_MEANING = {UNKNOWN: "any other word or sound", SILENCE: "silence or background noise"}
 
@@ -65,6 +66,8 @@ def _context(manifest: Manifest) -> dict:
         "keywords": [x for x in manifest.labels if x not in _NEGATIVE_MEANING],
         "clip_seconds": frontend["clip_samples"] / frontend["sample_rate"],
         "recall_rows": recall_rows, "false_accepts": false_accepts,
+        "spec": manifest.streaming, "streaming": manifest.metrics.get("streaming", {}),
+        "real": manifest.metrics.get("real", {}), "prefix": c_identifier(manifest.name),
     }
 
 
@@ -183,15 +186,78 @@ A false accept is a negative clip (`_unknown_`, `_silence_`) called a keyword: t
 The int8 model picks the same class as the float model on {{ agreement.get("top1_agreement") | percent }} of test clips.
 {% endif %}
 
+{% if real %}
+## On real recordings
+Measured on {{ real.clips }} real recordings from {{ real.speakers }} speakers ({{ real.keyword_clips }} keyword clips from
+{{ real.keyword_speakers }} speakers, {{ real.non_keyword_clips }} clips of other words or sounds), never used in training.
+
+| | int8 (TFLite) |
+|---|---:|
+| keyword clips recognised (top class) | {{ real.keyword_accuracy | percent }} |
+| other words rejected (top class `_unknown_` or `_silence_`) | {{ real.non_keyword_rejected | percent }} |
+{% if spec %}
+| keyword clips recognised at the thresholds | {{ real.keyword_detected_at_thresholds | percent }} |
+| other words rejected at the thresholds | {{ real.non_keyword_rejected_at_thresholds | percent }} |
+{% if real.streaming.get("false_accepts_per_hour") is not none %}
+| streaming: false accepts per hour of other speech ({{ "%.2f" % (real.streaming.non_keyword_hours * 60) }} min joined) | {{ "%.1f" % real.streaming.false_accepts_per_hour }} |
+{% endif %}
+{% if real.streaming.get("false_reject_rate") is not none %}
+| streaming: keyword clips missed | {{ real.streaming.false_reject_rate | percent }} |
+{% endif %}
+{% endif %}
+{% for label, value in real.per_keyword_accuracy.items() %}
+| recognised `{{ label }}` | {{ value | percent }} |
+{% endfor %}
+{% if real.false_accepts_by_word %}
+
+Other words taken for a keyword (times / clips): {% for word, counts in real.false_accepts_by_word.items() %}{{ word }} {{ counts[0] }}/{{ counts[1] }}{{ ", " if not loop.last }}{% endfor %}.
+{% endif %}
+
+{% endif %}
+{% if spec %}
+## Listening to a stream
+Run the model every {{ spec.stride_frames }} feature frames ({{ "%g" % spec.stride_seconds }} s) on the newest {{ frontend.frames }} frames,
+average the softmax of the last {{ spec.smoothing_windows }} runs, report the keyword furthest above its threshold, then
+report nothing for {{ "%g" % spec.refractory_seconds }} s. `edgedistill predict --stream` does exactly this.
+
+| keyword | threshold | false rejects (held-out synthetic) |
+|---|---:|---:|
+{% for label, value in spec.thresholds.items() %}
+| `{{ label }}` | {{ "%.3f" % value }} | {{ streaming.get("false_reject_rate_per_keyword", {}).get(label) | percent }} |
+{% endfor %}
+
+{% if streaming %}
+On {{ "%.2f" % streaming.negative_hours }} h of held-out synthetic non-keyword audio the thresholds give
+{{ "%.2f" % streaming.false_accepts_per_hour }} false accepts per hour (target {{ streaming.target_false_accepts_per_hour }}),
+missing {{ streaming.false_reject_rate | percent }} of {{ streaming.keyword_clips }} held-out keyword clips.
+{% endif %}
+
+The device loop, with the C header's constants:
+```c
+static float history[{{ prefix | upper }}_SMOOTHING_WINDOWS][{{ prefix | upper }}_LABEL_COUNT];
+static int runs = 0, quiet_runs = 0;
+/* every {{ prefix | upper }}_STRIDE_FRAMES new feature frames: */
+float *p = history[runs++ % {{ prefix | upper }}_SMOOTHING_WINDOWS];
+softmax(dequantised_output, p, {{ prefix | upper }}_LABEL_COUNT);
+int best = -1; float best_margin = 0.0f;
+for (int k = 0; k < {{ prefix | upper }}_LABEL_COUNT; k++) {
+  float mean = 0.0f; int n = runs < {{ prefix | upper }}_SMOOTHING_WINDOWS ? runs : {{ prefix | upper }}_SMOOTHING_WINDOWS;
+  for (int j = 0; j < n; j++) mean += history[j][k] / n;
+  if (mean - {{ prefix }}_thresholds[k] >= best_margin) { best_margin = mean - {{ prefix }}_thresholds[k]; best = k; }
+}
+if (quiet_runs > 0) quiet_runs--;
+if (quiet_runs == 0 && best >= 0) { on_keyword({{ prefix }}_labels[best]); quiet_runs = {{ prefix | upper }}_REFRACTORY_RUNS; }
+```
+
+{% endif %}
 """ + _CARD_SIZE + """## Intended use
-Spotting a small, fixed set of spoken keywords on a microcontroller or NPU, one clip at a time; for a
-continuous stream, slide the window (e.g. every 0.25 s) and act on a keyword seen in consecutive windows.
+Spotting a small, fixed set of spoken keywords on a microcontroller or NPU, in a stream of audio (above).
 
 ## Limits
 - **Trained on synthetic speech**: text-to-speech voices with augmentation (noise, reverb, channel effects).
-  The test clips are synthetic too, from voices held out of training, so the figures above are likely
-  better than what real speakers and real microphones will give. Record real clips on the target device
-  and measure before relying on it.
+  The held-out test clips are synthetic too, from voices held out of training, so those figures are likely
+  better than what real speakers and real microphones give{{ ": compare the real recordings above" if real else
+  ". Record real clips on the target device and measure (recipe `evaluate: {real: PATH}`) before relying on it" }}.
 - It knows only the labels above; words it never heard may land in any class, not only `_unknown_`.
 - Accents, children's voices, far-field speech and loud rooms are covered only as far as the synthetic
   voices and augmentations covered them.

@@ -99,26 +99,39 @@ def export(recipe: RecipeArg, out: OutOpt = None) -> None:
 @app.command()
 def predict(bundle: Annotated[Path, typer.Argument(help="bundle folder")],
             files: Annotated[list[Path], typer.Argument(help="audio (any format and rate) or image files")],
-            as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line only")] = False) -> None:
+            as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line only")] = False,
+            stream: Annotated[bool, typer.Option(
+                "--stream", help="audio: listen to recordings of any length as the device does, one JSON object per "
+                                 "detection {file, label, start, end, score}")] = False) -> None:
     """Run a bundle's int8 model on audio or image files, with exactly the preprocessing of its manifest."""
-    from edgedistill.inference import predict_files
+    from edgedistill.inference import predict_files, stream_file
 
     failed = 0
     for file in files:
         try:
-            result = predict_files(bundle, [file])[0]
+            if stream:
+                results, notes = _stream_with_progress(bundle, file, stream_file)
+            else:
+                results, notes = predict_files(bundle, [file]), []
         except EdgedistillError as error:
             if "bundle" in error.problem:
                 raise
             failed += 1
-            result = {"file": str(file), "error": error.problem}
-        if as_json:
-            print(json.dumps(result))
-        else:
-            shown = {k: v for k, v in result.items() if k != "scores"}
-            console.print(json.dumps(shown))
+            results, notes = [{"file": str(file), "error": error.problem}], []
+        for note in notes:
+            console.print(f"[yellow]note:[/yellow] {note}")
+        for result in results:
+            if as_json:
+                print(json.dumps(result), flush=True)
+            else:
+                console.print(json.dumps({k: v for k, v in result.items() if k != "scores"}))
     if failed:
         raise typer.Exit(code=1)
+
+
+def _stream_with_progress(bundle: Path, file: Path, stream_file) -> tuple[list[dict], list[str]]:
+    with progress_bar(f"listening {file.name}"[:16]) as update:
+        return stream_file(bundle, file, lambda seconds: update(round(seconds), None))
 
 
 @app.command()

@@ -129,9 +129,11 @@ def export_step(recipe: KeywordSpottingRecipe, dataset: Dataset, trained: Traine
                 progress: Callable[[str], None] | None = None) -> Manifest:
     import numpy as np
 
+    from edgedistill.real_speech import read_labelled_clips
     from exporters.bundle import export_keyword_bundle
-    from trainers.keyword_spotter import clip_features, load_model
+    from trainers.keyword_spotter import clip_features, held_out_audio, load_model
 
+    real_clips = read_labelled_clips(recipe.evaluate.real) if recipe.evaluate.real else []
     frontend = frontend_for(recipe)
     model, labels = load_model(trained.path)
     version = dataset.version(trained.version)
@@ -144,7 +146,8 @@ def export_step(recipe: KeywordSpottingRecipe, dataset: Dataset, trained: Traine
         model, out_dir=paths.bundle, name=recipe.name, labels=labels, frontend=frontend,
         calibration=calibration.features, test_features=test.features, test_labels=test.targets,
         float_metrics=trained.float_metrics, settings=recipe.export,
-        dataset_ref={"path": dataset.location, "version": version.id, "counts": version.counts},
+        held_out_audio=held_out_audio(dataset, samples, frontend, labels, recipe.seed), streaming=recipe.detect,
+        real_clips=real_clips, dataset_ref={"path": dataset.location, "version": version.id, "counts": version.counts},
         recipe=recipe.model_dump(mode="json"), progress=progress)
 
 

@@ -173,10 +173,10 @@ def test_predict_on_an_image_without_objects_and_a_broken_file(bundle, tmp_path)
 
 def test_too_large_int8_drop_raises_and_writes_nothing(trained, tmp_path):
     result, calibration, test = trained
-    # a negative allowance (past validation) makes any int8 F1 too low, so the refusal path runs
-    # without hunting for a model that quantises badly
+    # F1 lies in [0, 1], so float minus int8 F1 is never below -1: an allowance of -1.01 (past
+    # validation) refuses every model, however its int8 F1 compares with its float F1
     settings = ExportSettings.model_construct(**{**ExportSettings().model_dump(), "formats": ["tflite"],
-                                                 "max_int8_accuracy_drop": -0.01})
+                                                 "max_int8_accuracy_drop": -1.01})
     with pytest.raises(EdgedistillError, match="centroid F1") as raised:
         export_detection_bundle(
             result.model, out_dir=tmp_path / "shapes", name="shapes", labels=LABELS, frontend=result.frontend,

@@ -5,55 +5,20 @@ import shutil
 import numpy as np
 import pytest
 import soundfile
-import torch
 
 from edgedistill.errors import EdgedistillError
-from edgedistill.frontend import MfccFrontEnd
 from edgedistill.inference import loudest_window, predict_files, quantize
-from edgedistill.metrics import classification_metrics
-from edgedistill.recipe import ExportSettings
-from exporters.bundle import export_keyword_bundle
-from tiny_dscnn import fit_tiny_dscnn
-
-LABELS = ["low", "high", "_unknown_", "_silence_"]
-TONES = {"low": 300.0, "high": 2500.0}
-
-
-def _clip(label: str, rate: int, seconds: float, rng: np.random.Generator) -> np.ndarray:
-    t = np.arange(int(rate * seconds)) / rate
-    noise = 0.01 * rng.standard_normal(t.size)
-    if label in TONES:
-        return (rng.uniform(0.05, 0.5) * np.sin(2 * np.pi * TONES[label] * rng.uniform(0.85, 1.15) * t) + noise)
-    if label == "_unknown_":  # a chirp: sound that is neither keyword
-        return 0.3 * np.sin(2 * np.pi * (900 + 1500 * t) * t) + noise
-    return noise
-
-
-def _features(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(len(LABELS)), per_class)
-    clips = np.array([_clip(LABELS[i], 16000, 1.0, rng) for i in labels], np.float32)
-    return MfccFrontEnd()(clips), labels
+from tones import LABELS, export_tones_bundle, tone_clip
 
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory):
-    features, labels = _features(32, seed=0)
-    test_features, test_labels = _features(12, seed=1)
-    model = fit_tiny_dscnn(features, labels, len(LABELS), steps=120)
-    with torch.no_grad():
-        float_metrics = classification_metrics(test_labels, model(torch.from_numpy(test_features)).argmax(1).numpy(),
-                                               LABELS)
-    out_dir = tmp_path_factory.mktemp("predict") / "tones"
-    export_keyword_bundle(model, out_dir=out_dir, name="tones", labels=LABELS, frontend=MfccFrontEnd(),
-                          calibration=features, test_features=test_features, test_labels=test_labels,
-                          float_metrics=float_metrics, settings=ExportSettings(formats=["tflite"]),
-                          dataset_ref={}, recipe={})
-    return out_dir
+    return export_tones_bundle(tmp_path_factory.mktemp("predict") / "tones")
 
 
 def _write(path, label: str, rate: int, seconds: float = 1.0, seed: int = 7, **options):
-    soundfile.write(path, _clip(label, rate, seconds, np.random.default_rng(seed)).astype(np.float32), rate, **options)
+    soundfile.write(path, tone_clip(label, rate, seconds, np.random.default_rng(seed)).astype(np.float32), rate,
+                    **options)
     return path
 
 
@@ -76,7 +41,7 @@ def test_predicts_flac_and_ogg_and_long_recordings(bundle_dir, tmp_path):
     # 3 s of near-silence with the tone in the middle: the loudest second is the one to classify
     rng = np.random.default_rng(3)
     long = 0.005 * rng.standard_normal(48000)
-    long[16000:32000] += _clip("high", 16000, 1.0, rng)
+    long[16000:32000] += tone_clip("high", 16000, 1.0, rng)
     soundfile.write(tmp_path / "long.wav", long.astype(np.float32), 16000)
     results = predict_files(bundle_dir, [flac, ogg, tmp_path / "long.wav"])
     assert [r["label"] for r in results] == ["high", "low", "high"]

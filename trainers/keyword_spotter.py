@@ -18,6 +18,7 @@ from edgedistill.errors import EdgedistillError
 from edgedistill.frontend import MfccFrontEnd
 from edgedistill.metrics import classification_metrics
 from edgedistill.recipe import TrainSettings
+from edgedistill.streaming import HeldOutAudio, is_keyword
 from trainers.dscnn import DSCNN
 from trainers.fitting import fit
 
@@ -45,14 +46,32 @@ class TrainResult:
 def clip_features(dataset: Dataset, samples: list[Sample], frontend: MfccFrontEnd,
                   labels: list[str]) -> FeatureSet:
     """Load every clip at the front end's rate and length, and compute its MFCC features."""
-    clips = np.stack([
-        fit_to_length(load_audio(path, frontend.sample_rate), frontend.clip_samples)
-        for path in dataset.media_paths(samples)
-    ]) if samples else np.zeros((0, frontend.clip_samples), np.float32)
+    clips = _clips(dataset, samples, frontend)
     index = {label: i for i, label in enumerate(labels)}
     targets = np.array([index[s.class_name] for s in samples], dtype=np.int64)
     return FeatureSet(frontend(clips) if len(clips) else np.zeros((0, *frontend.feature_shape), np.float32),
                       targets)
+
+
+def _clips(dataset: Dataset, samples: list[Sample], frontend: MfccFrontEnd) -> np.ndarray:
+    return np.stack([fit_to_length(load_audio(path, frontend.sample_rate), frontend.clip_samples)
+                     for path in dataset.media_paths(samples)]) if samples else np.zeros((0, frontend.clip_samples))
+
+
+def held_out_audio(dataset: Dataset, samples: list[Sample], frontend: MfccFrontEnd, labels: list[str],
+                   seed: int) -> HeldOutAudio:
+    """What the thresholds are set on: every negative clip of the validation and test voices (none was trained
+    on), and the test voices' keyword clips, each joined end to end in a seeded order into one recording."""
+    rng = np.random.default_rng(seed)
+    held_out = [s for s in samples if s.split in ("val", "test")]
+    negatives = [s for s in held_out if not is_keyword(s.class_name)]
+    positives = [s for s in held_out if s.split == "test" and is_keyword(s.class_name)]
+    negatives = [negatives[i] for i in rng.permutation(len(negatives))]
+    positives = [positives[i] for i in rng.permutation(len(positives))]
+    index = {label: i for i, label in enumerate(labels)}
+    return HeldOutAudio(negative=_clips(dataset, negatives, frontend).ravel(),
+                        positive=_clips(dataset, positives, frontend).ravel(),
+                        positive_classes=np.array([index[s.class_name] for s in positives], np.int64))
 
 
 def predict_logits(model: nn.Module, features: np.ndarray, batch_size: int = 512) -> np.ndarray:
