@@ -26,7 +26,9 @@ class SpeechSettings(_Section):
     voices_per_engine: int | None = None  # None: all of them
     variants_per_voice: int = Field(6, ge=1)  # prosody variations of each keyword per voice
     carrier_phrases: bool = True
-    unknown_words: list[str] | None = None  # None: the built-in list plus sound-alikes
+    unknown_words: list[str] | None = None  # the `_unknown_` words; None: everyday words and sound-alikes
+    unknown_vocabulary: int = Field(3000, ge=1)  # how many of the most frequent English words to draw from
+    confusable_share: float = Field(0.5, ge=0, le=1)  # of unknown clips, the share saying a keyword's sound-alike
     unknown_share: float = Field(1.0, ge=0)  # unknown clips per keyword clip, relative to one keyword
     silence_share: float = Field(1.0, ge=0)
     workers: int | None = None  # processes; None: one per core

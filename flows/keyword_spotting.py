@@ -8,7 +8,6 @@ shards, training resumes from its last epoch, and the bundle is written all at o
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 from edgedistill.bundle import Manifest

@@ -174,6 +174,7 @@ def recipe_flow(dask: str | None = None):
     @flow(name="edgedistill-recipe", log_prints=True, task_runner=task_runner(dask))
     def run_recipe(recipe_path: str, out: str) -> str:
         recipe = load_recipe(recipe_path)
+        check_evaluation_set(recipe)
         version_id = label(recipe_path, out, generate(recipe_path, out))
         if recipe.review.enabled:  # pauses the run until people have reviewed the doubtful samples
             version_id = review_step(RunPaths.of(recipe, out).dataset, recipe.review)
@@ -182,6 +183,15 @@ def recipe_flow(dask: str | None = None):
 
     return run_recipe
 
+
+
+def check_evaluation_set(recipe: AnyRecipe) -> None:
+    """A wrong `evaluate.real` is an error before the run, not after it has generated and trained."""
+    real = getattr(getattr(recipe, "evaluate", None), "real", None)
+    if real:
+        from edgedistill.real_speech import read_labelled_clips
+
+        read_labelled_clips(real)
 
 
 def summary_markdown(manifest, bundle: Path) -> str:
@@ -195,12 +205,26 @@ def summary_markdown(manifest, bundle: Path) -> str:
         ("bundle", str(bundle)),
         (f"float {quality} (held out)", _pct(floating.get(quality))),
         (f"int8 {quality} (held out)", _pct(int8.get(quality))),
+        *_streaming_rows(manifest),
         ("int8 model size", f"{manifest.file('model_int8').bytes / 1024:.1f} KiB"),
         ("TFLite Micro arena", f"{tflm.get('arena_bytes', 0) / 1024:.1f} KiB"),
         ("Ethos-U SRAM / flash", f"{vela.get('sram_bytes', 0) / 1024:.1f} / {vela.get('flash_bytes', 0) / 1024:.1f} KiB"
          if vela.get("sram_bytes") is not None else "not compiled"),
     ]
     return "| figure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def _streaming_rows(manifest) -> list[tuple[str, str]]:
+    streaming, real = manifest.metrics.get("streaming"), manifest.metrics.get("real")
+    rows = []
+    if streaming:
+        rows.append(("streaming, held out: false accepts/h, false rejects",
+                     f"{streaming['false_accepts_per_hour']:.2f}, {_pct(streaming['false_reject_rate'])}"))
+    if real:
+        rows += [(f"real: keywords recognised ({real['keyword_clips']} clips, {real['speakers']} speakers)",
+                  _pct(real["keyword_accuracy"])),
+                 (f"real: other words rejected ({real['non_keyword_clips']} clips)", _pct(real["non_keyword_rejected"]))]
+    return rows
 
 
 def vela_summary(manifest) -> str:

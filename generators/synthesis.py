@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from edgedistill.registry import load_plugin, plugin_names
 from generators.augment import NOISE_COLOURS, coloured_noise
 from generators.shards import ShardOutput, run_shards
 from generators.speech_engines import SpeechEngine, SpeechRequest, SynthesisFailed, Voice
-from generators.words import COMMON_WORDS, sound_alikes, unknown_words
+from generators.words import hard_negatives, unknown_vocabulary, unknown_words
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ PITCH_RANGE = (0.85, 1.2)
 PEAK_RANGE = (0.25, 0.95)
 SILENCE_KINDS = (*NOISE_COLOURS, "digital", "babble")
 SILENCE_WEIGHTS = (0.25, 0.3, 0.2, 0.1, 0.15)
+BABBLE_VOCABULARY = 400  # the most common words (never a keyword) that far-off talkers say
 NOISE_GROUPS = 16  # silence clips spread over this many groups so that they split like voices
 TRIM_TOP_DB = 35.0
 FRAME_SECONDS = 0.01
@@ -135,30 +136,37 @@ def _speech_job(class_name: str, text: str, voice: Voice, use_carrier: bool,
     )
 
 
-def _silence_job(index: int, voices: list[Voice], rng: np.random.Generator) -> SpeechJob:
+def _silence_job(index: int, voices: list[Voice], babble_words: list[str], rng: np.random.Generator) -> SpeechJob:
     kind = str(rng.choice(SILENCE_KINDS, p=SILENCE_WEIGHTS))
     level = float(rng.uniform(-90, -70) if kind == "digital" else rng.uniform(-65, -30))
     voice = voices[int(rng.integers(len(voices)))] if kind == "babble" else None
-    words = " ".join(rng.choice(COMMON_WORDS, size=4)) if voice else ""
+    words = " ".join(rng.choice(babble_words, size=4)) if voice else ""
     return SpeechJob(class_name=SILENCE, text=words, spoken=words, carrier=None, voice=voice,
                      rate=round(float(rng.uniform(*RATE_RANGE)), 3), pitch=1.0, peak=round(level, 2),
                      offset=0.0, noise=kind, seed=int(rng.integers(2**31)), group=f"noise/{index % NOISE_GROUPS}")
 
 
 def _unknown_texts(recipe: KeywordSpottingRecipe, count: int, rng: np.random.Generator) -> list[str]:
-    """Half sound-alikes of the keywords (the hard negatives), half other words."""
-    vocabulary = unknown_words(recipe.keywords, recipe.speech.unknown_words)
-    taken = {k.casefold() for k in recipe.keywords}
-    alikes = [w for k in recipe.keywords for w in sound_alikes(k) if w.casefold() not in taken]
-    alike_set = set(alikes)
-    others = [w for w in vocabulary if w not in alike_set] or vocabulary
-    if recipe.speech.unknown_words is not None or not alikes:
-        alikes = vocabulary
-    if not vocabulary:
-        raise EdgedistillError("there are no words left for the _unknown_ class",
-                               "list some in speech.unknown_words that are not keywords")
-    pools = (alikes, others)
-    return [str(pools[i % 2][int(rng.integers(len(pools[i % 2])))]) for i in range(count)]
+    """What the `_unknown_` clips say: the recipe's own words when it lists them; else `confusable_share` of
+    them the keywords' sound-alikes (the hard negatives), the rest everyday words, each word used about
+    equally often so that thousands of words are heard, not a few hundred many times."""
+    settings = recipe.speech
+    if settings.unknown_words is not None:
+        pools = [unknown_words(recipe.keywords, settings.unknown_words)]
+        if not pools[0]:
+            raise EdgedistillError("there are no words left for the _unknown_ class",
+                                   "list some in speech.unknown_words that are not keywords")
+        shares = [1.0]
+    else:
+        hard = hard_negatives(recipe.keywords)
+        everyday = [w for w in unknown_vocabulary(recipe.keywords, settings.unknown_vocabulary) if w not in set(hard)]
+        pools, shares = [hard, everyday], [settings.confusable_share, 1 - settings.confusable_share]
+    texts: list[str] = []
+    for pool, share in zip(pools, shares):
+        wanted = round(count * share) if pool is not pools[-1] else count - len(texts)
+        order = np.concatenate([rng.permutation(len(pool)) for _ in range(-(-wanted // max(len(pool), 1)))])
+        texts += [pool[i] for i in order[:wanted]] if pool else []
+    return [texts[i] for i in rng.permutation(len(texts))]
 
 
 def plan_speech(recipe: KeywordSpottingRecipe, engines: list[SpeechEngine]) -> list[SpeechJob]:
@@ -183,7 +191,8 @@ def plan_speech(recipe: KeywordSpottingRecipe, engines: list[SpeechEngine]) -> l
         unknown_here = unknown_total // len(voices) + (index < unknown_total % len(voices))
         jobs += [_speech_job(UNKNOWN, next(unknown_texts), voice, carrier_for(v), rng) for v in range(unknown_here)]
     silence_total = round(settings.silence_share * clips_per_keyword)
-    jobs += [_silence_job(i, voices, rng) for i in range(silence_total)]
+    babble_words = unknown_vocabulary(recipe.keywords, BABBLE_VOCABULARY)
+    jobs += [_silence_job(i, voices, babble_words, rng) for i in range(silence_total)]
     return jobs
 
 
@@ -276,6 +285,10 @@ def _speech_audio(job: SpeechJob, index: int, spoken: dict[tuple[int, str], Spok
 
 def _place(audio: np.ndarray, job: SpeechJob, settings: _ClipSettings) -> tuple[np.ndarray, tuple[float, float]]:
     length = round(settings.clip_seconds * settings.sample_rate)
+    if audio.size > length and job.class_name == UNKNOWN:
+        # a long word or phrase: the clip is the part of it a device's window would hold at some moment
+        start = round((job.offset + 1) / 2 * (audio.size - length))
+        audio = audio[start:start + length]
     if audio.size > length:
         raise SynthesisFailed(f"the speech lasts {audio.size / settings.sample_rate:.2f} s, longer than the "
                               f"{settings.clip_seconds} s clip (raise clip_seconds for long keywords)")

@@ -34,6 +34,8 @@ train:
 export:
   max_int8_accuracy_drop: 1.0
   calibration_samples: 50
+evaluate:
+  real: {real}
 """
 
 
@@ -58,16 +60,31 @@ def _task_runs(cwd: Path) -> list[str]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _recorded_words(folder: Path) -> Path:
+    """Stand-ins for a team's real recordings (espeak-ng's default voice, which the tiny recipe's voices may
+    include: only the path through the pipeline is under test here), as a labels.csv folder."""
+    folder.mkdir()
+    rows = ["file,word,speaker"]
+    for word in ("yes", "no", "stop"):
+        subprocess.run(["espeak-ng", "-w", str(folder / f"{word}.wav"), word], check=True)
+        rows.append(f"{word}.wav,{word},espeak")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
 @pytest.mark.slow
 def test_run_makes_a_bundle_predict_reads_it_and_a_rerun_resumes(tmp_path):
     recipe = tmp_path / "tiny.yaml"
-    recipe.write_text(TINY_RECIPE)
+    recipe.write_text(TINY_RECIPE.format(real=_recorded_words(tmp_path / "recorded")))
     out = tmp_path / "run"
     first = _cli("run", str(recipe), "--out", str(out), cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     manifest = load_bundle(out / "bundle")
     assert manifest.labels == ["yes", "no", "_unknown_", "_silence_"]
     assert manifest.metrics["int8"]["count"] > 0
+    real = manifest.metrics["real"]
+    assert (real["keyword_clips"], real["non_keyword_clips"], real["speakers"]) == (2, 1, 1)
+    assert set(manifest.streaming.thresholds) == {"yes", "no"} and manifest.metrics["streaming"]["negative_hours"] > 0
     dataset = Dataset.open(out / "dataset")
     stages = [v.stage for v in dataset.info.versions]
     assert stages == ["synthesize", "whisper_check", "split", "augment"]
@@ -82,6 +99,11 @@ def test_run_makes_a_bundle_predict_reads_it_and_a_rerun_resumes(tmp_path):
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     result = json.loads(predicted.stdout.strip().splitlines()[-1])
     assert result["label"] in manifest.labels and set(result["scores"]) == set(manifest.labels)
+    streamed = _cli("predict", str(out / "bundle"), str(tmp_path / "recorded" / "yes.wav"), "--stream", "--json",
+                    cwd=tmp_path)
+    assert streamed.returncode == 0, streamed.stderr[-2000:]
+    for line in streamed.stdout.splitlines():
+        assert json.loads(line)["label"] in ("yes", "no")
 
     # a second run finds every version and the trained model: nothing is made again
     second = _cli("run", str(recipe), "--out", str(out), cwd=tmp_path)
