@@ -304,6 +304,32 @@ Created {{ m.created.isoformat(timespec="seconds") }} by edgedistill {{ m.edgedi
 {% endfor %}
 </table>
 
+{% if det_image %}
+<h2>Listening to a stream</h2>
+<p>Every {{ "%g" % spec.stride_seconds }} s, posteriors averaged over {{ spec.smoothing_windows }} runs, {{ "%g" % spec.refractory_seconds }} s quiet
+after a detection. On {{ "%.2f" % streaming.negative_hours }} h of held-out synthetic negatives: {{ "%.2f" % streaming.false_accepts_per_hour }}
+false accepts per hour (target {{ streaming.target_false_accepts_per_hour }}), {{ streaming.false_reject_rate | percent }} of keyword clips missed.</p>
+<table><tr><th>keyword</th><th>threshold</th><th>false rejects</th></tr>
+{% for label, value in spec.thresholds.items() %}
+<tr><td><code>{{ label }}</code></td><td class="num">{{ "%.3f" % value }}</td>
+<td class="num">{{ streaming.get("false_reject_rate_per_keyword", {}).get(label) | percent }}</td></tr>
+{% endfor %}
+</table>
+<img alt="DET curves" src="data:image/png;base64,{{ det_image }}">
+{% endif %}
+{% if real %}
+<h2>Real recordings</h2>
+<p>{{ real.clips }} recordings from {{ real.speakers }} speakers, never used in training.</p>
+<table><tr><th></th><th>int8</th></tr>
+<tr><td>keyword clips recognised ({{ real.keyword_clips }})</td><td class="num">{{ real.keyword_accuracy | percent }}</td></tr>
+<tr><td>other words rejected ({{ real.non_keyword_clips }})</td><td class="num">{{ real.non_keyword_rejected | percent }}</td></tr>
+{% if real.get("streaming") %}
+<tr><td>streaming false accepts per hour</td><td class="num">{{ "%.1f" % real.streaming.get("false_accepts_per_hour", 0) }}</td></tr>
+<tr><td>streaming keyword clips missed</td><td class="num">{{ real.streaming.get("false_reject_rate") | percent }}</td></tr>
+{% endif %}
+</table>
+{% endif %}
+
 <h2>Confusion matrices</h2>
 <div class="figures">{% for title, png in confusion_images %}<img alt="{{ title }}" src="data:image/png;base64,{{ png }}">{% endfor %}</div>
 
@@ -343,6 +369,38 @@ def confusion_png(confusion: list[list[int]], labels: list[str], title: str) -> 
         pyplot.close(figure)
 
 
+def det_png(curves: dict[str, list[list]], thresholds: dict[str, float], target: float | None) -> bytes:
+    """False rejects against false accepts per hour, one line per keyword, its chosen threshold marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(7, 4.5), dpi=100)
+    try:
+        for label, curve in curves.items():
+            points = [(max(fa, 0.01), fr) for _, fa, fr in curve if fr is not None]
+            if not points:
+                continue
+            line, = axes.plot(*zip(*points), marker=".", label=label)
+            chosen = [(max(fa, 0.01), fr) for t, fa, fr in curve if fr is not None and t == thresholds.get(label)]
+            if chosen:
+                axes.plot(*chosen[0], marker="o", markersize=9, fillstyle="none", color=line.get_color())
+        if target:
+            axes.axvline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target}/h")
+        axes.set_xscale("log")
+        axes.set_xlabel("false accepts per hour (held-out synthetic negatives; 0 drawn at 0.01)")
+        axes.set_ylabel("false reject rate")
+        axes.set_title("DET per keyword (circles: the shipped thresholds)")
+        axes.legend(fontsize=7, ncol=2)
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+        return buffer.getvalue()
+    finally:
+        pyplot.close(figure)
+
+
 def model_card_markdown(manifest: Manifest) -> str:
     if manifest.task == "detection":
         return _environment(autoescape=False).from_string(DETECTION_MODEL_CARD).render(**_detection_context(manifest))
@@ -362,7 +420,12 @@ def report_html(manifest: Manifest, sample_images: list[tuple[str, bytes]] | Non
         if confusion:
             png = confusion_png(confusion, manifest.labels, f"{title}, rows: truth")
             images.append((title, base64.b64encode(png).decode()))
-    return _environment(autoescape=True).from_string(REPORT_HTML).render(**context, confusion_images=images)
+    streaming = manifest.metrics.get("streaming", {})
+    det = (base64.b64encode(det_png(streaming["det"], manifest.streaming.thresholds,
+                                    streaming.get("target_false_accepts_per_hour"))).decode()
+           if streaming.get("det") and manifest.streaming else None)
+    return _environment(autoescape=True).from_string(REPORT_HTML).render(**context, confusion_images=images,
+                                                                          det_image=det)
 
 
 # -- detection ------------------------------------------------------------------------------------

@@ -68,6 +68,8 @@ def test_non_keyword_sound_gives_the_false_accepts_the_bundle_states(bundle, tmp
     stated = manifest.metrics["streaming"]
     assert stated["negative_hours"] > 0 and stated["false_accepts_per_hour"] <= 2.0
     assert set(stated["det"]) == {"low", "high"} and all(0 < t <= 1 for t in manifest.streaming.thresholds.values())
+    assert 'alt="DET curves"' in (bundle / "report.html").read_text()
+    assert "Listening to a stream" in (bundle / "README.md").read_text()
     found, _ = stream_file(bundle, _recording(tmp_path / "chirps.wav", 120.0, []))
     assert len(found) / (120 / 3600) <= max(stated["false_accepts_per_hour"], 2.0)
 
