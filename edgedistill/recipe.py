@@ -28,10 +28,22 @@ class SpeechSettings(_Section):
     carrier_phrases: bool = True
     unknown_words: list[str] | None = None  # the `_unknown_` words; None: everyday words and sound-alikes
     unknown_vocabulary: int = Field(3000, ge=1)  # how many of the most frequent English words to draw from
-    confusable_share: float = Field(0.5, ge=0, le=1)  # of unknown clips, the share saying a keyword's sound-alike
+    # of the unknown clips, the shares that say a keyword's sound-alike, a keyword's first or last part, and a
+    # window of running speech; everyday words make up the rest
+    confusable_share: float = Field(0.4, ge=0, le=1)
+    partial_share: float = Field(0.1, ge=0, le=1)
+    phrase_share: float = Field(0.2, ge=0, le=1)
     unknown_share: float = Field(1.0, ge=0)  # unknown clips per keyword clip, relative to one keyword
     silence_share: float = Field(1.0, ge=0)
     workers: int | None = None  # processes; None: one per core
+
+    @model_validator(mode="after")
+    def _negative_shares_fit(self) -> "SpeechSettings":
+        total = self.confusable_share + self.partial_share + self.phrase_share
+        if total > 1 + 1e-9:
+            raise ValueError(f"confusable_share + partial_share + phrase_share is {total:g}; at most 1 (the rest are "
+                             "everyday words)")
+        return self
 
 
 class AugmentSettings(_Section):

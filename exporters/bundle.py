@@ -31,7 +31,7 @@ from edgedistill.inference import Int8Classifier, quantize, softmax
 from edgedistill.metrics import classification_metrics
 from edgedistill.real_speech import LabelledClip, evaluate_on_real
 from edgedistill.recipe import ExportSettings, StreamingSettings
-from edgedistill.streaming import HeldOutAudio, StreamingSpec, calibrate
+from edgedistill.streaming import HeldOutAudio, StreamingSpec, calibrate, is_keyword
 from exporters.c_header import c_header_text
 from exporters.onnx_export import export_onnx
 from exporters.report import detection_sample_jpeg, model_card_markdown, report_html
@@ -239,12 +239,14 @@ def _micro_stage(build: _Build, content: bytes, classifier: Int8Classifier, task
 def export_keyword_bundle(model: torch.nn.Module, *, out_dir: Path, name: str, labels: list[str],
                           frontend: MfccFrontEnd, calibration: np.ndarray, test_features: np.ndarray,
                           test_labels: np.ndarray, float_metrics: dict, settings: ExportSettings,
-                          dataset_ref: dict, recipe: dict, held_out_audio: HeldOutAudio | None = None,
+                          dataset_ref: dict, recipe: dict, test_negative_kinds: list[str | None] = (),
+                          held_out_audio: HeldOutAudio | None = None,
                           streaming: StreamingSettings | None = None, real_clips: list[LabelledClip] = (),
                           progress: Callable[[str], None] | None = None) -> Manifest:
     """Export a trained float keyword model as a bundle in `out_dir`; return its manifest.
 
-    With `held_out_audio`, the int8 model is run over it as the device would (`streaming` settings) to pick
+    `test_negative_kinds` names what each negative test clip says (a keyword's sound-alike, running speech...):
+    false accepts are reported per kind too. With `held_out_audio`, the int8 model is run over it as the device would (`streaming` settings) to pick
     per-keyword thresholds for the false-accept target; `real_clips` are real recordings it is measured on.
     Raises EdgedistillError, leaving `out_dir` as it was, when int8 accuracy drops more than
     `settings.max_int8_accuracy_drop` below `float_metrics["accuracy"]`.
@@ -259,6 +261,8 @@ def export_keyword_bundle(model: torch.nn.Module, *, out_dir: Path, name: str, l
     def evaluate(classifier: Int8Classifier, float_model: torch.nn.Module) -> dict:
         int8_predictions = classifier.logits(test_features).argmax(axis=1)
         int8_metrics = classification_metrics(test_labels, int8_predictions, labels)
+        int8_metrics["false_accept_rate_by_negative"] = _false_accepts_by_kind(int8_predictions, labels,
+                                                                             test_negative_kinds)
         float_predictions = _float_predictions(float_model, test_features)
         float_accuracy = float_metrics.get("accuracy")
         if float_accuracy is None:
@@ -283,6 +287,13 @@ def export_keyword_bundle(model: torch.nn.Module, *, out_dir: Path, name: str, l
                  labels=labels, test_inputs=test_features, tflm_inputs=TFLM_CHECK_INPUTS, evaluate=evaluate)
     return _export(model, task, out_dir=out_dir, name=name, calibration=calibration, settings=settings,
                    dataset_ref=dataset_ref, recipe=recipe, progress=progress)
+
+
+def _false_accepts_by_kind(predictions: np.ndarray, labels: list[str], kinds: list[str | None]) -> dict:
+    """The share of each kind of negative clip called a keyword."""
+    accepted = np.array([is_keyword(labels[p]) for p in predictions])
+    return {kind: float(accepted[[k == kind for k in kinds]].mean())
+            for kind in sorted({k for k in kinds if k is not None})}
 
 
 # -- detection (FOMO centroids) -------------------------------------------------------------------

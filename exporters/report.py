@@ -19,6 +19,9 @@ from edgedistill.recipe import SILENCE, UNKNOWN
 from exporters.c_header import c_identifier
 
 _NEGATIVE_MEANING = {UNKNOWN: "any other word or sound", SILENCE: "silence or background noise"}
+_NEGATIVE_KINDS = {"confusable": "words that sound like a keyword", "everyday": "everyday words",
+                   "partial": "the first or last part of a keyword", "phrase": "windows of running speech",
+                   "silence": "silence and noise"}
 
 
 def _percent(value: Any) -> str:
@@ -68,6 +71,7 @@ def _context(manifest: Manifest) -> dict:
         "recall_rows": recall_rows, "false_accepts": false_accepts,
         "spec": manifest.streaming, "streaming": manifest.metrics.get("streaming", {}),
         "real": manifest.metrics.get("real", {}), "prefix": c_identifier(manifest.name),
+        "negative_kinds": _NEGATIVE_KINDS,
     }
 
 
@@ -179,6 +183,9 @@ Measured on {{ int8_metrics.get("count", "n/a") }} held-out test clips.
 {% endfor %}
 {% for row in false_accepts %}
 | false accepts on `{{ row.label }}` | {{ row.float | percent }} | {{ row.int8 | percent }} |
+{% endfor %}
+{% for kind, value in int8_metrics.get("false_accept_rate_by_negative", {}).items() %}
+| false accepts on {{ negative_kinds.get(kind, kind) }} | | {{ value | percent }} |
 {% endfor %}
 
 A false accept is a negative clip (`_unknown_`, `_silence_`) called a keyword: the error that wakes a device for nothing.

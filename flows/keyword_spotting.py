@@ -130,7 +130,7 @@ def export_step(recipe: KeywordSpottingRecipe, dataset: Dataset, trained: Traine
 
     from edgedistill.real_speech import read_labelled_clips
     from exporters.bundle import export_keyword_bundle
-    from trainers.keyword_spotter import clip_features, held_out_audio, load_model
+    from trainers.keyword_spotter import clip_features, held_out_audio, load_model, negative_kind
 
     real_clips = read_labelled_clips(recipe.evaluate.real) if recipe.evaluate.real else []
     frontend = frontend_for(recipe)
@@ -140,11 +140,13 @@ def export_step(recipe: KeywordSpottingRecipe, dataset: Dataset, trained: Traine
     train = [s for s in samples if s.split == "train"]
     picks = np.random.default_rng(recipe.seed).permutation(len(train))[: recipe.export.calibration_samples]
     calibration = clip_features(dataset, [train[i] for i in sorted(picks)], frontend, labels)
-    test = clip_features(dataset, [s for s in samples if s.split == "test"], frontend, labels)
+    test_samples = [s for s in samples if s.split == "test"]
+    test = clip_features(dataset, test_samples, frontend, labels)
     return export_keyword_bundle(
         model, out_dir=paths.bundle, name=recipe.name, labels=labels, frontend=frontend,
         calibration=calibration.features, test_features=test.features, test_labels=test.targets,
         float_metrics=trained.float_metrics, settings=recipe.export,
+        test_negative_kinds=[negative_kind(s) for s in test_samples],
         held_out_audio=held_out_audio(dataset, samples, frontend, labels, recipe.seed), streaming=recipe.detect,
         real_clips=real_clips, dataset_ref={"path": dataset.location, "version": version.id, "counts": version.counts},
         recipe=recipe.model_dump(mode="json"), progress=progress)

@@ -44,6 +44,11 @@ BABBLE_VOCABULARY = 400  # the most common words (never a keyword) that far-off 
 NOISE_GROUPS = 16  # silence clips spread over this many groups so that they split like voices
 TRIM_TOP_DB = 35.0
 FRAME_SECONDS = 0.01
+# what an `_unknown_` clip says: a keyword's sound-alike, an everyday word, the first or last part of a
+# keyword (a device hears those as a word starts or ends), or a window of running speech
+NEGATIVE_KINDS = ("confusable", "everyday", "partial", "phrase")
+PARTIAL_SHARE = (0.35, 0.6)  # of a keyword's audio kept in a partial keyword
+PHRASE_WORDS = (3, 7)
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,15 @@ class SpeechJob:
     noise: str | None  # silence only: white / pink / brown / digital / babble
     seed: int
     group: str
+    negative: str | None = None  # _unknown_ only: what kind of negative (see NEGATIVE_KINDS)
+    portion: tuple[float, float] = (0.0, 1.0)  # the share of the spoken audio kept: a keyword's head or tail
+
+
+@dataclass(frozen=True)
+class UnknownText:
+    text: str
+    negative: str  # one of NEGATIVE_KINDS
+    portion: tuple[float, float] = (0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -125,7 +139,7 @@ def _spoken_form(text: str, carrier_index: int | None, rng: np.random.Generator)
 
 
 def _speech_job(class_name: str, text: str, voice: Voice, use_carrier: bool,
-                rng: np.random.Generator) -> SpeechJob:
+                rng: np.random.Generator, unknown: UnknownText | None = None) -> SpeechJob:
     carrier_index = int(rng.integers(len(CARRIER_PREFIXES))) if use_carrier else None
     spoken, carrier = _spoken_form(text, carrier_index, rng)
     return SpeechJob(
@@ -133,6 +147,7 @@ def _speech_job(class_name: str, text: str, voice: Voice, use_carrier: bool,
         rate=round(float(rng.uniform(*RATE_RANGE)), 3), pitch=round(float(rng.uniform(*PITCH_RANGE)), 3),
         peak=round(float(rng.uniform(*PEAK_RANGE)), 3), offset=round(float(rng.uniform(-0.8, 0.8)), 3),
         noise=None, seed=int(rng.integers(2**31)), group=voice.speaker,
+        negative=unknown.negative if unknown else None, portion=unknown.portion if unknown else (0.0, 1.0),
     )
 
 
@@ -146,27 +161,39 @@ def _silence_job(index: int, voices: list[Voice], babble_words: list[str], rng: 
                      offset=0.0, noise=kind, seed=int(rng.integers(2**31)), group=f"noise/{index % NOISE_GROUPS}")
 
 
-def _unknown_texts(recipe: KeywordSpottingRecipe, count: int, rng: np.random.Generator) -> list[str]:
-    """What the `_unknown_` clips say: the recipe's own words when it lists them; else `confusable_share` of
-    them the keywords' sound-alikes (the hard negatives), the rest everyday words, each word used about
-    equally often so that thousands of words are heard, not a few hundred many times."""
+def _unknown_texts(recipe: KeywordSpottingRecipe, count: int, rng: np.random.Generator) -> list[UnknownText]:
+    """What the `_unknown_` clips say. The recipe's own words when it lists them; else, in the recipe's
+    shares, the keywords' sound-alikes (the hard negatives), parts of keywords, windows of running speech,
+    and everyday words for the rest, each word about equally often so that thousands of words are heard."""
     settings = recipe.speech
     if settings.unknown_words is not None:
-        pools = [unknown_words(recipe.keywords, settings.unknown_words)]
-        if not pools[0]:
+        words = unknown_words(recipe.keywords, settings.unknown_words)
+        if not words:
             raise EdgedistillError("there are no words left for the _unknown_ class",
                                    "list some in speech.unknown_words that are not keywords")
-        shares = [1.0]
-    else:
-        hard = hard_negatives(recipe.keywords)
-        everyday = [w for w in unknown_vocabulary(recipe.keywords, settings.unknown_vocabulary) if w not in set(hard)]
-        pools, shares = [hard, everyday], [settings.confusable_share, 1 - settings.confusable_share]
-    texts: list[str] = []
-    for pool, share in zip(pools, shares):
-        wanted = round(count * share) if pool is not pools[-1] else count - len(texts)
-        order = np.concatenate([rng.permutation(len(pool)) for _ in range(-(-wanted // max(len(pool), 1)))])
-        texts += [pool[i] for i in order[:wanted]] if pool else []
+        return [UnknownText(w, "everyday") for w in _evenly_drawn(words, count, rng)]
+    hard = hard_negatives(recipe.keywords)
+    everyday = [w for w in unknown_vocabulary(recipe.keywords, settings.unknown_vocabulary) if w not in set(hard)]
+    counts = {kind: round(count * share) for kind, share in (("confusable", settings.confusable_share),
+                                                             ("partial", settings.partial_share),
+                                                             ("phrase", settings.phrase_share))}
+    counts["everyday"] = max(0, count - sum(counts.values()))
+    texts = [UnknownText(w, "confusable") for w in _evenly_drawn(hard, counts["confusable"], rng)]
+    texts += [UnknownText(w, "everyday") for w in _evenly_drawn(everyday, counts["everyday"], rng)]
+    for keyword in _evenly_drawn(recipe.keywords, counts["partial"], rng):
+        kept = float(rng.uniform(*PARTIAL_SHARE))
+        texts.append(UnknownText(keyword, "partial", (0.0, kept) if rng.random() < 0.5 else (1 - kept, 1.0)))
+    for _ in range(counts["phrase"]):
+        texts.append(UnknownText(" ".join(rng.choice(everyday, size=int(rng.integers(*PHRASE_WORDS)))), "phrase"))
     return [texts[i] for i in rng.permutation(len(texts))]
+
+
+def _evenly_drawn(pool: list[str], count: int, rng: np.random.Generator) -> list[str]:
+    """`count` items of `pool`, each drawn once before any is drawn again."""
+    if not pool or count <= 0:
+        return []
+    order = np.concatenate([rng.permutation(len(pool)) for _ in range(-(-count // len(pool)))])
+    return [pool[i] for i in order[:count]]
 
 
 def plan_speech(recipe: KeywordSpottingRecipe, engines: list[SpeechEngine]) -> list[SpeechJob]:
@@ -189,7 +216,11 @@ def plan_speech(recipe: KeywordSpottingRecipe, engines: list[SpeechEngine]) -> l
             jobs += [_speech_job(keyword, keyword, voice, carrier_for(v), rng)
                      for v in range(settings.variants_per_voice)]
         unknown_here = unknown_total // len(voices) + (index < unknown_total % len(voices))
-        jobs += [_speech_job(UNKNOWN, next(unknown_texts), voice, carrier_for(v), rng) for v in range(unknown_here)]
+        for variant in range(unknown_here):
+            unknown = next(unknown_texts)
+            # a partial keyword is cut from the whole word, never from a carrier phrase
+            carrier = carrier_for(variant) and unknown.negative in ("confusable", "everyday")
+            jobs.append(_speech_job(UNKNOWN, unknown.text, voice, carrier, rng, unknown))
     silence_total = round(settings.silence_share * clips_per_keyword)
     babble_words = unknown_vocabulary(recipe.keywords, BABBLE_VOCABULARY)
     jobs += [_silence_job(i, voices, babble_words, rng) for i in range(silence_total)]
@@ -280,6 +311,8 @@ def _speech_audio(job: SpeechJob, index: int, spoken: dict[tuple[int, str], Spok
     audio = trim_silence(audio, rate)
     if audio.size == 0:
         raise SynthesisFailed("nothing was left after trimming silence")
+    start, end = job.portion
+    audio = audio[round(start * audio.size):round(end * audio.size)]
     return resample(audio, rate, target_rate)
 
 
@@ -326,6 +359,8 @@ def _sample(dataset: Dataset, clip: np.ndarray, job: SpeechJob, span: tuple[floa
         source, model = f"speech:{job.voice.engine}", job.voice.id
         params = {"text": job.text, "spoken": job.spoken, "voice": job.voice.id, "rate": job.rate,
                   "pitch": job.pitch, "carrier": job.carrier}
+        if job.negative:
+            params |= {"negative": job.negative, "portion": list(job.portion)}
     return Sample(
         id=digest[:16], media=relative, kind="audio",
         shape=AudioShape(duration=settings.clip_seconds, sample_rate=settings.sample_rate),

@@ -18,7 +18,7 @@ from edgedistill.registry import load_plugin, plugin_names
 from generators.shards import shard_path
 from generators.speech_engines import SpeechEngine, SynthesisFailed
 from generators import synthesis
-from generators.synthesis import (cut_after_carrier, plan_speech, resolve_engines,
+from generators.synthesis import (SpeechJob, cut_after_carrier, plan_speech, resolve_engines,
                                   synthesize_speech, trim_silence)
 from generators.words import sound_alikes, unknown_words
 
@@ -213,3 +213,25 @@ def test_one_speaker_voiced_by_two_engines_is_one_split_group():
     assert Voice("festival", "kal_diphone").speaker == Voice("flite", "kal16").speaker
     assert Voice("festival", "cmu_us_slt_arctic_hts").speaker == Voice("flite", "slt").speaker
     assert Voice("flite", "awb").speaker != Voice("flite", "rms").speaker
+
+
+def test_unknown_clips_mix_sound_alikes_parts_of_keywords_running_speech_and_everyday_words(tmp_path) -> None:
+    recipe = KeywordSpottingRecipe(
+        task="keyword_spotting", name="d", keywords=["six", "seven"],
+        speech=SpeechSettings(engines=["espeak-ng"], voices_per_engine=2, variants_per_voice=10, unknown_share=5.0,
+                              silence_share=0.0, carrier_phrases=False, workers=1))
+    jobs = [j for j in plan_speech(recipe, resolve_engines(["espeak-ng"])) if j.class_name == UNKNOWN]
+    kinds = Counter(j.negative for j in jobs)
+    assert len(jobs) == 100 and kinds == {"confusable": 40, "partial": 10, "phrase": 20, "everyday": 30}
+    texts = {kind: [j.text for j in jobs if j.negative == kind] for kind in kinds}
+    assert {"fix", "heaven"} & set(texts["confusable"]) and not {"six", "seven"} & set(texts["everyday"])
+    assert len(set(texts["everyday"])) == 30  # no word twice before every word was said once
+    assert set(texts["partial"]) <= {"six", "seven"} and all(len(t.split()) >= 3 for t in texts["phrase"])
+    partial = next(j for j in jobs if j.negative == "partial" and j.portion[0] == 0.0)
+    whole = SpeechJob(**{**partial.__dict__, "class_name": "six", "negative": None, "portion": (0.0, 1.0)})
+    dataset = _dataset(tmp_path / "dataset", recipe)
+    settings = synthesis._ClipSettings(dataset.location, 16000, 1.0)
+    made = synthesis.synthesize_shard(settings, [partial, whole]).samples
+    spans = [s.labels[0].span for s in made]
+    assert spans[0][1] - spans[0][0] < 0.7 * (spans[1][1] - spans[1][0])  # only the head of the word is kept
+    assert made[0].provenance.params["negative"] == "partial"

@@ -17,7 +17,7 @@ from edgedistill.dataset import Dataset, Sample, write_atomic
 from edgedistill.errors import EdgedistillError
 from edgedistill.frontend import MfccFrontEnd
 from edgedistill.metrics import classification_metrics
-from edgedistill.recipe import TrainSettings
+from edgedistill.recipe import SILENCE, TrainSettings
 from edgedistill.streaming import HeldOutAudio, is_keyword
 from trainers.dscnn import DSCNN
 from trainers.fitting import fit
@@ -72,6 +72,14 @@ def held_out_audio(dataset: Dataset, samples: list[Sample], frontend: MfccFrontE
     return HeldOutAudio(negative=_clips(dataset, negatives, frontend).ravel(),
                         positive=_clips(dataset, positives, frontend).ravel(),
                         positive_classes=np.array([index[s.class_name] for s in positives], np.int64))
+
+
+def negative_kind(sample: Sample) -> str | None:
+    """What a negative clip holds, for the false-accept table: "silence", or the kind of `_unknown_` speech
+    ("confusable", "everyday", "partial", "phrase"; "other" for clips made before kinds were recorded)."""
+    if is_keyword(sample.class_name):
+        return None
+    return "silence" if sample.class_name == SILENCE else sample.provenance.params.get("negative", "other")
 
 
 def predict_logits(model: nn.Module, features: np.ndarray, batch_size: int = 512) -> np.ndarray:
