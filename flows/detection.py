@@ -54,7 +54,7 @@ def generate(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None
 def label(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = None,
           progress: Progress = None) -> str:
     """Auto-label the sources, add masks when asked, and split them by photo (or prompt)."""
-    from trainers.splits import split_by_group
+    from edgedistill.splits import split_by_group
 
     dataset = open_dataset(recipe, paths.dataset)
     sources = dataset.version(version_id) if version_id else newest(dataset, "sources")
@@ -94,7 +94,7 @@ def composite_step(recipe: DetectionRecipe, dataset: Dataset, labelled: VersionI
     from generators.compositing import (GENERATED_BACKGROUNDS, SYNTHETIC_CUTOUTS_PER_CLASS, backgrounds_from_photos,
                                         composite_images, cutouts_from_labels, generated_backgrounds,
                                         load_backgrounds, load_cutouts, synthetic_cutouts)
-    from trainers.splits import assign_splits
+    from edgedistill.splits import assign_splits
 
     settings, train = recipe.compositing, recipe.train
     params = {"compositing": settings.model_dump(mode="json"), "seed": recipe.seed,

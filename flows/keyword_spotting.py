@@ -66,7 +66,7 @@ def check_step(recipe: KeywordSpottingRecipe, dataset: Dataset, parent: VersionI
 
 
 def split_step(recipe: KeywordSpottingRecipe, dataset: Dataset, parent: VersionInfo) -> VersionInfo:
-    from trainers.splits import split_by_group
+    from edgedistill.splits import split_by_group
 
     train = recipe.train
     params = {"val_share": train.val_share, "test_share": train.test_share, "seed": train.seed}

@@ -24,13 +24,15 @@ from scipy.signal import butter, fftconvolve, sosfiltfilt
 from edgedistill.audio import fit_to_length, load_audio, wav_bytes
 from edgedistill.dataset import Dataset, Provenance, Sample
 from edgedistill.recipe import SILENCE, AugmentSettings
+from generators.background_noise import NoiseFile, find_noise, noise_excerpt, noise_split
 from generators.shards import ShardOutput, run_shards
 
 NOISE_COLOURS = ("white", "pink", "brown")
 _COLOUR_EXPONENT = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power falls as 1/f^exponent
 RIRS_PER_SEED = 32
 BABBLE_TALKERS = (3, 6)
-BABBLE_SHARE = 0.3  # of noisy copies, how many get babble rather than coloured noise
+BABBLE_SHARE = 0.3  # of noisy copies, how many get babble rather than coloured or real noise
+SILENCE_NOISE_DBFS = (-60.0, -15.0)  # RMS level of real noise in a `_silence_` copy: a quiet room to a loud one
 GAIN_DB = (-12.0, 6.0)
 TELEPHONE_BAND = (300.0, 3400.0)
 LOW_RATES = (8000, 6000, 11025)
@@ -89,6 +91,7 @@ class _AugmentContext:
     settings: AugmentSettings
     sample_rate: int
     rir_seed: int
+    noise: dict[str | None, tuple[NoiseFile, ...]]  # real noise recordings by split (None: unsplit clips)
 
 
 @dataclass
@@ -180,18 +183,31 @@ def _babble(paths: tuple[Path, ...], length: int, rate: int, rng: np.random.Gene
     return mix / (rms(mix) or 1.0)
 
 
-def _add_noise(clip: _Clip, context: _AugmentContext, babble: tuple[Path, ...], rng: np.random.Generator) -> None:
-    """Noise at an SNR drawn from settings, against the word's own RMS (silence: its own level)."""
+def _add_noise(clip: _Clip, silence: bool, context: _AugmentContext, babble: tuple[Path, ...], split: str | None,
+               rng: np.random.Generator) -> None:
+    """Babble, a real recording or coloured noise, at an SNR drawn from settings against the word's own RMS.
+    A `_silence_` clip gets a real recording at a room's level instead, when there is one."""
     snr = float(rng.uniform(*context.settings.snr_db))
-    use_babble = bool(babble) and rng.random() < BABBLE_SHARE
-    if use_babble:
-        noise, kind = _babble(babble, clip.audio.size, clip.rate, rng), "babble"
+    recordings = context.noise.get(split, ())
+    draw = rng.random()
+    step: dict[str, Any] = {"step": "noise"}
+    if babble and draw < BABBLE_SHARE:
+        noise, step["kind"] = _babble(babble, clip.audio.size, clip.rate, rng), "babble"
+    elif recordings and (silence or draw < BABBLE_SHARE + (1 - BABBLE_SHARE) * context.settings.real_noise_share):
+        recording = recordings[int(rng.integers(len(recordings)))]
+        noise, step["kind"], step["file"] = noise_excerpt(recording, clip.audio.size, clip.rate, rng), "real", \
+            Path(recording.path).name
+        if silence:
+            level = float(rng.uniform(*SILENCE_NOISE_DBFS))
+            clip.audio = (clip.audio + noise * 10 ** (level / 20)).astype(np.float32)
+            clip.chain.append(step | {"level_dbfs": round(level, 2)})
+            return
     else:
-        kind = str(rng.choice(NOISE_COLOURS))
-        noise = coloured_noise(kind, clip.audio.size, rng)
+        step["kind"] = str(rng.choice(NOISE_COLOURS))
+        noise = coloured_noise(step["kind"], clip.audio.size, rng)
     signal = rms(clip.speech_part()) or 10 ** (-60 / 20)
     clip.audio = (clip.audio + noise * (signal / 10 ** (snr / 20))).astype(np.float32)
-    clip.chain.append({"step": "noise", "kind": kind, "snr_db": round(snr, 2)})
+    clip.chain.append(step | {"snr_db": round(snr, 2)})
 
 
 def _gain(clip: _Clip, rng: np.random.Generator) -> None:
@@ -205,7 +221,7 @@ def _gain(clip: _Clip, rng: np.random.Generator) -> None:
 
 
 def augment_clip(audio: np.ndarray, span: tuple[float, float] | None, silence: bool, job_seed: int,
-                 babble: tuple[Path, ...], context: _AugmentContext) -> _Clip:
+                 babble: tuple[Path, ...], context: _AugmentContext, split: str | None = None) -> _Clip:
     """One random chain over one clip; everything random comes from `job_seed`."""
     rng = np.random.default_rng(job_seed)
     settings = context.settings
@@ -221,7 +237,7 @@ def augment_clip(audio: np.ndarray, span: tuple[float, float] | None, silence: b
             _shift(clip, settings, rng)
         if rng.random() < settings.channel_probability:
             _channel(clip, rng)
-    _add_noise(clip, context, babble, rng)
+    _add_noise(clip, silence, context, babble, split, rng)
     _gain(clip, rng)
     return clip
 
@@ -249,7 +265,8 @@ def augment_shard(context: _AugmentContext, jobs: list[AugmentJob]) -> ShardOutp
             audio = load_audio(dataset.media_path(job.parent), context.sample_rate)
             span = job.parent.labels[0].span if job.parent.labels else None
             babble = tuple(dataset.media_file(media) for media in job.babble)
-            clip = augment_clip(audio, span, job.parent.class_name == SILENCE, job.seed, babble, context)
+            clip = augment_clip(audio, span, job.parent.class_name == SILENCE, job.seed, babble, context,
+                                job.parent.split)
             output.samples.append(_augmented_sample(dataset, job, clip))
     return output
 
@@ -275,6 +292,17 @@ def plan_augment(samples: list[Sample], copies: int, seed: int) -> list[AugmentJ
     return jobs
 
 
+def noise_by_split(settings: AugmentSettings, seed: int) -> dict[str | None, tuple[NoiseFile, ...]]:
+    """The real noise recordings each split may use; clips without a split may use any."""
+    if settings.real_noise_share == 0:
+        return {}
+    files = find_noise(tuple(settings.noise_folders) if settings.noise_folders is not None else None)
+    by_split: dict[str | None, tuple[NoiseFile, ...]] = {None: files}
+    for split in ("train", "val", "test"):
+        by_split[split] = tuple(f for f in files if noise_split(f, seed) == split)
+    return by_split
+
+
 @dataclass
 class AugmentResult:
     samples: list[Sample]  # the inputs, then the copies
@@ -288,7 +316,7 @@ def augment_dataset_samples(dataset: Dataset, samples: list[Sample], settings: A
                             workers: int | None = None) -> AugmentResult:
     """`augment_samples` with its speed; `workers` processes (None: one per core)."""
     jobs = plan_augment(samples, settings.copies, seed)
-    context = _AugmentContext(dataset.location, settings, sample_rate, seed)
+    context = _AugmentContext(dataset.location, settings, sample_rate, seed, noise_by_split(settings, seed))
     started = time.perf_counter()
     run = run_shards(jobs, functools.partial(augment_shard, context), Path(work_dir), SHARD_SIZE,
                      workers or os.cpu_count() or 1, progress)

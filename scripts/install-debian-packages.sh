@@ -21,5 +21,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   flite \
   festival festvox-kallpc16k festvox-rablpc16k festvox-kdlpc16k festvox-don festvox-us-slt-hts \
   libttspico-utils \
-  libsndfile1 ffmpeg opencv-doc libgl1 libglib2.0-0 >/dev/null
-echo "Debian packages installed: espeak-ng, mbrola voices, flite, festival voices, pico, ffmpeg, opencv-doc (sample photos), libgl1 (OpenCV in .venv-yolo)"
+  libsndfile1 ffmpeg opencv-doc libgl1 libglib2.0-0 \
+  ufoai-sound scorched3d-data lincity-ng-data warzone2100-music minetest-data sound-theme-freedesktop >/dev/null
+echo "Debian packages installed: espeak-ng, mbrola voices, flite, festival voices, pico, ffmpeg, opencv-doc (sample photos),"
+echo "  libgl1 (OpenCV in .venv-yolo), real background noise (see generators/background_noise.py)"

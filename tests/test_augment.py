@@ -138,3 +138,35 @@ def test_babble_comes_from_the_same_split_and_other_voices(clean) -> None:
         assert talkers, "every split here has other voices to babble"
         assert all(t.split == job.parent.split and t.class_name != SILENCE for t in talkers)
         assert all(t.provenance.group != job.parent.provenance.group for t in talkers)
+
+
+def test_real_noise_recordings_stay_in_their_split(clean, tmp_path: Path) -> None:
+    import soundfile
+
+    from generators.background_noise import find_noise, noise_split
+
+    dataset, samples = clean
+    folder = tmp_path / "noises"
+    (folder / "kitchen").mkdir(parents=True)
+    rng = np.random.default_rng(4)
+    for index in range(12):  # "recordings" of 0.5 to 3 s at other rates; a text file is skipped
+        rate = (8000, 22050, 44100)[index % 3]
+        soundfile.write(folder / "kitchen" / f"tap{index}.ogg", rng.standard_normal(int(rate * (0.5 + index / 4))) * 0.1,
+                        rate, format="OGG", subtype="VORBIS")
+    (folder / "notes.txt").write_text("not audio")
+    files = find_noise((str(folder),))
+    assert len(files) == 12 and {f.source for f in files} == {str(folder)}
+    split_of = {Path(f.path).name: noise_split(f, seed=0) for f in files}
+    assert {"train", "test"} <= set(split_of.values())
+    settings = QUIET.model_copy(update={"copies": 6, "real_noise_share": 1.0, "noise_folders": [str(folder)]})
+    result = augment_samples(dataset, samples, settings, RATE, seed=0, work_dir=tmp_path / "w")
+    used = 0
+    for copy in result[len(samples):]:
+        noise = next(step for step in copy.provenance.params["chain"] if step["step"] == "noise")
+        if noise["kind"] == "real":
+            used += 1
+            assert split_of[noise["file"]] == copy.split  # held-out clips hear noises training never heard
+            assert ("level_dbfs" in noise) == (copy.class_name == SILENCE)
+        else:
+            assert noise["kind"] == "babble"  # the only other choice with real_noise_share 1
+    assert used > len(result[len(samples):]) / 2

@@ -6,7 +6,7 @@ from edgedistill.frontend import MfccFrontEnd
 from edgedistill.recipe import TrainSettings
 from trainers.fitting import CHECKPOINT
 from trainers.keyword_spotter import FeatureSet, clip_features, evaluate, train_keyword_spotter
-from trainers.splits import split_by_group
+from edgedistill.splits import split_by_group
 
 LABELS = ["low", "high", "_unknown_", "_silence_"]
 
