@@ -8,7 +8,8 @@ from typing import Iterable
 from edgedistill.dataset import Sample, Split
 
 
-def _rank(key: str, seed: int) -> float:
+def hash_rank(key: str, seed: int) -> float:
+    """A key's place in [0, 1), from a seeded hash: the same on every run and machine."""
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
@@ -20,7 +21,7 @@ def assign_splits(keys: Iterable[str], val_share: float, test_share: float, seed
     keys does not reshuffle the old ones. Shares count keys, not samples; with fewer than three
     keys everything trains.
     """
-    ordered = sorted(set(keys), key=lambda k: _rank(k, seed))
+    ordered = sorted(set(keys), key=lambda k: hash_rank(k, seed))
     n_test = max(1, round(len(ordered) * test_share)) if len(ordered) >= 3 else 0
     n_val = max(1, round(len(ordered) * val_share)) if len(ordered) >= 3 else 0
     return {key: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, key in enumerate(ordered)}

@@ -23,7 +23,6 @@ training never heard.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import re
 import shutil
@@ -37,6 +36,7 @@ import soundfile
 import soxr
 
 from edgedistill.dataset import Split
+from edgedistill.splits import hash_rank
 
 GAMES = Path("/usr/share/games")
 UFOAI_ARCHIVE = GAMES / "ufoai" / "base" / "0snd.pk3"  # ufoai keeps its sounds in a zip
@@ -128,7 +128,7 @@ def find_noise(folders: tuple[str, ...] | None = None) -> tuple[NoiseFile, ...]:
 
 def noise_split(file: NoiseFile, seed: int) -> Split:
     """A file's split, from a seeded hash of its name: the same on every run and every machine."""
-    rank = int.from_bytes(hashlib.sha256(f"{seed}:{Path(file.path).name}".encode()).digest()[:8], "big") / 2**64
+    rank = hash_rank(Path(file.path).name, seed)
     if rank < NOISE_SPLIT_SHARES["test"]:
         return "test"
     return "val" if rank < NOISE_SPLIT_SHARES["test"] + NOISE_SPLIT_SHARES["val"] else "train"
