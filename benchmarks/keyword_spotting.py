@@ -1,18 +1,23 @@
 """Run the default keyword-spotting recipe as `edgedistill run` does and print its figures as a table.
 
-    .venv/bin/python benchmarks/keyword_spotting.py [RECIPE] [--out DIR] [--dask ADDRESS]
+    .venv/bin/python benchmarks/keyword_spotting.py [RECIPE] [--out DIR] [--dask ADDRESS] [--real PATH]
 
 The run is the Prefect flow itself (shards as task runs on its task runner); stage times come from
 its task runs. Targets (issue 2): end to end under 20 minutes on 2 cores, int8 model <= 64 KB,
-TFLite Micro arena <= 32 KB, int8 accuracy on held-out voices >= 90%.
+TFLite Micro arena <= 32 KB, int8 accuracy on held-out voices >= 90%. With real recordings (default
+../shared/real-speech-dev, skipped when absent) the recipe runs with `evaluate: {real: PATH}` and a
+second table sets the real figures beside the synthetic ones (issue 10).
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 from edgedistill.bundle import load_bundle
 from edgedistill.dataset import Dataset
@@ -20,6 +25,7 @@ from edgedistill.recipe import load_recipe
 from flows.cli import prefect_defaults
 from flows.run import RunPaths, TrainedModel, newest, recipe_flow
 from figures import bundle_rows, print_figures  # benchmarks/figures.py
+from real_speech import DEFAULT_REAL, print_real_table  # benchmarks/real_speech.py
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,8 +49,13 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "runs" / "benchmark"))
     parser.add_argument("--dask", help="run the shards on this Dask scheduler (or 'local')")
     parser.add_argument("--keep", action="store_true", help="reuse an earlier run (times only what is left)")
+    parser.add_argument("--real", type=Path, default=DEFAULT_REAL, help="real recordings to measure on")
     args = parser.parse_args()
     prefect_defaults()
+    if args.real.exists():
+        args.recipe = _with_real_evaluation(Path(args.recipe), args.real)
+    else:
+        print(f"no real recordings at {args.real}: real-speech figures skipped (pass --real PATH)")
     recipe = load_recipe(args.recipe)
     paths = RunPaths.of(recipe, args.out)
     if paths.out.exists() and not args.keep:
@@ -82,6 +93,17 @@ def main() -> None:
         *bundle_rows(manifest, "<= 64 KB", "<= 32 KB"),
         ("test clips (held-out voices)", str(int8["count"]), ""),
     ])
+    if "real" in manifest.metrics:
+        print_real_table(f"{recipe.name} on real speech ({args.real})", manifest, manifest.metrics["real"])
+
+
+def _with_real_evaluation(recipe: Path, real: Path) -> str:
+    """A copy of the recipe (in a temporary folder) that measures the bundle on `real`."""
+    data = load_recipe(recipe).model_dump(mode="json")
+    data["evaluate"]["real"] = str(real.resolve())
+    copy = Path(tempfile.mkdtemp(prefix="benchmark-")) / recipe.name
+    copy.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(copy)
 
 if __name__ == "__main__":
     main()
