@@ -53,6 +53,8 @@ class AugmentSettings(_Section):
     channel_probability: float = Field(0.3, ge=0, le=1)  # telephone band / low sample rate
     max_shift_seconds: float = Field(0.1, ge=0)
     speed_range: tuple[float, float] = (0.9, 1.1)
+    vocal_tract_probability: float = Field(0.5, ge=0, le=1)  # formants moved as by a longer or shorter vocal tract
+    vocal_tract_range: tuple[float, float] = (0.85, 1.15)  # frequency-axis stretch factors
     # of the noisy copies that get no babble, the share mixed with a real recording (water, traffic, music...)
     real_noise_share: float = Field(0.5, ge=0, le=1)
     noise_folders: list[str] | None = None  # folders of noise recordings; None: the packaged sources found here

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 import soxr
-from scipy.signal import butter, fftconvolve, sosfiltfilt
+from scipy.signal import butter, fftconvolve, istft, sosfiltfilt, stft
 
 from edgedistill.audio import fit_to_length, load_audio, wav_bytes
 from edgedistill.dataset import Dataset, Provenance, Sample
@@ -30,6 +30,7 @@ from generators.shards import ShardOutput, run_shards
 NOISE_COLOURS = ("white", "pink", "brown")
 _COLOUR_EXPONENT = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power falls as 1/f^exponent
 RIRS_PER_SEED = 32
+VTLP_BOUNDARY_HZ = 4800.0
 BABBLE_TALKERS = (3, 6)
 BABBLE_SHARE = 0.3  # of noisy copies, how many get babble rather than coloured or real noise
 SILENCE_NOISE_DBFS = (-60.0, -15.0)  # RMS level of real noise in a `_silence_` copy: a quiet room to a loud one
@@ -133,6 +134,29 @@ def _shift_pitch(clip: _Clip, settings: AugmentSettings, rng: np.random.Generato
     clip.chain.append({"step": "pitch", "semitones": round(semitones, 3)})
 
 
+def _warp_vocal_tract(clip: _Clip, settings: AugmentSettings, rng: np.random.Generator) -> None:
+    """Vocal tract length perturbation (Jaitly and Hinton, 2013): stretch the spectrum's frequency axis by a
+    factor, as a longer or shorter vocal tract moves the formants, keeping pitch and timing. From one
+    synthetic voice it makes many speakers."""
+    factor = float(rng.uniform(*settings.vocal_tract_range))
+    nyquist = clip.rate / 2
+    boundary = min(VTLP_BOUNDARY_HZ * min(factor, 1.0), 0.9 * nyquist)  # output frequency where scaling stops
+    frequencies, _, spectrum = stft(clip.audio, fs=clip.rate, nperseg=512, noverlap=384)
+    # each output frequency's source: the inverse of the warp, f * factor below the boundary and a straight
+    # line from there to Nyquist above it, so no energy leaves the band
+    source = np.where(frequencies <= boundary, frequencies / factor,
+                      nyquist - (nyquist - frequencies) * (nyquist - boundary / factor) / (nyquist - boundary))
+    # magnitudes are interpolated; each output bin's phase turns as its source bin's does, sped up by the
+    # ratio of the two frequencies (a phase vocoder's rule), so that a moved partial sounds at its new pitch
+    nearest = np.clip(np.round(source / frequencies[1]).astype(int), 1, len(frequencies) - 1)
+    magnitude = np.stack([np.interp(source, frequencies, column) for column in np.abs(spectrum).T], axis=1)
+    ratio = (frequencies / frequencies[nearest])[:, None]
+    warped = magnitude * np.exp(1j * np.unwrap(np.angle(spectrum[nearest]), axis=1) * ratio)
+    _, audio = istft(warped, fs=clip.rate, nperseg=512, noverlap=384)
+    clip.audio = fit_to_length(audio[: clip.audio.size].astype(np.float32), clip.audio.size, 0)
+    clip.chain.append({"step": "vocal_tract", "factor": round(factor, 4)})
+
+
 def _reverb(clip: _Clip, rir_seed: int, rng: np.random.Generator) -> None:
     responses = room_impulse_responses(rir_seed, clip.rate)
     index = int(rng.integers(len(responses)))
@@ -231,6 +255,8 @@ def augment_clip(audio: np.ndarray, span: tuple[float, float] | None, silence: b
             _change_speed(clip, settings, rng)
         elif rng.random() < 0.5:
             _shift_pitch(clip, settings, rng)
+        if rng.random() < settings.vocal_tract_probability:
+            _warp_vocal_tract(clip, settings, rng)
         if rng.random() < settings.reverb_probability:
             _reverb(clip, context.rir_seed, rng)
         if settings.max_shift_seconds > 0:

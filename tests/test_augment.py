@@ -170,3 +170,16 @@ def test_real_noise_recordings_stay_in_their_split(clean, tmp_path: Path) -> Non
         else:
             assert noise["kind"] == "babble"  # the only other choice with real_noise_share 1
     assert used > len(result[len(samples):]) / 2
+
+
+@pytest.mark.parametrize("factor", [0.85, 1.15])
+def test_vocal_tract_warp_moves_formants_and_keeps_timing(factor: float) -> None:
+    t = np.arange(RATE) / RATE
+    tone = (0.3 * np.sin(2 * np.pi * 1000 * t) * (t < 0.5)).astype(np.float32)  # a "formant" for half a second
+    clip = augment._Clip(tone.copy(), None, RATE, [])
+    augment._warp_vocal_tract(clip, QUIET.model_copy(update={"vocal_tract_range": (factor, factor)}),
+                              np.random.default_rng(0))
+    spectrum = np.abs(np.fft.rfft(clip.audio))
+    assert abs(np.argmax(spectrum) - 1000 * factor) <= 31.25 and clip.audio.size == RATE  # one STFT bin
+    assert rms(clip.audio[RATE // 2 + 800:]) < 0.05 * rms(clip.audio[:RATE // 2])  # the sound still ends at 0.5 s
+    assert clip.chain == [{"step": "vocal_tract", "factor": factor}]
