@@ -46,29 +46,29 @@ def real_rows(manifest: Manifest, real: dict) -> list[tuple[str, str, str, str]]
     unknown_fa = int8.get("false_accept_rate", {}).get(UNKNOWN)
     stream = real.get("streaming", {})
     rows = [
-        ("clips / speakers (keyword clips / their speakers)",
-         f"{real['clips']} / {real['speakers']} ({real['keyword_clips']} / {real['keyword_speakers']})",
+        ("clips / speakers",
+         f"{real['clips']} / {real['speakers']} (keywords {real['keyword_clips']} / {real['keyword_speakers']})",
          str(int8.get("count", "n/a")), ""),
-        ("keyword accuracy (top class)", _percent(real["keyword_accuracy"]),
+        ("keywords recognised (top class)", _percent(real["keyword_accuracy"]),
          _percent(sum(keyword_recall) / len(keyword_recall)) if keyword_recall else "n/a", ">= 95%"),
-        ("non-keyword words rejected (top class)", _percent(real["non_keyword_rejected"]),
+        ("other words rejected (top class)", _percent(real["non_keyword_rejected"]),
          _percent(None if unknown_fa is None else 1 - unknown_fa), ">= 95%"),
     ]
     if manifest.streaming:
         rows += [
-            ("keyword detected at the thresholds", _percent(real.get("keyword_detected_at_thresholds")), "", ""),
-            ("non-keyword rejected at the thresholds", _percent(real.get("non_keyword_rejected_at_thresholds")), "", ""),
-            ("streaming false accepts per hour",
+            ("keywords, at the thresholds", _percent(real.get("keyword_detected_at_thresholds")), "", ""),
+            ("other words rejected, thresholds", _percent(real.get("non_keyword_rejected_at_thresholds")), "", ""),
+            ("streaming: false accepts / h",
              f"{stream.get('false_accepts_per_hour', 0):.1f} ({stream.get('false_accepts')} in "
              f"{stream.get('non_keyword_hours', 0) * 60:.1f} min)",
              f"{synthetic.get('false_accepts_per_hour', 0):.2f} ({synthetic.get('negative_hours', 0):.2f} h)",
              f"<= {synthetic.get('target_false_accepts_per_hour', 'n/a')}"),
-            ("streaming false rejects", _percent(stream.get("false_reject_rate")),
+            ("streaming: false rejects", _percent(stream.get("false_reject_rate")),
              _percent(synthetic.get("false_reject_rate")), "< 5%"),
         ]
     rows += [(f"  recognised {label}", _percent(value), "", "") for label, value in real["per_keyword_accuracy"].items()]
     worst = ", ".join(f"{word} {a}/{n}" for word, (a, n) in list(real["false_accepts_by_word"].items())[:10])
-    rows.append(("most accepted non-keywords", worst or "none", "", ""))
+    rows.append(("most accepted other words", worst or "none", "", ""))
     return rows
 
 

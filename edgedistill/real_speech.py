@@ -37,8 +37,9 @@ def _folded(word: str) -> str:
     return " ".join(word.casefold().split())
 
 
-def read_labelled_clips(location: str | Path) -> list[LabelledClip]:
-    """Every clip of a labelled set; an error that says what is wrong for a missing, empty or malformed one."""
+def read_labelled_clips(location: str | Path, decode: bool = False) -> list[LabelledClip]:
+    """Every clip of a labelled set; an error that says what is wrong for a missing, empty or malformed one.
+    `decode` also reads every clip, so an unreadable file is an error now rather than at the end of a run."""
     path = Path(location).expanduser()
     if not path.exists():
         raise EdgedistillError(f"real recordings at {path} do not exist",
@@ -53,6 +54,8 @@ def read_labelled_clips(location: str | Path) -> list[LabelledClip]:
     if missing:
         raise EdgedistillError(f"{len(missing)} clip(s) listed in {path} do not exist, e.g. {missing[0]}",
                                "fix the paths (relative to the CSV's folder) or remove those rows")
+    for clip in clips if decode else ():
+        load_audio(clip.path, 16000)  # raises an error naming the file
     return clips
 
 

@@ -94,6 +94,7 @@ class TrainSettings(_Section):
     learning_rate: float = Field(3e-3, gt=0)
     patience: int = Field(6, ge=1)
     width: int = Field(64, ge=8)  # DS-CNN channels
+    unknown_weight: float = Field(1.0, gt=0)  # loss weight of the `_unknown_` class against one keyword
     val_share: float = Field(0.15, gt=0, lt=1)  # share of voices held out for validation
     test_share: float = Field(0.2, gt=0, lt=1)  # share of voices held out for the final test
     seed: int = 0

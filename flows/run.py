@@ -191,7 +191,7 @@ def check_evaluation_set(recipe: AnyRecipe) -> None:
     if real:
         from edgedistill.real_speech import read_labelled_clips
 
-        read_labelled_clips(real)
+        read_labelled_clips(real, decode=True)
 
 
 def summary_markdown(manifest, bundle: Path) -> str:

@@ -163,6 +163,10 @@ def test_bad_real_sets_and_streaming_settings_are_clear_errors(tmp_path):
     (tmp_path / "labels.csv").write_text("file,word\na.wav,low\n")
     with pytest.raises(EdgedistillError, match="1 clip"):
         read_labelled_clips(tmp_path / "labels.csv")
+    (tmp_path / "a.wav").write_bytes(b"RIFF not really a wave file")
+    assert len(read_labelled_clips(tmp_path)) == 1
+    with pytest.raises(EdgedistillError, match="a.wav"):
+        read_labelled_clips(tmp_path, decode=True)
     base = {"task": "keyword_spotting", "name": "x", "keywords": ["low"]}
     with pytest.raises(EdgedistillError, match="from 0 to 1"):
         parse_recipe(base | {"detect": {"thresholds": {"low": 1.5}}})

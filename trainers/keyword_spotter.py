@@ -17,7 +17,7 @@ from edgedistill.dataset import Dataset, Sample, write_atomic
 from edgedistill.errors import EdgedistillError
 from edgedistill.frontend import MfccFrontEnd
 from edgedistill.metrics import classification_metrics
-from edgedistill.recipe import SILENCE, TrainSettings
+from edgedistill.recipe import SILENCE, UNKNOWN, TrainSettings
 from edgedistill.streaming import HeldOutAudio, is_keyword
 from trainers.dscnn import DSCNN
 from trainers.fitting import fit
@@ -96,10 +96,12 @@ def evaluate(model: nn.Module, data: FeatureSet, labels: list[str]) -> dict:
     return classification_metrics(data.targets, predicted, labels)
 
 
-def _class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights, so a class with few clips still counts in the loss."""
-    counts = np.bincount(targets, minlength=num_classes).astype(np.float64)
-    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / num_classes, 0.0)
+def _class_weights(targets: np.ndarray, labels: list[str], unknown_weight: float) -> torch.Tensor:
+    """Inverse-frequency weights, so a class with few clips still counts in the loss; `_unknown_`, which must
+    stand for every other word there is, counts `unknown_weight` times as much as a keyword."""
+    counts = np.bincount(targets, minlength=len(labels)).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / len(labels), 0.0)
+    weights[[i for i, label in enumerate(labels) if label == UNKNOWN]] *= unknown_weight
     return torch.tensor(weights, dtype=torch.float32)
 
 
@@ -116,7 +118,8 @@ def train_keyword_spotter(train: FeatureSet, val: FeatureSet, labels: list[str],
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=1e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=settings.learning_rate, total_steps=settings.epochs * _steps(len(train), settings))
-    loss_fn = nn.CrossEntropyLoss(weight=_class_weights(train.targets, len(labels)), label_smoothing=0.05)
+    loss_fn = nn.CrossEntropyLoss(weight=_class_weights(train.targets, labels, settings.unknown_weight),
+                                  label_smoothing=0.05)
 
     def train_epoch(rng: np.random.Generator) -> float:
         model.train()
