@@ -78,7 +78,7 @@ def print_real_table(title: str, manifest: Manifest, real: dict) -> None:
         table.add_column(column)
     for row in real_rows(manifest, real):
         table.add_row(*row)
-    Console().print(table)
+    Console(width=120).print(table)
 
 
 def main() -> None:
