@@ -21,7 +21,7 @@ from edgedistill.audio import fit_to_length, load_audio
 from edgedistill.errors import EdgedistillError
 from edgedistill.frontend import MfccFrontEnd
 from edgedistill.inference import loudest_window
-from edgedistill.streaming import StreamingSpec, clip_peaks, detect, is_keyword, posterior_track, smooth
+from edgedistill.streaming import StreamingSpec, clip_peaks, detect, is_keyword, smoothed_track
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aiff", ".aif"}
 
@@ -158,16 +158,15 @@ def _streaming_on_real(positives: list[_Heard], negatives: list[_Heard], labels:
     if negatives:
         recording = np.concatenate([h.audio for h in negatives])
         hours = recording.size / frontend.sample_rate / 3600
-        track = smooth(posterior_track([recording], frontend, spec.stride_frames, probabilities),
-                       spec.smoothing_windows)
+        track = smoothed_track(recording, frontend, spec.stride_frames, spec.smoothing_windows, probabilities)
         false_accepts = len(detect(track, labels, spec, clip_seconds))
         result |= {"non_keyword_hours": round(hours, 4), "false_accepts": false_accepts,
                    "false_accepts_per_hour": false_accepts / hours}
     if positives:
         padded = [fit_to_length(h.audio, max(h.audio.size, frontend.clip_samples)) for h in positives]
         starts = np.cumsum([0, *[a.size for a in padded[:-1]]]) / frontend.sample_rate
-        track = smooth(posterior_track([np.concatenate(padded)], frontend, spec.stride_frames, probabilities),
-                       spec.smoothing_windows)
+        track = smoothed_track(np.concatenate(padded), frontend, spec.stride_frames, spec.smoothing_windows,
+                               probabilities)
         thresholds = spec.threshold_vector(labels)
         missed = 0
         for h, start, audio in zip(positives, starts, padded):

@@ -9,7 +9,7 @@ functions here, so the figures a bundle states are the ones its device loop give
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgedistill.frontend import MfccFrontEnd
 from edgedistill.recipe import SILENCE, UNKNOWN
 
+BLOCK_SECONDS = 60  # audio turned into features at a time: bounds memory on hours of audio
 # the thresholds calibration tries, densest near 1 where low false-accept rates live
 THRESHOLD_GRID = tuple(np.round(np.concatenate([np.arange(0.3, 0.9, 0.05), 1 - np.geomspace(0.1, 0.001, 21)]), 4))
 
@@ -159,9 +160,12 @@ def clip_peaks(smoothed: np.ndarray, clip_starts: np.ndarray, stride_seconds: fl
     return np.asarray(peaks)
 
 
-def blocks_of(audio: np.ndarray, block_samples: int) -> Iterator[np.ndarray]:
-    for start in range(0, len(audio), block_samples):
-        yield audio[start:start + block_samples]
+def smoothed_track(audio: np.ndarray, frontend: MfccFrontEnd, stride_frames: int, smoothing_windows: int,
+                   probabilities: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The smoothed posteriors of a recording held in memory, turned into features a block at a time."""
+    step = BLOCK_SECONDS * frontend.sample_rate
+    blocks = (audio[start:start + step] for start in range(0, len(audio), step))
+    return smooth(posterior_track(blocks, frontend, stride_frames, probabilities), smoothing_windows)
 
 
 @dataclass
@@ -183,8 +187,8 @@ def calibrate(audio: HeldOutAudio, labels: list[str], frontend: MfccFrontEnd, st
     clip_seconds = frontend.clip_samples / frontend.sample_rate
     stride_seconds = stride_frames * frontend.hop_length / frontend.sample_rate
     hours = audio.negative.size / frontend.sample_rate / 3600
-    negative = smooth(posterior_track([audio.negative], frontend, stride_frames, probabilities), smoothing_windows)
-    positive = smooth(posterior_track([audio.positive], frontend, stride_frames, probabilities), smoothing_windows)
+    negative = smoothed_track(audio.negative, frontend, stride_frames, smoothing_windows, probabilities)
+    positive = smoothed_track(audio.positive, frontend, stride_frames, smoothing_windows, probabilities)
     starts = np.arange(len(audio.positive_classes)) * clip_seconds
     keywords = [i for i, label in enumerate(labels) if is_keyword(label)]
     budget = max_false_accepts_per_hour / len(keywords)
