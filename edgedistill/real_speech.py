@@ -153,17 +153,20 @@ def evaluate_on_real(clips: list[LabelledClip], labels: list[str], frontend: Mfc
 
 def _streaming_on_real(positives: list[_Heard], negatives: list[_Heard], labels: list[str], frontend: MfccFrontEnd,
                        probabilities: Callable[[np.ndarray], np.ndarray], spec: StreamingSpec) -> dict:
+    """Each group of clips joined into one recording, every clip at least a window long (a shorter one is
+    centred in silence, as a device hears a short word between pauses)."""
     clip_seconds = frontend.clip_samples / frontend.sample_rate
+    at_least_a_window = lambda audio: fit_to_length(audio, max(audio.size, frontend.clip_samples))  # noqa: E731
     result: dict = {}
     if negatives:
-        recording = np.concatenate([h.audio for h in negatives])
+        recording = np.concatenate([at_least_a_window(h.audio) for h in negatives])
         hours = recording.size / frontend.sample_rate / 3600
         track = smoothed_track(recording, frontend, spec.stride_frames, spec.smoothing_windows, probabilities)
         false_accepts = len(detect(track, labels, spec, clip_seconds))
         result |= {"non_keyword_hours": round(hours, 4), "false_accepts": false_accepts,
                    "false_accepts_per_hour": false_accepts / hours}
     if positives:
-        padded = [fit_to_length(h.audio, max(h.audio.size, frontend.clip_samples)) for h in positives]
+        padded = [at_least_a_window(h.audio) for h in positives]
         starts = np.cumsum([0, *[a.size for a in padded[:-1]]]) / frontend.sample_rate
         track = smoothed_track(np.concatenate(padded), frontend, spec.stride_frames, spec.smoothing_windows,
                                probabilities)

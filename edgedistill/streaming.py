@@ -96,9 +96,10 @@ def smooth(track: np.ndarray, windows: int) -> np.ndarray:
 def detect(smoothed: np.ndarray, labels: list[str], spec: StreamingSpec, clip_seconds: float) -> list[Detection]:
     """The device loop: at each window, the keyword furthest above its threshold fires, unless a detection
     happened less than `refractory_seconds` before."""
-    thresholds = spec.threshold_vector(labels)
-    margins = smoothed - thresholds
-    candidates = np.flatnonzero((margins >= 0).any(axis=1)) if len(smoothed) else np.zeros(0, int)
+    if len(smoothed) == 0:
+        return []
+    margins = smoothed - spec.threshold_vector(labels)
+    candidates = np.flatnonzero((margins >= 0).any(axis=1))
     detections: list[Detection] = []
     quiet_until = -1
     for window in candidates:
