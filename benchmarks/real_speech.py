@@ -56,8 +56,6 @@ def real_rows(manifest: Manifest, real: dict) -> list[tuple[str, str, str, str]]
     ]
     if manifest.streaming:
         rows += [
-            ("keywords, at the thresholds", _percent(real.get("keyword_detected_at_thresholds")), "", ""),
-            ("other words rejected, thresholds", _percent(real.get("non_keyword_rejected_at_thresholds")), "", ""),
             ("streaming: false accepts / h",
              f"{stream.get('false_accepts_per_hour', 0):.1f} ({stream.get('false_accepts')} in "
              f"{stream.get('non_keyword_hours', 0) * 60:.1f} min)",

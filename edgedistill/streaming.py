@@ -182,34 +182,43 @@ class HeldOutAudio:
 def calibrate(audio: HeldOutAudio, labels: list[str], frontend: MfccFrontEnd, stride_frames: int,
               smoothing_windows: int, refractory_seconds: float, max_false_accepts_per_hour: float,
               fixed: dict[str, float], probabilities: Callable[[np.ndarray], np.ndarray]) -> tuple[StreamingSpec, dict]:
-    """Per-keyword thresholds that keep false accepts on the negative recording within the target (split evenly
-    over the keywords), and the figures at that operating point: {"det": per keyword curve, "false_accepts_per_hour",
-    "false_reject_rate", "negative_hours"}."""
+    """The lowest threshold, shared by the keywords that `fixed` does not set, at which the device loop
+    false-accepts at most `max_false_accepts_per_hour` on the negative recording; and the figures there:
+    {"false_accepts_per_hour", "false_reject_rate" (of the keyword clips), per keyword, "det" curves}."""
     clip_seconds = frontend.clip_samples / frontend.sample_rate
     stride_seconds = stride_frames * frontend.hop_length / frontend.sample_rate
     hours = audio.negative.size / frontend.sample_rate / 3600
     negative = smoothed_track(audio.negative, frontend, stride_frames, smoothing_windows, probabilities)
     positive = smoothed_track(audio.positive, frontend, stride_frames, smoothing_windows, probabilities)
     starts = np.arange(len(audio.positive_classes)) * clip_seconds
-    keywords = [i for i, label in enumerate(labels) if is_keyword(label)]
-    budget = max_false_accepts_per_hour / len(keywords)
-    thresholds, curves, rejects = {}, {}, {}
-    refractory_windows = StreamingSpec(stride_frames=stride_frames, stride_seconds=stride_seconds, smoothing_windows=1,
-                                       refractory_seconds=refractory_seconds, thresholds={}).refractory_runs
-    for k in keywords:
-        peaks = clip_peaks(positive, starts[audio.positive_classes == k], stride_seconds, clip_seconds, k)
-        curve = det_curve(negative[:, k], peaks, hours, refractory_windows)
-        chosen = fixed[labels[k]] if labels[k] in fixed else pick_threshold(curve, budget).threshold
-        thresholds[labels[k]] = float(chosen)
-        rejects[labels[k]] = float((peaks < chosen).mean()) if len(peaks) else None
-        curves[labels[k]] = [[p.threshold, p.false_accepts_per_hour, p.false_reject_rate] for p in curve]
-    spec = StreamingSpec(stride_frames=stride_frames, stride_seconds=stride_seconds,
-                         smoothing_windows=smoothing_windows, refractory_seconds=refractory_seconds,
-                         thresholds=thresholds)
+    keywords = [label for label in labels if is_keyword(label)]
+    peaks = {k: clip_peaks(positive, starts[audio.positive_classes == labels.index(k)], stride_seconds, clip_seconds,
+                           labels.index(k)) for k in keywords}
+
+    def loop(threshold: float) -> StreamingSpec:
+        return StreamingSpec(stride_frames=stride_frames, stride_seconds=stride_seconds,
+                             smoothing_windows=smoothing_windows, refractory_seconds=refractory_seconds,
+                             thresholds={k: fixed.get(k, threshold) for k in keywords})
+
+    def misses(spec: StreamingSpec) -> dict[str, float | None]:
+        return {k: float((p < spec.thresholds[k]).mean()) if len(p) else None for k, p in peaks.items()}
+
+    def mean(values: Iterable[float | None]) -> float | None:
+        measured = [v for v in values if v is not None]
+        return float(np.mean(measured)) if measured else None
+
+    joint = [OperatingPoint(t, len(detect(negative, labels, loop(t), clip_seconds)) / hours,
+                            mean(misses(loop(t)).values())) for t in THRESHOLD_GRID]
+    spec = loop(pick_threshold(joint, max_false_accepts_per_hour).threshold)
+    rejects = misses(spec)
+    refractory_windows = spec.refractory_runs
+    curves = {k: [[p.threshold, p.false_accepts_per_hour, p.false_reject_rate]
+                  for p in det_curve(negative[:, labels.index(k)], peaks[k], hours, refractory_windows)]
+              for k in keywords}
     false_accepts = len(detect(negative, labels, spec, clip_seconds))
-    measured = [r for r in rejects.values() if r is not None]
     return spec, {"negative_hours": round(hours, 4), "keyword_clips": int(len(audio.positive_classes)),
                   "false_accepts": false_accepts, "false_accepts_per_hour": false_accepts / hours if hours else None,
                   "target_false_accepts_per_hour": max_false_accepts_per_hour,
-                  "false_reject_rate": float(np.mean(measured)) if measured else None,
-                  "false_reject_rate_per_keyword": rejects, "det": curves}
+                  "false_reject_rate": mean(rejects.values()), "false_reject_rate_per_keyword": rejects,
+                  "joint_det": [[p.threshold, p.false_accepts_per_hour, p.false_reject_rate] for p in joint],
+                  "det": curves}

@@ -203,8 +203,6 @@ Measured on {{ real.clips }} real recordings from {{ real.speakers }} speakers (
 | keyword clips recognised (top class) | {{ real.keyword_accuracy | percent }} |
 | other words rejected (top class `_unknown_` or `_silence_`) | {{ real.non_keyword_rejected | percent }} |
 {% if spec %}
-| keyword clips recognised at the thresholds | {{ real.keyword_detected_at_thresholds | percent }} |
-| other words rejected at the thresholds | {{ real.non_keyword_rejected_at_thresholds | percent }} |
 {% if real.streaming.get("false_accepts_per_hour") is not none %}
 | streaming: false accepts per hour of other speech ({{ "%.2f" % (real.streaming.non_keyword_hours * 60) }} min joined) | {{ "%.1f" % real.streaming.false_accepts_per_hour }} |
 {% endif %}

@@ -275,9 +275,15 @@ def _augmented_sample(dataset: Dataset, job: AugmentJob, clip: _Clip) -> Sample:
               for label in parent.labels]
     return parent.model_copy(update={
         "id": digest[:16], "media": relative, "labels": labels,
-        "provenance": Provenance(source="augment", params={"parent": parent.id, "copy": job.copy, "chain": clip.chain},
+        "provenance": Provenance(source="augment", params={"parent": parent.id, "copy": job.copy, "chain": clip.chain,
+                                                           **_kept_params(parent)},
                                  seed=job.seed, group=parent.provenance.group),
     })
+
+
+def _kept_params(parent: Sample) -> dict:
+    """What a copy says is what its parent said: the kind of negative travels with it."""
+    return {key: parent.provenance.params[key] for key in ("negative",) if key in parent.provenance.params}
 
 
 def _rounded(span: tuple[float, float] | None) -> tuple[float, float] | None:
