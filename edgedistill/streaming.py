@@ -20,7 +20,7 @@ from edgedistill.recipe import SILENCE, UNKNOWN
 
 BLOCK_SECONDS = 60  # audio turned into features at a time: bounds memory on hours of audio
 # the thresholds calibration tries, densest near 1 where low false-accept rates live
-THRESHOLD_GRID = tuple(np.round(np.concatenate([np.arange(0.3, 0.9, 0.05), 1 - np.geomspace(0.1, 0.001, 21)]), 4))
+THRESHOLD_GRID = tuple(np.round(np.concatenate([np.arange(30, 90, 5) / 100, 1 - np.geomspace(0.1, 0.001, 21)]), 4))
 
 
 class StreamingSpec(BaseModel):
