@@ -33,7 +33,8 @@ class SpeechSettings(_Section):
     confusable_share: float = Field(0.4, ge=0, le=1)
     partial_share: float = Field(0.1, ge=0, le=1)
     phrase_share: float = Field(0.2, ge=0, le=1)
-    unknown_share: float = Field(1.0, ge=0)  # unknown clips per keyword clip, relative to one keyword
+    # unknown clips, relative to one keyword's; 4 rejected 60% of real other words against 50% for 1 (digits)
+    unknown_share: float = Field(4.0, ge=0)
     silence_share: float = Field(1.0, ge=0)
     workers: int | None = None  # processes; None: one per core
 
@@ -94,7 +95,9 @@ class TrainSettings(_Section):
     learning_rate: float = Field(3e-3, gt=0)
     patience: int = Field(6, ge=1)
     width: int = Field(64, ge=8)  # DS-CNN channels
-    unknown_weight: float = Field(1.0, gt=0)  # loss weight of the `_unknown_` class against one keyword
+    # loss weight of the `_unknown_` class against one keyword; with vocal tract warping, 4 took real other
+    # words rejected from 60% to 77% (digits), and keyword recognition from 80% to 72%
+    unknown_weight: float = Field(4.0, gt=0)
     val_share: float = Field(0.15, gt=0, lt=1)  # share of voices held out for validation
     test_share: float = Field(0.2, gt=0, lt=1)  # share of voices held out for the final test
     seed: int = 0
