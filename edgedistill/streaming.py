@@ -142,11 +142,27 @@ def det_curve(negative: np.ndarray, positive_peaks: np.ndarray, hours: float, re
                            float((positive_peaks < t).mean()) if len(positive_peaks) else None) for t in grid]
 
 
-def pick_threshold(curve: list[OperatingPoint], max_false_accepts_per_hour: float) -> OperatingPoint:
-    """The lowest threshold (so the fewest false rejects) that meets the false-accept target; the highest
-    threshold when none does."""
-    meeting = [point for point in curve if point.false_accepts_per_hour <= max_false_accepts_per_hour]
-    return min(meeting, key=lambda p: p.threshold) if meeting else max(curve, key=lambda p: p.threshold)
+def allocate_thresholds(curves: dict[str, list[OperatingPoint]], max_false_accepts_per_hour: float) -> dict[str, float]:
+    """A threshold per keyword, so that their false accepts add up to at most the target with the fewest false
+    rejects: from the strictest thresholds, lower step by step the one that buys the most recall per false
+    accept it adds (those that add none first). A keyword whose curve never meets the target keeps its strictest."""
+    points = {k: sorted(curve, key=lambda p: -p.threshold) for k, curve in curves.items()}
+    at = dict.fromkeys(points, 0)
+    spent = sum(curve[0].false_accepts_per_hour for curve in points.values())
+    while True:
+        steps = []
+        for keyword, curve in points.items():
+            if at[keyword] + 1 < len(curve):
+                here, lower = curve[at[keyword]], curve[at[keyword] + 1]
+                cost = lower.false_accepts_per_hour - here.false_accepts_per_hour
+                gain = (here.false_reject_rate or 0.0) - (lower.false_reject_rate or 0.0)
+                if spent + cost <= max_false_accepts_per_hour + 1e-9:
+                    steps.append((gain / cost if cost > 0 else np.inf, keyword, cost))
+        if not steps:
+            return {keyword: curve[at[keyword]].threshold for keyword, curve in points.items()}
+        _, keyword, cost = max(steps)
+        at[keyword] += 1
+        spent += cost
 
 
 def clip_peaks(smoothed: np.ndarray, clip_starts: np.ndarray, stride_seconds: float, clip_seconds: float,
@@ -182,9 +198,9 @@ class HeldOutAudio:
 def calibrate(audio: HeldOutAudio, labels: list[str], frontend: MfccFrontEnd, stride_frames: int,
               smoothing_windows: int, refractory_seconds: float, max_false_accepts_per_hour: float,
               fixed: dict[str, float], probabilities: Callable[[np.ndarray], np.ndarray]) -> tuple[StreamingSpec, dict]:
-    """The lowest threshold, shared by the keywords that `fixed` does not set, at which the device loop
-    false-accepts at most `max_false_accepts_per_hour` on the negative recording; and the figures there:
-    {"false_accepts_per_hour", "false_reject_rate" (of the keyword clips), per keyword, "det" curves}."""
+    """Thresholds for the keywords that `fixed` does not set, whose false accepts on the negative recording add up
+    to at most `max_false_accepts_per_hour` with the fewest false rejects of the keyword clips; and the figures of
+    the device loop there: {"false_accepts_per_hour", "false_reject_rate", per keyword, "det" curves}."""
     clip_seconds = frontend.clip_samples / frontend.sample_rate
     stride_seconds = stride_frames * frontend.hop_length / frontend.sample_rate
     hours = audio.negative.size / frontend.sample_rate / 3600
@@ -194,31 +210,19 @@ def calibrate(audio: HeldOutAudio, labels: list[str], frontend: MfccFrontEnd, st
     keywords = [label for label in labels if is_keyword(label)]
     peaks = {k: clip_peaks(positive, starts[audio.positive_classes == labels.index(k)], stride_seconds, clip_seconds,
                            labels.index(k)) for k in keywords}
-
-    def loop(threshold: float) -> StreamingSpec:
-        return StreamingSpec(stride_frames=stride_frames, stride_seconds=stride_seconds,
-                             smoothing_windows=smoothing_windows, refractory_seconds=refractory_seconds,
-                             thresholds={k: fixed.get(k, threshold) for k in keywords})
-
-    def misses(spec: StreamingSpec) -> dict[str, float | None]:
-        return {k: float((p < spec.thresholds[k]).mean()) if len(p) else None for k, p in peaks.items()}
-
-    def mean(values: Iterable[float | None]) -> float | None:
-        measured = [v for v in values if v is not None]
-        return float(np.mean(measured)) if measured else None
-
-    joint = [OperatingPoint(t, len(detect(negative, labels, loop(t), clip_seconds)) / hours,
-                            mean(misses(loop(t)).values())) for t in THRESHOLD_GRID]
-    spec = loop(pick_threshold(joint, max_false_accepts_per_hour).threshold)
-    rejects = misses(spec)
-    refractory_windows = spec.refractory_runs
-    curves = {k: [[p.threshold, p.false_accepts_per_hour, p.false_reject_rate]
-                  for p in det_curve(negative[:, labels.index(k)], peaks[k], hours, refractory_windows)]
-              for k in keywords}
+    refractory_windows = int(np.ceil(refractory_seconds / stride_seconds - 1e-9))
+    curves = {k: det_curve(negative[:, labels.index(k)], peaks[k], hours, refractory_windows) for k in keywords}
+    thresholds = allocate_thresholds({k: c for k, c in curves.items() if k not in fixed}, max_false_accepts_per_hour)
+    spec = StreamingSpec(stride_frames=stride_frames, stride_seconds=stride_seconds,
+                         smoothing_windows=smoothing_windows, refractory_seconds=refractory_seconds,
+                         thresholds={k: fixed.get(k, thresholds.get(k)) for k in keywords})
+    rejects = {k: float((p < spec.thresholds[k]).mean()) if len(p) else None for k, p in peaks.items()}
+    measured = [r for r in rejects.values() if r is not None]
     false_accepts = len(detect(negative, labels, spec, clip_seconds))
     return spec, {"negative_hours": round(hours, 4), "keyword_clips": int(len(audio.positive_classes)),
                   "false_accepts": false_accepts, "false_accepts_per_hour": false_accepts / hours if hours else None,
                   "target_false_accepts_per_hour": max_false_accepts_per_hour,
-                  "false_reject_rate": mean(rejects.values()), "false_reject_rate_per_keyword": rejects,
-                  "joint_det": [[p.threshold, p.false_accepts_per_hour, p.false_reject_rate] for p in joint],
-                  "det": curves}
+                  "false_reject_rate": float(np.mean(measured)) if measured else None,
+                  "false_reject_rate_per_keyword": rejects,
+                  "det": {k: [[p.threshold, p.false_accepts_per_hour, p.false_reject_rate] for p in curve]
+                          for k, curve in curves.items()}}

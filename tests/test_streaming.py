@@ -15,8 +15,8 @@ from edgedistill.frontend import MfccFrontEnd
 from edgedistill.inference import stream_file
 from edgedistill.real_speech import read_labelled_clips
 from edgedistill.recipe import StreamingSettings, parse_recipe
-from edgedistill.streaming import (OperatingPoint, StreamingSpec, count_firings, detect, pick_threshold, posterior_track,
-                                   smooth)
+from edgedistill.streaming import (OperatingPoint, StreamingSpec, allocate_thresholds, count_firings, detect,
+                                   posterior_track, smooth)
 from tones import LABELS, RATE, export_tones_bundle, tone_clip
 
 ROOT = Path(__file__).parents[1]
@@ -127,10 +127,16 @@ def test_smoothing_detection_and_refractory_period():
     assert count_firings(np.array([1, 0, 1, 0, 1.0]), 0.5, refractory_windows=2) == 3
 
 
-def test_threshold_is_the_lowest_that_meets_the_target():
-    curve = [OperatingPoint(0.5, 9.0, 0.01), OperatingPoint(0.8, 0.4, 0.05), OperatingPoint(0.9, 0.1, 0.2)]
-    assert pick_threshold(curve, 0.5).threshold == 0.8
-    assert pick_threshold(curve, 0.01).threshold == 0.9  # none meets it: the strictest
+def test_thresholds_spend_the_false_accept_budget_where_it_buys_most_recall():
+    curves = {  # (threshold, false accepts per hour, false reject rate), strictest last
+        "easy": [OperatingPoint(0.5, 0.0, 0.02), OperatingPoint(0.9, 0.0, 0.1), OperatingPoint(0.99, 0.0, 0.3)],
+        "hard": [OperatingPoint(0.5, 9.0, 0.05), OperatingPoint(0.9, 0.4, 0.2), OperatingPoint(0.99, 0.0, 0.6)],
+        "fussy": [OperatingPoint(0.5, 3.0, 0.1), OperatingPoint(0.9, 0.3, 0.15), OperatingPoint(0.99, 0.0, 0.16)],
+    }
+    # free steps first ("easy" all the way down); then 0.4/h buys "hard" 40 points, 0.3/h buys "fussy" 1
+    assert allocate_thresholds(curves, 0.5) == {"easy": 0.5, "hard": 0.9, "fussy": 0.99}
+    assert allocate_thresholds(curves, 0.7) == {"easy": 0.5, "hard": 0.9, "fussy": 0.9}
+    assert allocate_thresholds(curves, 0.0) == {"easy": 0.5, "hard": 0.99, "fussy": 0.99}
 
 
 def test_real_clips_are_measured_into_the_bundle(tmp_path):
