@@ -171,7 +171,7 @@ def test_same_recipe_gives_same_ids_in_parallel_too(tiny_run, tmp_path: Path, mo
 def test_a_deleted_shard_is_the_only_one_redone(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(synthesis, "SHARD_SIZE", 8)
     recipe = _tiny_recipe(workers=1).model_copy(update={"speech": SpeechSettings(
-        engines=["espeak-ng"], voices_per_engine=3, variants_per_voice=2, workers=1)})
+        engines=["espeak-ng"], voices_per_engine=3, variants_per_voice=2, unknown_share=1.0, workers=1)})
     jobs = plan_speech(recipe, resolve_engines(["espeak-ng"]))
     assert len(jobs) == 24  # three full shards of 8
     dataset, work = _dataset(tmp_path / "dataset", recipe), tmp_path / "work"

@@ -33,7 +33,7 @@ def _tones(n_per_class: int, seed: int) -> FeatureSet:
 
 def test_training_learns_and_resumes_after_an_interruption(tmp_path):
     train, val = _tones(24, 0), _tones(8, 1)
-    settings = TrainSettings(epochs=8, batch_size=16, width=16, patience=8)
+    settings = TrainSettings(epochs=8, batch_size=16, width=16, patience=8, unknown_weight=1.0)  # balanced toy classes
 
     def stop_after_three(epoch, total, record):
         if epoch == 3:
