@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Callable
 from typing import Any
 
 import jinja2
@@ -345,17 +346,29 @@ on real speakers and microphones. Measure on recordings from the target device b
 """
 
 
-def confusion_png(confusion: list[list[int]], labels: list[str], title: str) -> bytes:
-    """A confusion matrix (rows: truth) as PNG bytes, counts written in the cells."""
+def _plot_png(size: tuple[float, float], draw: Callable[[Any], None]) -> bytes:
+    """A matplotlib figure of `size` inches, drawn by `draw(axes)`, as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    matrix = np.asarray(confusion)
-    size = max(4.0, 0.5 * len(labels) + 2)
-    figure, axes = pyplot.subplots(figsize=(size, size), dpi=100)
+    figure, axes = pyplot.subplots(figsize=size, dpi=100)
     try:
+        draw(axes)
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+        return buffer.getvalue()
+    finally:
+        pyplot.close(figure)
+
+
+def confusion_png(confusion: list[list[int]], labels: list[str], title: str) -> bytes:
+    """A confusion matrix (rows: truth) as PNG bytes, counts written in the cells."""
+    matrix = np.asarray(confusion)
+
+    def draw(axes) -> None:
         axes.imshow(matrix, cmap="Blues")
         axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
         axes.set_yticks(range(len(labels)), labels)
@@ -366,23 +379,15 @@ def confusion_png(confusion: list[list[int]], labels: list[str], title: str) -> 
         for (row, column), count in np.ndenumerate(matrix):
             axes.text(column, row, str(count), ha="center", va="center",
                       color="white" if count > threshold else "black", fontsize=8)
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png")
-        return buffer.getvalue()
-    finally:
-        pyplot.close(figure)
+
+    size = max(4.0, 0.5 * len(labels) + 2)
+    return _plot_png((size, size), draw)
 
 
 def det_png(curves: dict[str, list[list]], thresholds: dict[str, float], target: float | None) -> bytes:
     """False rejects against false accepts per hour, one line per keyword, its chosen threshold marked."""
-    import matplotlib
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    figure, axes = pyplot.subplots(figsize=(7, 4.5), dpi=100)
-    try:
+    def draw(axes) -> None:
         for label, curve in curves.items():
             points = [(max(fa, 0.01), fr) for _, fa, fr in curve if fr is not None]
             if not points:
@@ -398,12 +403,8 @@ def det_png(curves: dict[str, list[list]], thresholds: dict[str, float], target:
         axes.set_ylabel("false reject rate")
         axes.set_title("DET per keyword (circles: the shipped thresholds)")
         axes.legend(fontsize=7, ncol=2)
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png")
-        return buffer.getvalue()
-    finally:
-        pyplot.close(figure)
+
+    return _plot_png((7, 4.5), draw)
 
 
 def model_card_markdown(manifest: Manifest) -> str:
