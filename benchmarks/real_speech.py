@@ -20,8 +20,7 @@ from edgedistill.bundle import Manifest, load_bundle
 from edgedistill.frontend import MfccFrontEnd
 from edgedistill.inference import Int8Classifier, softmax
 from edgedistill.real_speech import evaluate_on_real, read_labelled_clips
-from edgedistill.recipe import UNKNOWN
-from edgedistill.streaming import is_keyword
+from edgedistill.recipe import UNKNOWN, is_keyword
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REAL = ROOT.parent / "shared" / "real-speech-dev"

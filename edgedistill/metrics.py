@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgedistill.recipe import SILENCE, UNKNOWN
+from edgedistill.recipe import SILENCE, UNKNOWN, is_keyword
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
@@ -20,7 +20,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[
     np.add.at(confusion, (y_true, y_pred), 1)
     totals = confusion.sum(axis=1)
     recall = {label: (float(confusion[i, i] / totals[i]) if totals[i] else None) for i, label in enumerate(labels)}
-    keyword_ids = [i for i, label in enumerate(labels) if label not in (UNKNOWN, SILENCE)]
+    keyword_ids = [i for i, label in enumerate(labels) if is_keyword(label)]
     false_accepts = {}
     for negative in (UNKNOWN, SILENCE):
         if negative in labels:

@@ -17,6 +17,11 @@ UNKNOWN = "_unknown_"
 SILENCE = "_silence_"
 
 
+def is_keyword(label: str) -> bool:
+    """A keyword, not one of the two negative classes."""
+    return label not in (UNKNOWN, SILENCE)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

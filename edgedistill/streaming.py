@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgedistill.frontend import MfccFrontEnd
-from edgedistill.recipe import SILENCE, UNKNOWN
+from edgedistill.recipe import StreamingSettings, is_keyword
 
 BLOCK_SECONDS = 60  # audio turned into features at a time: bounds memory on hours of audio
 # the thresholds calibration tries, densest near 1 where low false-accept rates live
@@ -49,10 +49,6 @@ class Detection:
     start: float  # seconds: the start of the window that fired
     end: float
     score: float  # its smoothed posterior
-
-
-def is_keyword(label: str) -> bool:
-    return label not in (UNKNOWN, SILENCE)
 
 
 # -- posteriors over a long recording --------------------------------------------------------------
@@ -195,33 +191,36 @@ class HeldOutAudio:
     positive_classes: np.ndarray  # the class index of each keyword clip
 
 
-def calibrate(audio: HeldOutAudio, labels: list[str], frontend: MfccFrontEnd, stride_frames: int,
-              smoothing_windows: int, refractory_seconds: float, max_false_accepts_per_hour: float,
-              fixed: dict[str, float], probabilities: Callable[[np.ndarray], np.ndarray]) -> tuple[StreamingSpec, dict]:
-    """Thresholds for the keywords that `fixed` does not set, whose false accepts on the negative recording add up
-    to at most `max_false_accepts_per_hour` with the fewest false rejects of the keyword clips; and the figures of
-    the device loop there: {"false_accepts_per_hour", "false_reject_rate", per keyword, "det" curves}."""
+def calibrate(audio: HeldOutAudio, labels: list[str], frontend: MfccFrontEnd, settings: StreamingSettings,
+              probabilities: Callable[[np.ndarray], np.ndarray]) -> tuple[StreamingSpec, dict]:
+    """Thresholds for the keywords that `settings.thresholds` does not fix, whose false accepts on the negative
+    recording add up to at most `settings.max_false_accepts_per_hour` with the fewest false rejects of the keyword
+    clips; and the figures of the device loop there: {"false_accepts_per_hour", "false_reject_rate", per keyword,
+    "det" curves}."""
     clip_seconds = frontend.clip_samples / frontend.sample_rate
-    stride_seconds = stride_frames * frontend.hop_length / frontend.sample_rate
+    stride_frames = round(settings.stride_seconds * frontend.sample_rate / frontend.hop_length)
+    loop = StreamingSpec(stride_frames=stride_frames,
+                         stride_seconds=stride_frames * frontend.hop_length / frontend.sample_rate,
+                         smoothing_windows=settings.smoothing_windows, refractory_seconds=settings.refractory_seconds,
+                         thresholds={})
+    stride_seconds, fixed = loop.stride_seconds, settings.thresholds
     hours = audio.negative.size / frontend.sample_rate / 3600
-    negative = smoothed_track(audio.negative, frontend, stride_frames, smoothing_windows, probabilities)
-    positive = smoothed_track(audio.positive, frontend, stride_frames, smoothing_windows, probabilities)
+    negative = smoothed_track(audio.negative, frontend, stride_frames, loop.smoothing_windows, probabilities)
+    positive = smoothed_track(audio.positive, frontend, stride_frames, loop.smoothing_windows, probabilities)
     starts = np.arange(len(audio.positive_classes)) * clip_seconds
     keywords = [label for label in labels if is_keyword(label)]
     peaks = {k: clip_peaks(positive, starts[audio.positive_classes == labels.index(k)], stride_seconds, clip_seconds,
                            labels.index(k)) for k in keywords}
-    refractory_windows = int(np.ceil(refractory_seconds / stride_seconds - 1e-9))
-    curves = {k: det_curve(negative[:, labels.index(k)], peaks[k], hours, refractory_windows) for k in keywords}
-    thresholds = allocate_thresholds({k: c for k, c in curves.items() if k not in fixed}, max_false_accepts_per_hour)
-    spec = StreamingSpec(stride_frames=stride_frames, stride_seconds=stride_seconds,
-                         smoothing_windows=smoothing_windows, refractory_seconds=refractory_seconds,
-                         thresholds={k: fixed.get(k, thresholds.get(k)) for k in keywords})
+    curves = {k: det_curve(negative[:, labels.index(k)], peaks[k], hours, loop.refractory_runs) for k in keywords}
+    thresholds = allocate_thresholds({k: c for k, c in curves.items() if k not in fixed},
+                                     settings.max_false_accepts_per_hour)
+    spec = loop.model_copy(update={"thresholds": {k: fixed.get(k, thresholds.get(k)) for k in keywords}})
     rejects = {k: float((p < spec.thresholds[k]).mean()) if len(p) else None for k, p in peaks.items()}
     measured = [r for r in rejects.values() if r is not None]
     false_accepts = len(detect(negative, labels, spec, clip_seconds))
     return spec, {"negative_hours": round(hours, 4), "keyword_clips": int(len(audio.positive_classes)),
                   "false_accepts": false_accepts, "false_accepts_per_hour": false_accepts / hours if hours else None,
-                  "target_false_accepts_per_hour": max_false_accepts_per_hour,
+                  "target_false_accepts_per_hour": settings.max_false_accepts_per_hour,
                   "false_reject_rate": float(np.mean(measured)) if measured else None,
                   "false_reject_rate_per_keyword": rejects,
                   "det": {k: [[p.threshold, p.false_accepts_per_hour, p.false_reject_rate] for p in curve]

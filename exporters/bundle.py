@@ -30,8 +30,8 @@ from edgedistill.image_frontend import BACKGROUND, Centroid, HeatmapDecoding, Im
 from edgedistill.inference import Int8Classifier, quantize, softmax
 from edgedistill.metrics import classification_metrics
 from edgedistill.real_speech import LabelledClip, evaluate_on_real
-from edgedistill.recipe import ExportSettings, StreamingSettings
-from edgedistill.streaming import HeldOutAudio, StreamingSpec, calibrate, is_keyword
+from edgedistill.recipe import ExportSettings, StreamingSettings, is_keyword
+from edgedistill.streaming import HeldOutAudio, StreamingSpec, calibrate
 from exporters.c_header import c_header_text
 from exporters.onnx_export import export_onnx
 from exporters.report import detection_sample_jpeg, model_card_markdown, report_html
@@ -246,13 +246,12 @@ def export_keyword_bundle(model: torch.nn.Module, *, out_dir: Path, name: str, l
     """Export a trained float keyword model as a bundle in `out_dir`; return its manifest.
 
     `test_negative_kinds` names what each negative test clip says (a keyword's sound-alike, running speech...):
-    false accepts are reported per kind too. With `held_out_audio`, the int8 model is run over it as the device would (`streaming` settings) to pick
-    per-keyword thresholds for the false-accept target; `real_clips` are real recordings it is measured on.
+    false accepts are reported per kind too. With `held_out_audio`, the int8 model is run over it as the device
+    would (`streaming` settings) to pick per-keyword thresholds for the false-accept target; `real_clips` are real
+    recordings it is measured on.
     Raises EdgedistillError, leaving `out_dir` as it was, when int8 accuracy drops more than
     `settings.max_int8_accuracy_drop` below `float_metrics["accuracy"]`.
     """
-    streaming = streaming or StreamingSettings()
-    stride_frames = round(streaming.stride_seconds * frontend.sample_rate / frontend.hop_length)
     say = progress or (lambda message: None)
     if len(test_features) == 0 or len(test_features) != len(test_labels):
         raise EdgedistillError(f"export needs test features with one label each (got {len(test_features)} features, "
@@ -275,9 +274,8 @@ def export_keyword_bundle(model: torch.nn.Module, *, out_dir: Path, name: str, l
         spec = None
         if held_out_audio is not None:
             say("setting the thresholds on held-out audio, as the device listens")
-            spec, metrics["streaming"] = calibrate(
-                held_out_audio, labels, frontend, stride_frames, streaming.smoothing_windows, streaming.refractory_seconds, streaming.max_false_accepts_per_hour,
-                streaming.thresholds, probabilities)
+            spec, metrics["streaming"] = calibrate(held_out_audio, labels, frontend, streaming or StreamingSettings(),
+                                                   probabilities)
         if real_clips:
             say(f"measuring on {len(real_clips)} real recordings")
             metrics["real"] = evaluate_on_real(list(real_clips), labels, frontend, probabilities, spec)

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from edgedistill.dataset import Dataset, VersionInfo, write_atomic
 from edgedistill.errors import EdgedistillError
-from edgedistill.recipe import AnyRecipe, DetectionRecipe, load_recipe
+from edgedistill.recipe import AnyRecipe, DetectionRecipe, KeywordSpottingRecipe, load_recipe
 from generators.shards import RunShard, ShardMapper, ShardOutput, shards_run_by
 
 Progress = Callable[[int, int], None] | None
@@ -187,11 +187,10 @@ def recipe_flow(dask: str | None = None):
 
 def check_evaluation_set(recipe: AnyRecipe) -> None:
     """A wrong `evaluate.real` is an error before the run, not after it has generated and trained."""
-    real = getattr(getattr(recipe, "evaluate", None), "real", None)
-    if real:
+    if isinstance(recipe, KeywordSpottingRecipe) and recipe.evaluate.real:
         from edgedistill.real_speech import read_labelled_clips
 
-        read_labelled_clips(real, decode=True)
+        read_labelled_clips(recipe.evaluate.real, decode=True)
 
 
 def summary_markdown(manifest, bundle: Path) -> str:

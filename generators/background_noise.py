@@ -23,7 +23,6 @@ training never heard.
 from __future__ import annotations
 
 import functools
-import os
 import re
 import shutil
 import tempfile
@@ -35,7 +34,7 @@ import numpy as np
 import soundfile
 import soxr
 
-from edgedistill.dataset import Split
+from edgedistill.dataset import Split, cache_dir
 from edgedistill.splits import hash_rank
 
 GAMES = Path("/usr/share/games")
@@ -53,8 +52,7 @@ class NoiseSource:
 
 def _ufoai_root() -> Path:
     """ufoai's sound folders, unpacked once from its zip into the cache (whole or not at all)."""
-    cache = Path(os.environ.get("EDGEDISTILL_CACHE", Path.home() / ".cache" / "edgedistill")).expanduser()
-    root = cache / "noise" / "ufoai"
+    root = cache_dir() / "noise" / "ufoai"
     if not root.exists() and UFOAI_ARCHIVE.is_file():
         root.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".ufoai-", dir=root.parent))

@@ -17,8 +17,8 @@ from edgedistill.dataset import Dataset, Sample, write_atomic
 from edgedistill.errors import EdgedistillError
 from edgedistill.frontend import MfccFrontEnd
 from edgedistill.metrics import classification_metrics
-from edgedistill.recipe import SILENCE, UNKNOWN, TrainSettings
-from edgedistill.streaming import HeldOutAudio, is_keyword
+from edgedistill.recipe import SILENCE, UNKNOWN, TrainSettings, is_keyword
+from edgedistill.streaming import HeldOutAudio
 from trainers.dscnn import DSCNN
 from trainers.fitting import fit
 
