@@ -220,7 +220,7 @@ def _streaming_rows(manifest) -> list[tuple[str, str]]:
         rows.append(("streaming, held out: false accepts/h, false rejects",
                      f"{streaming['false_accepts_per_hour']:.2f}, {_pct(streaming['false_reject_rate'])}"))
     if real:
-        rows += [(f"real: keywords recognised ({real['keyword_clips']} clips, {real['speakers']} speakers)",
+        rows += [(f"real: keywords recognised ({real['keyword_clips']} clips, {real['keyword_speakers']} speakers)",
                   _pct(real["keyword_accuracy"])),
                  (f"real: other words rejected ({real['non_keyword_clips']} clips)", _pct(real["non_keyword_rejected"]))]
     return rows
