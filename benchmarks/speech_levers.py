@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 class Lever:
     name: str
     change: str  # what differs from the recipe, in words
-    leave_out: Callable[[dict], bool] | None = None  # on the synthesis params of a training clip's origin
+    # how many times a training clip counts (0: left out), from the synthesis params of the clip's origin
+    repeats: Callable[[dict], int] | None = None
     augment: dict = field(default_factory=dict)  # augment settings changed
     seed: int | None = None  # another training seed
 
@@ -56,11 +57,13 @@ def levers(engines: list[str]) -> list[Lever]:
     return [
         Lever("recipe", "as the recipe says"),
         Lever("seed 1", "training seed 1 (the noise floor)", seed=1),
-        *[Lever(f"no {engine}", f"{engine} voices left out of training", leave_out=lambda o, e=engine: _engine(o) == e)
+        *[Lever(f"no {engine}", f"{engine} voices left out of training", repeats=lambda o, e=engine: int(_engine(o) != e))
           for engine in engines],
         Lever("no espeak variants", "espeak-ng speaker variants (+m1, +f2, +croak...) left out",
-              leave_out=lambda o: _engine(o) == "espeak-ng" and "+" in o["voice"]),
-        Lever("no carriers", "keywords said inside carrier phrases left out", leave_out=lambda o: bool(o.get("carrier"))),
+              repeats=lambda o: int(not (_engine(o) == "espeak-ng" and "+" in o["voice"]))),
+        Lever("other engines x4", "every voice not from espeak-ng counts four times",
+              repeats=lambda o: 4 if _engine(o) not in ("", "espeak-ng") else 1),
+        Lever("no carriers", "keywords said inside carrier phrases left out", repeats=lambda o: int(not o.get("carrier"))),
         Lever("no vocal tract", "vocal tract length warping off", augment={"vocal_tract_probability": 0.0}),
         Lever("no real noise", "only coloured noise and babble", augment={"real_noise_share": 0.0}),
         Lever("no reverb", "room reverberation off", augment={"reverb_probability": 0.0}),
@@ -132,14 +135,15 @@ def main() -> None:
                 train_samples = [s for s in dataset.samples(version) if s.split == "train"]
                 features[version] = train_samples, clip_features(dataset, train_samples, frontend, labels)
             train_samples, train = features[version]
-            kept = np.array([not (lever.leave_out and lever.leave_out(_origin(s, origins))) for s in train_samples])
-            train = FeatureSet(train.features[kept], train.targets[kept])
+            if lever.repeats:
+                kept = np.repeat(np.arange(len(train)), [lever.repeats(_origin(s, origins)) for s in train_samples])
+                train = FeatureSet(train.features[kept], train.targets[kept])
             settings = recipe.train.model_copy(update={"epochs": args.epochs or recipe.train.epochs,
                                                        "seed": recipe.train.seed if lever.seed is None else lever.seed})
             print(f"{lever.name}: {len(train)} training clips", flush=True)
-            pending[lever] = (figures_file, len(train), pool.submit(_train, train, val, labels, settings,
+            pending[lever.name] = (lever, figures_file, len(train), pool.submit(_train, train, val, labels, settings,
                                                                      out / figures_file.stem))
-        for lever, (figures_file, train_clips, future) in pending.items():
+        for lever, figures_file, train_clips, future in pending.values():
             best_epoch = future.result()
             model, _ = load_model(out / figures_file.stem / "model.pt")
             softmax = lambda x: torch.softmax(torch.from_numpy(predict_logits(model, x)), 1).numpy()  # noqa: E731
