@@ -1,12 +1,12 @@
 """What each voice and augmentation lever buys on real speech (issue 10 §2), printed as a table.
 
-    .venv/bin/python benchmarks/speech_levers.py [RECIPE] --out RUN [--real PATH] [--only NAME ...]
+    .venv/bin/python benchmarks/speech_levers.py [RECIPE] --out RUN [--epochs N] [--only NAME ...] [--real PATH]
 
 Needs a finished run of RECIPE in RUN (`edgedistill run RECIPE --out RUN`): its Whisper-checked version
 is the starting point. One DS-CNN is trained per lever, with the recipe's training settings:
 - the recipe as it is, and again with another seed (the spread between the two is the noise floor);
-- each speech engine left out of the training clips, espeak-ng's speaker variants left out, carrier
-  phrases left out (the same split, fewer training clips);
+- each speech engine left out of the training clips, espeak-ng's speaker variants left out, every other
+  engine's voices counted four times, carrier phrases left out (the same split, other training clips);
 - each augmentation trick switched off (a new augment version of the same split).
 Every model is scored in float on the recipe's own synthetic test clips and, top class per clip as the
 model card scores them, on the real recordings (default ../shared/real-speech-dev; never trained on).
@@ -121,6 +121,7 @@ def main() -> None:
     val = clip_features(dataset, [s for s in baseline if s.split == "val"], frontend, labels)
     test = clip_features(dataset, [s for s in baseline if s.split == "test"], frontend, labels)
     test_unknown = np.array([negative_kind(s) not in (None, "silence") for s in baseline if s.split == "test"])
+    test_keyword = np.array([is_keyword(labels[t]) for t in test.targets])
     results: dict[str, dict] = {}
     pending, features = {}, {}
     with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -148,12 +149,11 @@ def main() -> None:
             model, _ = load_model(out / figures_file.stem / "model.pt")
             softmax = lambda x: torch.softmax(torch.from_numpy(predict_logits(model, x)), 1).numpy()  # noqa: E731
             predicted = predict_logits(model, test.features).argmax(axis=1)
-            keyword_test = np.array([is_keyword(labels[t]) for t in test.targets])
             real = evaluate_on_real(real_clips, labels, frontend, softmax, None)
             figures = {
                 "change": lever.change, "train_clips": train_clips, "best_epoch": best_epoch,
                 "synthetic_accuracy": evaluate(model, test, labels)["accuracy"],
-                "synthetic_keyword_recall": float(np.mean(predicted[keyword_test] == test.targets[keyword_test])),
+                "synthetic_keyword_recall": float(np.mean(predicted[test_keyword] == test.targets[test_keyword])),
                 "synthetic_unknown_rejected": float(np.mean([not is_keyword(labels[p]) for p in predicted[test_unknown]])),
                 "real_keyword_accuracy": real["keyword_accuracy"], "real_other_rejected": real["non_keyword_rejected"],
             }
@@ -161,14 +161,14 @@ def main() -> None:
             results[lever.name] = figures
             print(f"{lever.name}: real keywords {figures['real_keyword_accuracy']:.1%}, "
                   f"real other words rejected {figures['real_other_rejected']:.1%}", flush=True)
-    _print_table(results, real_clips)
+    _print_table({lever.name: results[lever.name] for lever in chosen}, len(real_clips))
 
 
-def _print_table(results: dict[str, dict], real_clips) -> None:
+def _print_table(results: dict[str, dict], real_clips: int) -> None:
     base = results.get("recipe")
     columns = [("synthetic_keyword_recall", "synth kw"), ("synthetic_unknown_rejected", "synth unk rej"),
                ("real_keyword_accuracy", "real kw"), ("real_other_rejected", "real other rej")]
-    print(f"\nreal recordings: {len(real_clips)} clips; float models, top class per clip; "
+    print(f"\nreal recordings: {real_clips} clips; float models, top class per clip; "
           "points against the recipe in brackets")
     print(f"| lever | training clips | {' | '.join(title for _, title in columns)} |")
     print("|---|---:|" + "---:|" * len(columns))
