@@ -27,12 +27,14 @@ import numpy as np
 import torch
 
 from edgedistill.dataset import Dataset, Sample
+from edgedistill.inference import softmax
+from edgedistill.metrics import classification_metrics
 from edgedistill.real_speech import evaluate_on_real, read_labelled_clips
 from edgedistill.recipe import KeywordSpottingRecipe, is_keyword, load_recipe
 from flows.keyword_spotting import frontend_for, open_dataset, split_step, training_set_step
 from flows.run import RunPaths, newest
 from real_speech import DEFAULT_REAL  # benchmarks/real_speech.py
-from trainers.keyword_spotter import (FeatureSet, clip_features, evaluate, load_model, negative_kind, predict_logits,
+from trainers.keyword_spotter import (FeatureSet, clip_features, load_model, negative_kind, predict_logits,
                                       save_model, train_keyword_spotter)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,12 +149,11 @@ def main() -> None:
         for lever, figures_file, train_clips, future in pending.values():
             best_epoch = future.result()
             model, _ = load_model(out / figures_file.stem / "model.pt")
-            softmax = lambda x: torch.softmax(torch.from_numpy(predict_logits(model, x)), 1).numpy()  # noqa: E731
             predicted = predict_logits(model, test.features).argmax(axis=1)
-            real = evaluate_on_real(real_clips, labels, frontend, softmax, None)
+            real = evaluate_on_real(real_clips, labels, frontend, lambda x: softmax(predict_logits(model, x)), None)
             figures = {
                 "change": lever.change, "train_clips": train_clips, "best_epoch": best_epoch,
-                "synthetic_accuracy": evaluate(model, test, labels)["accuracy"],
+                "synthetic_accuracy": classification_metrics(test.targets, predicted, labels)["accuracy"],
                 "synthetic_keyword_recall": float(np.mean(predicted[test_keyword] == test.targets[test_keyword])),
                 "synthetic_unknown_rejected": float(np.mean([not is_keyword(labels[p]) for p in predicted[test_unknown]])),
                 "real_keyword_accuracy": real["keyword_accuracy"], "real_other_rejected": real["non_keyword_rejected"],
