@@ -15,7 +15,7 @@ from edgedistill.audio import audio_blocks, fit_to_length, load_audio
 from edgedistill.bundle import Manifest, Quantization, load_bundle
 from edgedistill.errors import EdgedistillError
 from edgedistill.frontend import MfccFrontEnd
-from edgedistill.image_frontend import HeatmapDecoding, ImageFrontEnd
+from edgedistill.image_frontend import Centroid, HeatmapDecoding, ImageFrontEnd
 from edgedistill.images import load_image
 from edgedistill.streaming import detect, posterior_track, smooth
 
@@ -108,13 +108,18 @@ def _classify_file(path: Path, manifest: Manifest, frontend: MfccFrontEnd, class
             "scores": {label: float(p) for label, p in zip(manifest.labels, probabilities)}}
 
 
+def detect_centroids(classifier: Int8Classifier, frontend: ImageFrontEnd, decoding: HeatmapDecoding,
+                     image: np.ndarray) -> list[Centroid]:
+    """A heat-map model's objects in one RGB image, in that image's pixels."""
+    inputs, placement = frontend(image)
+    return decoding.decode(softmax(classifier.logits(inputs[None]))[0], placement)
+
+
 def _detect_file(path: Path, manifest: Manifest, frontend: ImageFrontEnd, decoding: HeatmapDecoding,
                  classifier: Int8Classifier) -> dict:
-    inputs, placement = frontend(load_image(path))
-    probabilities = softmax(classifier.logits(inputs[None]))[0]
     classes = [label for index, label in enumerate(manifest.labels) if index != decoding.background_index]
     objects = [{"label": classes[c.class_index], "score": c.score, "x": c.x, "y": c.y}
-               for c in decoding.decode(probabilities, placement)]
+               for c in detect_centroids(classifier, frontend, decoding, load_image(path))]
     return {"file": str(path), "objects": objects}
 
 

@@ -141,6 +141,15 @@ class EvaluateSettings(_Section):
     real: str | None = None
 
 
+class DetectionEvaluateSettings(_Section):
+    # real photos to measure the exported model (and its teacher) on, never trained on: a CSV of boxes, a COCO
+    # JSON, a YOLO folder or a Label Studio export (edgedistill/real_photos.py)
+    real: str | None = None
+    # boxes smaller than this share of the photo's shorter side are not asked for (a detection there counts
+    # neither way): a 96x96 input has 8-pixel cells, so faces under ~5% of the photo are beyond it
+    min_share: float = Field(0.0, ge=0, lt=1)
+
+
 class ExportSettings(_Section):
     formats: list[Literal["tflite", "onnx", "c_header", "vela"]] = ["tflite", "onnx", "c_header", "vela"]
     max_int8_accuracy_drop: float = Field(0.02, ge=0, le=1)  # measured: 0.1-0.3 points (digits, faces)
@@ -247,6 +256,8 @@ class AutoLabelSettings(_Section):
     model: str = "google/owlv2-base-patch16-ensemble"  # hub id or local folder (or teacher model file)
     teacher_adapter: str | None = None  # for labeler "teacher": an adapter name (see labelers/teachers.py)
     teacher_classes: dict[str, str] = Field(default_factory=dict)  # teacher class -> ontology class
+    # test-time augmentation of a teacher: the mirrored image and overlapping tiles (small objects larger)
+    views: list[Literal["flip", "tiles"]] = Field(default_factory=list)
     threshold: float = Field(0.2, ge=0, le=1)
     nms_iou: float = Field(0.5, gt=0, le=1)
     class_agnostic_nms: bool = False
@@ -289,6 +300,7 @@ class DetectionRecipe(_Section):
     autolabel: AutoLabelSettings = Field(default_factory=AutoLabelSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     train: DetectorTrainSettings = Field(default_factory=DetectorTrainSettings)
+    evaluate: DetectionEvaluateSettings = Field(default_factory=DetectionEvaluateSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
 
     @field_validator("classes", mode="before")

@@ -24,11 +24,13 @@ import numpy as np
 import torch
 
 from edgedistill.bundle import MANIFEST, BundleFile, InputSpec, Manifest, OutputSpec, describe_file, write_manifest
+from edgedistill.boxes import xyxy_to_xywh
 from edgedistill.errors import EdgedistillError
 from edgedistill.frontend import MfccFrontEnd
 from edgedistill.image_frontend import BACKGROUND, Centroid, HeatmapDecoding, ImageFrontEnd, Placement, centroid_f1
-from edgedistill.inference import Int8Classifier, quantize, softmax
+from edgedistill.inference import Int8Classifier, detect_centroids, quantize, softmax
 from edgedistill.metrics import classification_metrics
+from edgedistill.real_photos import RealPhotoCheck, box_centres, compare_with_teacher
 from edgedistill.real_speech import LabelledClip, evaluate_on_real
 from edgedistill.recipe import ExportSettings, StreamingSettings, is_keyword
 from edgedistill.streaming import HeldOutAudio, StreamingSpec, calibrate
@@ -43,6 +45,7 @@ TFLM_CHECK_INPUTS = 64  # TFLite Micro's reference kernels are slow; a sample sh
 TFLM_CHECK_IMAGES = 8  # a 96x96 image takes ~0.1 s on TFLite Micro's reference kernels
 ONNX_CHECK_INPUTS = 8
 REPORT_SAMPLE_IMAGES = 6
+REAL_SAMPLE_IMAGES = 9  # real photos in a detection report, with the student's and the teacher's finds
 
 
 @dataclass
@@ -337,17 +340,21 @@ def export_detection_bundle(model: torch.nn.Module, *, out_dir: Path, name: str,
                             test_images: list[np.ndarray], test_boxes: list[np.ndarray],
                             test_classes: list[np.ndarray], centroid_distance: float, settings: ExportSettings,
                             dataset_ref: dict, recipe: dict, companions: list[Companion] = (),
+                            real: RealPhotoCheck | None = None,
                             progress: Callable[[str], None] | None = None) -> Manifest:
     """Export a trained FOMO heat-map model as a bundle in `out_dir`; return its manifest.
 
     model: float inputs (n, size, size, channels) from `frontend` -> logits (n, grid, grid, 1 + classes).
     labels: the classes, without background. calibration: `frontend` outputs of training images.
     test_*: held-out RGB images with their boxes (x, y, w, h in image pixels) and class indices.
+    `real`: labelled real photos (and the teacher's boxes on them) to measure the int8 model on, as
+    `edgedistill predict` runs it; the figures go under metrics["real"] and the report draws a few.
     Metrics are centroid F1 within `centroid_distance` x input size, float and int8; raises
     EdgedistillError, leaving `out_dir` as it was, when int8 F1 drops more than
     `settings.max_int8_accuracy_drop` below float.
     """
     test = _detection_test(frontend, test_images, test_boxes, test_classes)
+    say = progress or (lambda message: None)
     radius = centroid_distance * frontend.size
     # a black and a white image at the ends (which the calibration subset always keeps): the int8 input
     # then spans the whole pixel range, not only what the calibration photos happened to contain
@@ -364,13 +371,25 @@ def export_detection_bundle(model: torch.nn.Module, *, out_dir: Path, name: str,
         check_accuracy_drop(float_metrics["f1"], int8_metrics["f1"], settings, "centroid F1", "images")
         agreement = {"cell_agreement": float((float_probabilities.argmax(-1) == int8_probabilities.argmax(-1)).mean()),
                      "count": len(test.images)}
-        return Evaluation({"float": float_metrics, "int8": int8_metrics, "int8_vs_float": agreement})
+        metrics = {"float": float_metrics, "int8": int8_metrics, "int8_vs_float": agreement}
+        if real is not None:
+            say(f"measuring on {len(real.photos)} real photos")
+            found["real"] = [detect_centroids(classifier, frontend, decoding, image) for image in real.images]
+            metrics["real"] = compare_with_teacher(
+                real.photos, [[(c.class_index, c.x, c.y) for c in image] for image in found["real"]],
+                box_centres(real.teacher) if real.teacher is not None else None, labels, real.min_share)
+        return Evaluation(metrics)
 
     def report_images(classifier: Int8Classifier) -> list[tuple[str, bytes]]:
         figures = []
         for i in _evenly_spaced(np.arange(len(test.images)), REPORT_SAMPLE_IMAGES):
             centroids = [_in_original(c, test.placements[i]) for c in found["int8"][i]]
             figures.append((f"test image {i}", detection_sample_jpeg(test.images[i], test.boxes[i], centroids, labels)))
+        for i in _evenly_spaced(np.arange(len(real.images) if real else 0), REAL_SAMPLE_IMAGES):
+            teacher_boxes = real.teacher[i][0] if real.teacher is not None else None
+            figures.append((f"real photo {real.photos[i].path.name}",
+                            detection_sample_jpeg(real.images[i], xyxy_to_xywh(real.photos[i].boxes), found["real"][i],
+                                                  labels, teacher_boxes=teacher_boxes)))
         return figures
 
     task = _Task(task="detection", input_kind="image", frontend=frontend,

@@ -445,7 +445,14 @@ def _detection_context(manifest: Manifest) -> dict:
         "grid": manifest.output.shape[1:3], "class_rows": rows,
         "yolo": manifest.metrics.get("model_yolo_onnx"), "yolo_int8": manifest.metrics.get("model_yolo_int8"),
         "yolo_files": {f.role: f.path for f in manifest.files if f.role.startswith("model_yolo")},
+        "real": manifest.metrics.get("real", {}), "teacher_model": _teacher_name(manifest.recipe.get("autolabel", {})),
     }
+
+
+def _teacher_name(autolabel: dict) -> str:
+    if autolabel.get("labeler") == "teacher":
+        return f"teacher {autolabel.get('teacher_adapter')}"
+    return f"{autolabel.get('labeler')} {autolabel.get('model', '')}".strip()
 
 
 DETECTION_MODEL_CARD = """\
@@ -528,6 +535,29 @@ For an NPU or a Linux board: a YOLO detector trained by ultralytics (AGPL-3.0 co
 {% endif %}
 Keep scores above a threshold and apply per-class NMS.
 {% endif %}
+{% if real %}
+
+## On real photos
+Measured on {{ real.student.photos }} real photos with {{ real.student.objects }} labelled objects, never used in training
+{%- if real.min_share %}; objects smaller than {{ real.min_share | percent }} of a photo's shorter side ({{ real.student.ignored_regions }} of them,
+with crowd and invalid boxes) are not asked for, and a centre found on one counts neither way{% endif %}. A found centre
+is right when it lies inside a labelled box of its class, one centre per box.
+
+| | this model (int8) | its teacher ({{ teacher_model }}) |
+|---|---:|---:|
+{% for key in ("f1", "precision", "recall") %}
+| {{ key }} | {{ real.student[key] | percent }} | {{ real.get("teacher", {}).get(key) | percent }} |
+{% endfor %}
+| objects found / missed | {{ real.student.tp }} / {{ real.student.fn }} | {{ real.get("teacher", {}).get("tp", "n/a") }} / {{ real.get("teacher", {}).get("fn", "n/a") }} |
+| false alarms | {{ real.student.fp }} | {{ real.get("teacher", {}).get("fp", "n/a") }} |
+{% if real.student.empty_photos %}
+| false alarms per photo with no object ({{ real.student.empty_photos }} photos) | {{ "%.2f" % real.student.false_alarms_per_empty_photo }} | {{ "%.2f" % real.teacher.false_alarms_per_empty_photo if real.get("teacher") else "n/a" }} |
+{% endif %}
+{% if real.get("student_to_teacher_f1") is not none %}
+
+The model keeps {{ real.student_to_teacher_f1 | percent }} of its teacher's F1 on these photos.
+{% endif %}
+{% endif %}
 
 """ + _CARD_SIZE + """## Intended use
 Counting and locating small, separate objects of a few classes on a microcontroller or NPU, where a box is not
@@ -535,7 +565,8 @@ needed. Objects closer together than a cell ({{ heatmap.stride }} input pixels) 
 
 ## Limits
 - Trained on auto-labelled and composited images; the test images come from the same sources, so expect lower
-  figures on photos from the target camera. Measure there before relying on it.
+  figures on photos from the target camera{{ ": compare the real photos above" if real else
+  ". Measure there before relying on it (recipe `evaluate: {real: PATH}`)" }}.
 - It only knows the classes above, at the sizes seen in training.
 
 """ + _CARD_PROVENANCE
@@ -570,8 +601,21 @@ Created {{ m.created.isoformat(timespec="seconds") }} by edgedistill {{ m.edgedi
 <td class="num">{{ agreement.get("cell_agreement") | percent }}</td></tr>{% endif %}
 </table>
 
+{% if real %}
+<h2>On real photos</h2>
+<p>{{ real.student.photos }} real photos, {{ real.student.objects }} labelled objects{{ " of at least %s of the shorter side" % (real.min_share | percent) if real.min_share }}, never used in training.
+A found centre is right when it lies inside a labelled box of its class.</p>
+<table><tr><th></th><th>this model (int8)</th><th>its teacher ({{ teacher_model }})</th></tr>
+{% for key in ("f1", "precision", "recall") %}
+<tr><td>{{ key }}</td><td class="num">{{ real.student[key] | percent }}</td><td class="num">{{ real.get("teacher", {}).get(key) | percent }}</td></tr>
+{% endfor %}
+<tr><td>false alarms</td><td class="num">{{ real.student.fp }}</td><td class="num">{{ real.get("teacher", {}).get("fp", "n/a") }}</td></tr>
+{% if real.get("student_to_teacher_f1") is not none %}<tr><td>share of the teacher's F1</td><td class="num">{{ real.student_to_teacher_f1 | percent }}</td><td></td></tr>{% endif %}
+</table>
+{% endif %}
+
 <h2>Sample test images</h2>
-<p>True boxes in green; int8 centroids as filled dots in the class colour, with class and score.</p>
+<p>True boxes in green; int8 centroids as filled dots in the class colour, with class and score{{ "; on the real photos, the teacher's boxes in orange" if real }}.</p>
 <div class="figures">{% for title, jpeg in sample_images %}<img alt="{{ title }}" title="{{ title }}" src="data:image/jpeg;base64,{{ jpeg }}">{% endfor %}</div>
 
 """ + _REPORT_SIZE + """<h2>Limits</h2>
@@ -584,9 +628,10 @@ _CLASS_COLOURS = [(230, 25, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), 
 
 
 def detection_sample_jpeg(image: np.ndarray, boxes: np.ndarray, centroids: list, labels: list[str],
-                          width: int = 320) -> bytes:
-    """An RGB image with its true boxes (green) and predicted centroids (class colour, label, score) as JPEG
-    (photos and noisy composites are several times larger as PNG, and the report embeds them)."""
+                          width: int = 320, teacher_boxes: np.ndarray | None = None) -> bytes:
+    """An RGB image with its true boxes (green), the teacher's boxes (orange, drawn 2 px outside) and predicted
+    centroids (class colour, label, score) as JPEG (photos and noisy composites are several times larger as PNG,
+    and the report embeds them). `boxes` are x, y, w, h; `teacher_boxes` x0, y0, x1, y1."""
     import cv2
 
     scale = width / image.shape[1]
@@ -594,6 +639,8 @@ def detection_sample_jpeg(image: np.ndarray, boxes: np.ndarray, centroids: list,
                         interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     for x, y, w, h in np.asarray(boxes, np.float64).reshape(-1, 4) * scale:
         cv2.rectangle(canvas, (round(x), round(y)), (round(x + w), round(y + h)), (40, 200, 40), 1)
+    for x0, y0, x1, y1 in np.asarray(teacher_boxes if teacher_boxes is not None else [], np.float64).reshape(-1, 4) * scale:
+        cv2.rectangle(canvas, (round(x0) - 2, round(y0) - 2), (round(x1) + 2, round(y1) + 2), (255, 150, 0), 1)
     for centroid in centroids:
         colour = _CLASS_COLOURS[centroid.class_index % len(_CLASS_COLOURS)]
         point = (round(centroid.x * scale), round(centroid.y * scale))

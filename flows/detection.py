@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from edgedistill.bundle import Manifest
 from edgedistill.dataset import Dataset, MediaPolicy, OntologyClass, Sample, Store, VersionInfo, stage_key
 from edgedistill.errors import EdgedistillError
+from edgedistill.real_photos import RealPhotoCheck
 from edgedistill.recipe import DetectionRecipe
 from edgedistill.registry import load_plugin
 from flows.run import Progress, RunPaths, TrainedModel, newest
@@ -218,4 +221,26 @@ def export(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None) 
         centroid_distance=recipe.train.centroid_distance, settings=recipe.export,
         dataset_ref={"path": dataset.location, "version": version.id, "counts": version.counts,
                      "held_out_float": held_out_float},
-        recipe=recipe.model_dump(mode="json"), companions=companions)
+        recipe=recipe.model_dump(mode="json"), companions=companions, real=real_photo_check(recipe, labels))
+
+
+def real_photo_check(recipe: DetectionRecipe, labels: list[str]) -> RealPhotoCheck | None:
+    """The recipe's labelled real photos, with what the teacher finds on them, for export to measure the
+    student against (evaluate.real); None without them."""
+    from edgedistill.boxes import xywh_to_xyxy
+    from edgedistill.real_photos import load_photos, read_labelled_photos
+
+    if not recipe.evaluate.real:
+        return None
+    photos = read_labelled_photos(recipe.evaluate.real, labels, recipe.evaluate.min_share)
+    images = load_photos(photos)
+    if recipe.autolabel.labeler == "teacher":
+        from labelers.teachers import teacher_labels as label_pictures
+    elif recipe.autolabel.labeler in ("owlv2", "owlvit"):
+        from labelers.owl import owl_labels as label_pictures
+    else:  # no teacher: the student alone
+        return RealPhotoCheck(photos, images, recipe.evaluate.min_share)
+    found = label_pictures(images, recipe.classes, recipe.autolabel)
+    teacher = [(xywh_to_xyxy([label.box for label in image]),
+                np.array([labels.index(label.class_name) for label in image], np.int64)) for image in found]
+    return RealPhotoCheck(photos, images, recipe.evaluate.min_share, teacher)

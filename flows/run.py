@@ -191,6 +191,10 @@ def check_evaluation_set(recipe: AnyRecipe) -> None:
         from edgedistill.real_speech import read_labelled_clips
 
         read_labelled_clips(recipe.evaluate.real, decode=True)
+    if isinstance(recipe, DetectionRecipe) and recipe.evaluate.real:
+        from edgedistill.real_photos import read_labelled_photos
+
+        read_labelled_photos(recipe.evaluate.real, recipe.class_names, recipe.evaluate.min_share)
 
 
 def summary_markdown(manifest, bundle: Path) -> str:
@@ -219,7 +223,13 @@ def _streaming_rows(manifest) -> list[tuple[str, str]]:
     if streaming:
         rows.append(("streaming, held out: false accepts/h, false rejects",
                      f"{streaming['false_accepts_per_hour']:.2f}, {_pct(streaming['false_reject_rate'])}"))
-    if real:
+    if real and "student" in real:  # detection: the student beside its teacher on real photos
+        student, teacher = real["student"], real.get("teacher")
+        rows.append((f"real photos: F1 ({student['photos']} photos, {student['objects']} objects)", _pct(student["f1"])))
+        if teacher:
+            rows.append(("real photos: teacher F1, share kept", f"{_pct(teacher['f1'])}, "
+                                                                f"{_pct(real['student_to_teacher_f1'])}"))
+    elif real:
         rows += [(f"real: keywords recognised ({real['keyword_clips']} clips, {real['keyword_speakers']} speakers)",
                   _pct(real["keyword_accuracy"])),
                  (f"real: other words rejected ({real['non_keyword_clips']} clips)", _pct(real["non_keyword_rejected"]))]

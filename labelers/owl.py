@@ -268,13 +268,30 @@ def label_shard(dataset: Dataset, shard: list[Sample], detector: OwlDetector, qu
     for start in range(0, len(shard), settings.batch_size):
         batch = shard[start:start + settings.batch_size]
         pictures = [load_image(path) for path in dataset.media_paths(batch)]
-        for sample, picture, raw in zip(batch, pictures, detect_batch(detector, pictures, query.texts)):
-            height, width = picture.shape[:2]
-            detections = select_detections(raw, query, ontology, settings, width, height)
+        for sample, labels in zip(batch, _labels_of(detector, query, ontology, settings, source, pictures)):
             kept = [label for label in sample.labels if label.source.labeler != source.labeler]
-            done.append(sample.model_copy(update={"labels": kept + detections_to_labels(detections, source)}))
+            done.append(sample.model_copy(update={"labels": kept + labels}))
     write_atomic(path, json.dumps([s.model_dump(mode="json") for s in done]).encode())
     return done
+
+
+def owl_labels(images: list[np.ndarray], ontology: dict[str, DetectionClass],
+               settings: AutoLabelSettings) -> list[list[Label]]:
+    """The labels OWL gives each RGB image, exactly as it labels a dataset: what the student is measured
+    against on real photos."""
+    query = build_prompt_query(ontology)
+    detector = load_owl(settings.model)
+    source = LabelSource(labeler=detector.kind, model=detector.model_id, version=detector.version)
+    return [labels for start in range(0, len(images), settings.batch_size)
+            for labels in _labels_of(detector, query, ontology, settings, source,
+                                     images[start:start + settings.batch_size])]
+
+
+def _labels_of(detector: OwlDetector, query: PromptQuery, ontology: dict[str, DetectionClass],
+               settings: AutoLabelSettings, source: LabelSource, pictures: list[np.ndarray]) -> list[list[Label]]:
+    return [detections_to_labels(select_detections(raw, query, ontology, settings, picture.shape[1],
+                                                   picture.shape[0]), source)
+            for picture, raw in zip(pictures, detect_batch(detector, pictures, query.texts))]
 
 
 def shard_path(work_dir: Path, shard: list[Sample], query: PromptQuery, ontology: dict[str, DetectionClass],

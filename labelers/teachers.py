@@ -315,15 +315,50 @@ def load_teacher(model: str, adapter_name: str | None) -> Teacher:
     return Teacher(adapter, open_runtime(path.resolve()), source)
 
 
-def teach_batch(teacher: Teacher, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Each image's (boxes in its pixels, scores, teacher class ids), before thresholds and NMS."""
-    prepared = [prepare_input(image, teacher.adapter.preprocess) for image in images]
+def teach_batch(teacher: Teacher, images: list[np.ndarray],
+                views: tuple[str, ...] = ()) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Each image's (boxes in its pixels, scores, teacher class ids), before thresholds and NMS.
+
+    `views` adds test-time augmentation: "flip" (the mirrored image) and "tiles" (four overlapping
+    corner tiles, each seen at about 1.6 times the scale, for small objects); every view's boxes come
+    back in the image's pixels, and NMS later keeps the best of overlapping ones.
+    """
+    seen = [(index, view, to_image) for index, image in enumerate(images) for view, to_image in _views(image, views)]
+    prepared = [prepare_input(view, teacher.adapter.preprocess) for _, view, _ in seen]
     outputs = teacher.runtime.run(np.stack([tensor for tensor, _ in prepared]))
-    results = []
-    for (_, placement), raw in zip(prepared, outputs):
+    found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in images]
+    for (index, view, to_image), (_, placement), raw in zip(seen, prepared, outputs):
         boxes, scores, classes = teacher.adapter.decode(raw)
-        results.append((boxes_to_image(boxes, teacher.adapter.preprocess, placement), scores, classes))
-    return results
+        boxes, keep = to_image(boxes_to_image(boxes, teacher.adapter.preprocess, placement))
+        found[index].append((boxes[keep], scores[keep], classes[keep]))
+    return [tuple(np.concatenate(parts) for parts in zip(*per_image)) for per_image in found]
+
+
+TILE_SHARE = 0.625  # a tile's side as a share of the image's: 2x2 tiles overlap by a quarter
+TILE_EDGE = 2.0  # pixels: a box this close to a tile's inner edge is cut off by it, and left to the other views
+
+
+def _views(image: np.ndarray, views: tuple[str, ...]) -> list[tuple[np.ndarray, Callable]]:
+    """(view, boxes in view pixels -> (boxes in image pixels, which to keep)) for the image and each view."""
+    height, width = image.shape[:2]
+    result: list[tuple[np.ndarray, Callable]] = [(image, lambda b: (b, np.ones(len(b), bool)))]
+    if "flip" in views:
+        result.append((np.ascontiguousarray(image[:, ::-1]),
+                       lambda b: (np.stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]], axis=1),
+                                  np.ones(len(b), bool))))
+    if "tiles" in views:
+        tile_w, tile_h = int(np.ceil(width * TILE_SHARE)), int(np.ceil(height * TILE_SHARE))
+        for top in (0, height - tile_h):
+            for left in (0, width - tile_w):
+                inner = np.array([left > 0, top > 0, left + tile_w < width, top + tile_h < height])
+                limits = np.array([TILE_EDGE, TILE_EDGE, tile_w - TILE_EDGE, tile_h - TILE_EDGE])
+
+                def to_image(b, left=left, top=top, inner=inner, limits=limits):
+                    cut = ((b[:, :2] < limits[:2]) & inner[:2]).any(axis=1) | ((b[:, 2:] > limits[2:]) & inner[2:]).any(axis=1)
+                    return b + [left, top, left, top], ~cut
+
+                result.append((np.ascontiguousarray(image[top:top + tile_h, left:left + tile_w]), to_image))
+    return result
 
 
 # -- mapping to the ontology -------------------------------------------------------------------
@@ -397,12 +432,27 @@ def teach_shard(dataset: Dataset, shard: list[Sample], teacher: Teacher, mapping
     for start in range(0, len(shard), settings.batch_size):
         batch = shard[start:start + settings.batch_size]
         pictures = [load_image(path) for path in dataset.media_paths(batch)]
-        for sample, picture, (boxes, scores, ids) in zip(batch, pictures, teach_batch(teacher, pictures)):
-            height, width = picture.shape[:2]
-            labels = select_labels(boxes, scores, ids, mapping, ontology, settings, width, height, teacher.source)
+        for sample, labels in zip(batch, _labels_of(teacher, mapping, ontology, settings, pictures)):
             kept = [label for label in sample.labels if label.source.labeler != LABELER]
             done.append(sample.model_copy(update={"labels": kept + labels}))
     return done
+
+
+def teacher_labels(images: list[np.ndarray], ontology: dict[str, DetectionClass],
+                   settings: AutoLabelSettings) -> list[list[Label]]:
+    """The labels the teacher gives each RGB image, exactly as it labels a dataset: what the student is
+    measured against on real photos."""
+    teacher = load_teacher(settings.model, settings.teacher_adapter)
+    mapping = class_map(teacher.adapter, settings.teacher_classes, ontology)
+    return [labels for start in range(0, len(images), settings.batch_size)
+            for labels in _labels_of(teacher, mapping, ontology, settings, images[start:start + settings.batch_size])]
+
+
+def _labels_of(teacher: Teacher, mapping: dict[int, str], ontology: dict[str, DetectionClass],
+               settings: AutoLabelSettings, pictures: list[np.ndarray]) -> list[list[Label]]:
+    return [select_labels(boxes, scores, ids, mapping, ontology, settings, picture.shape[1], picture.shape[0],
+                          teacher.source)
+            for picture, (boxes, scores, ids) in zip(pictures, teach_batch(teacher, pictures, tuple(settings.views)))]
 
 
 def shard_path(work_dir: Path, shard: list[Sample], source: LabelSource, ontology: dict[str, DetectionClass],

@@ -35,15 +35,31 @@ train:
   yolo_image_size: 64
   val_share: 0.25
   test_share: 0.25
+evaluate:
+  real: {real}
 export:
   max_int8_accuracy_drop: 1.0
   calibration_samples: 20
 """
 
 
+def _labelled_faces(photos: Path) -> Path:
+    """A COCO file of the faces in two of the photos (drawn by hand) and two photos with none. The
+    photos are the training photos too: this checks the wiring, not how well the model does."""
+    faces = {"astronaut.png": [165, 60, 120, 130], "camera.png": [170, 90, 105, 125], "coffee.png": None,
+             "chelsea.png": None}
+    coco = {"images": [{"id": i, "file_name": name} for i, name in enumerate(faces)],
+            "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": box}
+                            for i, box in enumerate(faces.values()) if box],
+            "categories": [{"id": 1, "name": "face"}]}
+    path = photos / "faces.json"
+    path.write_text(json.dumps(coco))
+    return path
+
+
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          env=os.environ | {"PREFECT_HOME": str(cwd / "prefect-home")}, timeout=1500)
+                          env=os.environ | {"PREFECT_HOME": str(cwd / "prefect-home"), "COLUMNS": "200"}, timeout=1500)
 
 
 @pytest.mark.slow
@@ -52,7 +68,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_detection_run_labels_real_photos_and_makes_a_bundle(tmp_path):
     photos = real_photos(tmp_path / "photos")
     recipe = tmp_path / "faces.yaml"
-    recipe.write_text(RECIPE.format(images=photos))
+    recipe.write_text(RECIPE.format(images=photos, real=_labelled_faces(photos)))
     out = tmp_path / "run"
     result = _cli("run", str(recipe), "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -86,6 +102,14 @@ def test_detection_run_labels_real_photos_and_makes_a_bundle(tmp_path):
     int8 = manifest.metrics["model_yolo_int8"]
     assert int8["images"] == yolo_metrics["images"] and int8["vela"]["npu_operator_share"] == 1.0
     assert {f.role for f in manifest.files} >= {"model_yolo_int8", "model_yolo_int8_ethos_u"}
+    # the int8 student and its teacher, measured on the labelled photos, in the manifest, card, report and table
+    real = manifest.metrics["real"]
+    assert (real["student"]["photos"], real["student"]["objects"], real["student"]["empty_photos"]) == (4, 2, 2)
+    assert (real["teacher"]["tp"], real["teacher"]["fp"], real["teacher"]["f1"]) == (2, 0, 1.0)
+    assert real["student_to_teacher_f1"] == pytest.approx(real["student"]["f1"])
+    assert "## On real photos" in card and "its teacher (teacher blazeface_short_range)" in card
+    assert 'title="real photo astronaut.png"' in (out / "bundle" / "report.html").read_text()
+    assert "real photos: teacher F1, share kept" in result.stderr  # the closing table
     predicted = _cli("predict", str(out / "bundle"), str(photos / "astronaut.png"), "--json", cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     answer = json.loads(predicted.stdout.strip().splitlines()[-1])
