@@ -208,7 +208,7 @@ def summary_markdown(manifest, bundle: Path) -> str:
         ("bundle", str(bundle)),
         (f"float {quality} (held out)", _pct(floating.get(quality))),
         (f"int8 {quality} (held out)", _pct(int8.get(quality))),
-        *_streaming_rows(manifest),
+        *_streaming_and_real_rows(manifest),
         ("int8 model size", f"{manifest.file('model_int8').bytes / 1024:.1f} KiB"),
         ("TFLite Micro arena", f"{tflm.get('arena_bytes', 0) / 1024:.1f} KiB"),
         ("Ethos-U SRAM / flash", f"{vela.get('sram_bytes', 0) / 1024:.1f} / {vela.get('flash_bytes', 0) / 1024:.1f} KiB"
@@ -217,7 +217,7 @@ def summary_markdown(manifest, bundle: Path) -> str:
     return "| figure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
-def _streaming_rows(manifest) -> list[tuple[str, str]]:
+def _streaming_and_real_rows(manifest) -> list[tuple[str, str]]:
     streaming, real = manifest.metrics.get("streaming"), manifest.metrics.get("real")
     rows = []
     if streaming:

@@ -13,7 +13,7 @@ from edgedistill.errors import EdgedistillError
 from edgedistill.images import image_bytes, load_image
 from edgedistill.recipe import AutoLabelSettings, DetectionClass
 from edgedistill.boxes import iou_matrix, xywh_to_xyxy
-from labelers.teachers import (ADAPTERS, PackagedWeights, Preprocess, TeacherAdapter, find_packaged, get_adapter,
+from labelers.teachers import (ADAPTERS, PackagedWeights, Preprocess, TeacherAdapter, find_packaged, get_adapter, teacher_labels,
                                label_with_teacher, register_adapter, resolve_teacher_model, ssd_anchor_centres)
 
 FACES = {"face": DetectionClass(prompts=["face"], threshold=0.5)}
@@ -172,3 +172,24 @@ def test_an_onnx_detector_with_a_registered_adapter(bright_square_onnx, tmp_path
     assert [(l.class_name, l.box) for l in labelled[0].labels] == [("lamp", (0.0, 0.0, 30.0, 20.0))]
     assert labelled[0].labels[0].score == pytest.approx(1.0, abs=0.01)
     assert labelled[1].labels == []  # a dark image scores 0: below the threshold
+
+
+def test_tiles_find_a_face_too_small_for_the_whole_view_and_flips_map_back(blazeface):
+    """The astronaut shrunk into a large grey scene: too small for BlazeFace on the whole image, found by
+    the tiles, at the face's place in the scene; the mirrored view's boxes come back unmirrored."""
+    import cv2
+
+    scene = np.full((1024, 1024, 3), 120, np.uint8)
+    scene[120:376, 600:856] = cv2.resize(skimage_photo("astronaut.png"), (256, 256), interpolation=cv2.INTER_AREA)
+    face = np.array([[690, 161, 737, 208]], float)  # the face's place: its box in the photo, halved and moved
+    ontology = {"face": DetectionClass(prompts=["face"])}
+    settings = dict(labeler="teacher", teacher_adapter="blazeface_full_range", threshold=0.5)
+    assert teacher_labels([scene], ontology, AutoLabelSettings(**settings))[0] == []
+    (found,) = teacher_labels([scene], ontology, AutoLabelSettings(**settings, views=["tiles"]))[0]
+    assert iou_matrix(xywh_to_xyxy([found.box]), face)[0, 0] > 0.6
+
+    photo = skimage_photo("astronaut.png")
+    plain = teacher_labels([photo], ontology, AutoLabelSettings(**settings))[0]
+    both = teacher_labels([photo], ontology, AutoLabelSettings(**settings, views=["flip"]))[0]
+    assert len(plain) == len(both) == 1  # the mirrored view's box is the same face: NMS keeps one
+    assert iou_matrix(xywh_to_xyxy([plain[0].box]), xywh_to_xyxy([both[0].box]))[0, 0] > 0.7
