@@ -23,12 +23,10 @@ import time
 from pathlib import Path
 
 from edgedistill.dataset import Dataset
-from edgedistill.images import IMAGE_SUFFIXES
-from edgedistill.real_photos import read_labelled_photos
 from edgedistill.recipe import load_recipe
 from flows import detection
 from flows.run import RunPaths
-from figures import bundle_rows, print_figures  # benchmarks/figures.py
+from figures import bundle_rows, print_figures, with_face_free  # benchmarks/figures.py
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,25 +113,6 @@ def real_rows(real: dict | None, note: str) -> list[tuple[str, str, str]]:
         rows.append((f"  false alarms per photo with no face ({student['empty_photos']})",
                      f"{student['false_alarms_per_empty_photo']:.2f}", "<= 0.1"))
     return rows
-
-
-def with_face_free(real: str, folders: list[str], classes: list[str], min_share: float, out: Path) -> str:
-    """`real` as it is, or with every photo in `folders` added as a photo with no object (one CSV in OUT)."""
-    if not folders:
-        return real
-    rows = ["file,x0,y0,x1,y1,class,invalid"]
-    for photo in read_labelled_photos(real, classes, min_share):
-        rows += [f"{photo.path.resolve()},{x0},{y0},{x1},{y1},{classes[c]},0"
-                 for (x0, y0, x1, y1), c in zip(photo.boxes, photo.classes)]
-        rows += [f"{photo.path.resolve()},{x0},{y0},{x1},{y1},,1" for x0, y0, x1, y1 in photo.ignore]
-        rows += [f"{photo.path.resolve()},,,,,,"] if not len(photo.boxes) + len(photo.ignore) else []
-    for folder in folders:
-        rows += [f"{path.resolve()},,,,,," for path in sorted(Path(folder).iterdir())
-                 if path.suffix.lower() in IMAGE_SUFFIXES]
-    combined = out.parent / f"{out.name}-real-photos.csv"  # beside OUT: a fresh run empties OUT
-    combined.parent.mkdir(parents=True, exist_ok=True)
-    combined.write_text("\n".join(rows) + "\n")
-    return str(combined)
 
 
 def with_changes(recipe, changes: list[str]):

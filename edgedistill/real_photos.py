@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
@@ -27,6 +28,7 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 
 from edgedistill.errors import EdgedistillError
+from edgedistill.image_frontend import Centroid
 from edgedistill.images import IMAGE_SUFFIXES, load_image
 
 BOX_TOLERANCE = 2.0  # pixels a box may reach past the border (annotators' rounding)
@@ -363,3 +365,13 @@ class RealPhotoCheck:
     images: list[np.ndarray]  # upright RGB, one per photo
     min_share: float
     teacher: list[tuple[np.ndarray, np.ndarray]] | None = None  # per photo: its boxes (xyxy) and class indices
+
+
+def measure_student(check: RealPhotoCheck, labels: list[str],
+                    detect: Callable[[np.ndarray], list[Centroid]]) -> tuple[dict, list[list[Centroid]]]:
+    """The student's figures on the check's photos beside its teacher's, and what it found in each photo.
+    `detect`: an RGB photo -> the student's centroids in its pixels, as `edgedistill predict` reports them."""
+    found = [detect(image) for image in check.images]
+    points = [[(c.class_index, c.x, c.y) for c in image] for image in found]
+    teacher = box_centres(check.teacher) if check.teacher is not None else None
+    return compare_with_teacher(check.photos, points, teacher, labels, check.min_share), found

@@ -280,6 +280,8 @@ class DetectorTrainSettings(_Section):
     # loss weight of an object cell against a background cell; Edge Impulse uses 100, but with the score
     # threshold chosen on validation data 10 gave fewer false alarms (faces: F1 0.84 against 0.79)
     object_weight: float = Field(10.0, gt=0)
+    # share of training images made of four at half size (mosaic): smaller, denser objects, as in crowds
+    mosaic: float = Field(0.0, ge=0, le=1)
     seed: int = 0
     yolo: bool = False  # also train a YOLO model (needs the optional `yolo` extra, AGPL-3.0)
     yolo_model: str = "yolo11n.yaml"

@@ -30,7 +30,7 @@ from edgedistill.frontend import MfccFrontEnd
 from edgedistill.image_frontend import BACKGROUND, Centroid, HeatmapDecoding, ImageFrontEnd, Placement, centroid_f1
 from edgedistill.inference import Int8Classifier, detect_centroids, quantize, softmax
 from edgedistill.metrics import classification_metrics
-from edgedistill.real_photos import RealPhotoCheck, box_centres, compare_with_teacher
+from edgedistill.real_photos import RealPhotoCheck, measure_student
 from edgedistill.real_speech import LabelledClip, evaluate_on_real
 from edgedistill.recipe import ExportSettings, StreamingSettings, is_keyword
 from edgedistill.streaming import HeldOutAudio, StreamingSpec, calibrate
@@ -374,10 +374,8 @@ def export_detection_bundle(model: torch.nn.Module, *, out_dir: Path, name: str,
         metrics = {"float": float_metrics, "int8": int8_metrics, "int8_vs_float": agreement}
         if real is not None:
             say(f"measuring on {len(real.photos)} real photos")
-            found["real"] = [detect_centroids(classifier, frontend, decoding, image) for image in real.images]
-            metrics["real"] = compare_with_teacher(
-                real.photos, [[(c.class_index, c.x, c.y) for c in image] for image in found["real"]],
-                box_centres(real.teacher) if real.teacher is not None else None, labels, real.min_share)
+            metrics["real"], found["real"] = measure_student(
+                real, labels, lambda image: detect_centroids(classifier, frontend, decoding, image))
         return Evaluation(metrics)
 
     def report_images(classifier: Int8Classifier) -> list[tuple[str, bytes]]:

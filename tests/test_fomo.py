@@ -190,3 +190,21 @@ def test_the_shipped_score_threshold_is_the_best_one_on_validation(trained):
 
     assert trained.decoding.threshold == trained.val_metrics["threshold"] in THRESHOLDS
     assert f1(trained.decoding.threshold) == max(f1(threshold) for threshold in THRESHOLDS)
+
+
+def test_mosaic_puts_four_images_at_half_size_with_their_centres():
+    from trainers.fomo import PreparedSet, _mosaic
+
+    pixels = np.zeros((4, 96, 96, 3), np.uint8)
+    centres = []
+    for i, (x, y) in enumerate([(20, 20), (70, 30), (40, 80), (88, 8)]):
+        pixels[i, y - 4:y + 4, x - 4:x + 4] = 255  # a bright square on each image's one object
+        centres.append(np.array([[x, y]], float))
+    data = PreparedSet(pixels, centres, [np.array([i % 2]) for i in range(4)])
+    made, made_centres, made_classes = _mosaic(data, np.random.default_rng(0), 3)
+    assert made.shape == (3, 96, 96, 3)
+    for image, points, classes in zip(made, made_centres, made_classes):
+        assert len(points) == len(classes) == 4
+        quarters = {(int(x // 48), int(y // 48)) for x, y in points}
+        assert quarters == {(0, 0), (1, 0), (0, 1), (1, 1)}  # one object in each quarter
+        assert all(image[int(y), int(x)].min() > 200 for x, y in points)  # each centre is on its object

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -154,6 +155,26 @@ def _augment(pixels: np.ndarray, centres: list[np.ndarray], rng: np.random.Gener
     return np.clip(out, 0, 255), moved
 
 
+def _mosaic(data: PreparedSet, rng: np.random.Generator,
+            count: int) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """`count` images, each four random training images side by side at half size: many small objects
+    on natural backgrounds, as in crowd photos, without a pasted seam."""
+    size, channels = data.pixels.shape[1], data.pixels.shape[3]
+    half = size // 2
+    pixels = np.empty((count, size, size, channels), np.uint8)
+    centres, classes = [], []
+    for i in range(count):
+        picks = rng.integers(0, len(data), 4)
+        for quarter, j in enumerate(picks):
+            top, left = quarter // 2 * half, quarter % 2 * half
+            small = cv2.resize(data.pixels[j], (half, half), interpolation=cv2.INTER_AREA)
+            pixels[i, top:top + half, left:left + half] = small.reshape(half, half, channels)
+        centres.append(np.concatenate([data.centres[j] / 2 + (quarter % 2 * half, quarter // 2 * half)
+                                       for quarter, j in enumerate(picks)]).reshape(-1, 2))
+        classes.append(np.concatenate([data.classes[j] for j in picks]))
+    return pixels, centres, classes
+
+
 def _targets(centres: list[np.ndarray], classes: list[np.ndarray], size: int) -> np.ndarray:
     return np.stack([heatmap_targets(c, k, size // STRIDE) for c, k in zip(centres, classes)])
 
@@ -221,7 +242,7 @@ def train_fomo(train: DetectionArrays, val: DetectionArrays, labels: list[str], 
     fitted = fit(model, optimizer, schedule, np.random.default_rng(settings.seed), epochs=settings.epochs,
                  patience=settings.patience, checkpoint_dir=checkpoint_dir,
                  train_epoch=lambda rng: _train_epoch(model, train_set, frontend, optimizer, schedule, loss_fn, rng,
-                                                      settings.batch_size),
+                                                      settings.batch_size, settings.mosaic),
                  validate=validate, progress=progress)
     decoding = dataclasses.replace(decoding, threshold=fitted.best_metrics.get("threshold", decoding.threshold))
     return FomoTrainResult(model=model, frontend=frontend, decoding=decoding, best_epoch=fitted.best_epoch,
@@ -231,14 +252,19 @@ def train_fomo(train: DetectionArrays, val: DetectionArrays, labels: list[str], 
 
 
 def _train_epoch(model: FomoNet, data: PreparedSet, frontend: ImageFrontEnd, optimizer, schedule,
-                 loss_fn: nn.Module, rng: np.random.Generator, batch_size: int) -> float:
+                 loss_fn: nn.Module, rng: np.random.Generator, batch_size: int, mosaic: float = 0.0) -> float:
     model.train()
     order = rng.permutation(len(data))
     total = 0.0
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
-        pixels, centres = _augment(data.pixels[batch], [data.centres[i] for i in batch], rng, frontend.pad_value)
-        targets = torch.from_numpy(_targets(centres, [data.classes[i] for i in batch], frontend.size))
+        pixels, centres, classes = data.pixels[batch], [data.centres[i] for i in batch], [data.classes[i] for i in batch]
+        if mosaic and (count := int(rng.binomial(len(batch), mosaic))):
+            made = _mosaic(data, rng, count)
+            pixels = np.concatenate([made[0], pixels[count:]])
+            centres, classes = made[1] + centres[count:], made[2] + classes[count:]
+        pixels, centres = _augment(pixels, centres, rng, frontend.pad_value)
+        targets = torch.from_numpy(_targets(centres, classes, frontend.size))
         logits = model(torch.from_numpy(frontend.normalise(pixels)))
         loss = loss_fn(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
         optimizer.zero_grad()
