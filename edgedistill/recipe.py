@@ -265,6 +265,12 @@ class AutoLabelSettings(_Section):
     masks: bool = False  # run Segment Anything from the boxes
     sam_model: str = "facebook/sam-vit-base"
 
+    @model_validator(mode="after")
+    def _views_are_a_teachers(self) -> AutoLabelSettings:
+        if self.views and self.labeler != "teacher":
+            raise ValueError(f"autolabel.views are for `labeler: teacher`, not {self.labeler}; remove them")
+        return self
+
 
 class DetectorTrainSettings(_Section):
     input_size: int = Field(96, ge=32)

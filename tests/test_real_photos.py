@@ -191,3 +191,4 @@ def test_scores_false_alarms_and_the_share_of_the_teacher(tmp_path):
     assert s["per_class"]["hand"]["fp"] == 1 and s["objects"] == 3 and s["ignored_regions"] == 1
     assert result["student_to_teacher_f1"] == pytest.approx(s["f1"] / t["f1"])
     assert score_on_photos(photos, [[] for _ in photos], CLASSES)["f1"] == 0.0
+

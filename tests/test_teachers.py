@@ -193,3 +193,9 @@ def test_tiles_find_a_face_too_small_for_the_whole_view_and_flips_map_back(blaze
     both = teacher_labels([photo], ontology, AutoLabelSettings(**settings, views=["flip"]))[0]
     assert len(plain) == len(both) == 1  # the mirrored view's box is the same face: NMS keeps one
     assert iou_matrix(xywh_to_xyxy([plain[0].box]), xywh_to_xyxy([both[0].box]))[0, 0] > 0.7
+
+
+def test_teacher_views_are_refused_for_other_labelers():
+    assert AutoLabelSettings(labeler="teacher", views=["tiles"]).views == ["tiles"]
+    with pytest.raises(ValueError, match="autolabel.views are for `labeler: teacher`"):
+        AutoLabelSettings(labeler="owlv2", views=["flip"])
