@@ -287,8 +287,7 @@ def match_in_boxes(boxes: np.ndarray, ignore: np.ndarray, points: np.ndarray) ->
     if len(boxes) and len(points):
         from scipy.optimize import linear_sum_assignment
 
-        inside = ((points[None, :, 0] >= boxes[:, None, 0]) & (points[None, :, 0] <= boxes[:, None, 2])
-                  & (points[None, :, 1] >= boxes[:, None, 1]) & (points[None, :, 1] <= boxes[:, None, 3]))
+        inside = _inside(points, boxes)
         centres = (boxes[:, :2] + boxes[:, 2:]) / 2
         sizes = np.maximum(boxes[:, 2:] - boxes[:, :2], 1e-9)
         distance = np.linalg.norm((points[None] - centres[:, None]) / sizes[:, None], axis=-1)
@@ -296,10 +295,14 @@ def match_in_boxes(boxes: np.ndarray, ignore: np.ndarray, points: np.ndarray) ->
         hits = inside[rows, columns]
         tp = int(hits.sum())
         unmatched[columns[hits]] = False
-    left = points[unmatched]
-    in_ignored = ((left[:, None, 0] >= ignore[None, :, 0]) & (left[:, None, 0] <= ignore[None, :, 2])
-                  & (left[:, None, 1] >= ignore[None, :, 1]) & (left[:, None, 1] <= ignore[None, :, 3])).any(axis=1)
+    in_ignored = _inside(points[unmatched], ignore.reshape(-1, 4)).any(axis=0)
     return tp, int((~in_ignored).sum()), len(boxes) - tp
+
+
+def _inside(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(boxes, points) bool: whether each point lies in each x0, y0, x1, y1 box, edges included."""
+    x, y = points[None, :, 0], points[None, :, 1]
+    return (x >= boxes[:, None, 0]) & (x <= boxes[:, None, 2]) & (y >= boxes[:, None, 1]) & (y <= boxes[:, None, 3])
 
 
 def _scores(tp: int, fp: int, fn: int) -> dict:

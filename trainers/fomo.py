@@ -165,12 +165,13 @@ def _mosaic(data: PreparedSet, rng: np.random.Generator,
     centres, classes = [], []
     for i in range(count):
         picks = rng.integers(0, len(data), 4)
+        moved = []
         for quarter, j in enumerate(picks):
             top, left = quarter // 2 * half, quarter % 2 * half
             small = cv2.resize(data.pixels[j], (half, half), interpolation=cv2.INTER_AREA)
             pixels[i, top:top + half, left:left + half] = small.reshape(half, half, channels)
-        centres.append(np.concatenate([data.centres[j] / 2 + (quarter % 2 * half, quarter // 2 * half)
-                                       for quarter, j in enumerate(picks)]).reshape(-1, 2))
+            moved.append(data.centres[j] / 2 + (left, top))
+        centres.append(np.concatenate(moved).reshape(-1, 2))
         classes.append(np.concatenate([data.classes[j] for j in picks]))
     return pixels, centres, classes
 
