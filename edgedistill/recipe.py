@@ -288,6 +288,12 @@ class DetectorTrainSettings(_Section):
     object_weight: float = Field(10.0, gt=0)
     # share of training images made of four at half size (mosaic): smaller, denser objects, as in crowds
     mosaic: float = Field(0.0, ge=0, le=1)
+    # online hard-negative mining: background cells the student takes for an object in a training batch
+    # (its false alarms, label-free photos included) weigh this many times more in that batch's loss
+    hard_negative_weight: float = Field(1.0, ge=1)
+    # soft labels: an object's cell learns its labeler's score (the teacher's confidence) as the object's
+    # probability instead of 1; with a lowered autolabel.threshold the doubtful boxes teach doubt, not background
+    soft_labels: bool = False
     seed: int = 0
     yolo: bool = False  # also train a YOLO model (needs the optional `yolo` extra, AGPL-3.0)
     yolo_model: str = "yolo11n.yaml"

@@ -28,6 +28,15 @@ def assign_splits(keys: Iterable[str], val_share: float, test_share: float, seed
 
 
 def split_by_group(samples: list[Sample], val_share: float, test_share: float, seed: int) -> list[Sample]:
-    """Give every sample the split of its provenance group (its voice, its photo, its noise source)."""
-    split_of = assign_splits((s.provenance.group or s.id for s in samples), val_share, test_share, seed)
-    return [s.model_copy(update={"split": split_of[s.provenance.group or s.id]}) for s in samples]
+    """Give every sample the split of its provenance group (its voice, its photo, its noise source).
+
+    Groups with a label and groups without are split apart, each by the shares: a few dozen labelled
+    photos among thousands of empty ones still reach validation and test, which otherwise could by
+    chance hold no object at all (and validate every model as perfect).
+    """
+    group = {s.id: s.provenance.group or s.id for s in samples}
+    labelled = {group[s.id] for s in samples if s.labels}
+    split_of = {}
+    for stratum in (labelled, set(group.values()) - labelled):
+        split_of.update(assign_splits(stratum, val_share, test_share, seed))
+    return [s.model_copy(update={"split": split_of[group[s.id]]}) for s in samples]

@@ -76,7 +76,7 @@ def label(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = Non
                                                                       settings.batch_size, progress))
     train = recipe.train
     return dataset.derive(labelled, "split", {"val_share": train.val_share, "test_share": train.test_share,
-                                              "seed": train.seed},
+                                              "seed": train.seed, "strata": "labelled, empty"},
                           lambda samples, _: split_by_group(samples, train.val_share, train.test_share,
                                                             train.seed)).id
 

@@ -114,24 +114,46 @@ def ssd_anchor_centres(input_size: int, strides: list[int], anchors_per_layer: i
     return np.concatenate(centres)
 
 
-def blazeface_decoder(input_size: int, strides: list[int], anchors_per_layer: int) -> Decoder:
-    """Decode BlazeFace's regressors (n, 16: box, then 6 keypoints) and logits (n, 1) against
-    its anchors, as MediaPipe's TensorsToDetectionsCalculator does (scale = input size)."""
+def ssd_decoder(input_size: int, strides: list[int], anchors_per_layer: int, coords: int,
+                to_boxes: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Decoder:
+    """Decode a MediaPipe SSD detector as its TensorsToDetectionsCalculator does (scale = input size):
+    regressors (n, `coords`: box centre offset and size, then keypoint offsets) and logits (n, 1) against
+    its anchors. `to_boxes(box, keypoints)` turns the decoded box (n, 4: x0, y0, x1, y1) and keypoints
+    (n, k, 2), all as shares of the input, into the detections' boxes."""
     anchors = ssd_anchor_centres(input_size, strides, anchors_per_layer)
 
     def decode(outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        regressors = next(o for o in outputs if o.shape[-1] == 16).reshape(-1, 16)
+        regressors = next(o for o in outputs if o.shape[-1] == coords).reshape(-1, coords)
         logits = next(o for o in outputs if o.shape[-1] == 1).reshape(-1).astype(np.float64)
         if len(regressors) != len(anchors):
             raise EdgedistillError(f"the model gives {len(regressors)} boxes but this adapter has {len(anchors)} anchors",
-                                   "choose the adapter that matches the model file (short or full range)")
+                                   "choose the adapter that matches the model file")
         centre = regressors[:, :2] / input_size + anchors
         size = regressors[:, 2:4] / input_size
-        boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+        keypoints = regressors[:, 4:].reshape(len(anchors), -1, 2) / input_size + anchors[:, None]
+        boxes = to_boxes(np.concatenate([centre - size / 2, centre + size / 2], axis=1), keypoints)
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -100.0, 100.0)))  # MediaPipe clips logits at 100
         return boxes, scores, np.zeros(len(scores), dtype=np.int64)
 
     return decode
+
+
+def face_box(box: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+    return box
+
+
+BODY_HALF_WIDTH = 0.4  # a body's half width as a share of its half length (shoulders and arms)
+
+
+def body_box(face: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+    """BlazePose's detector boxes the face; its keypoints 0 (mid-hip) and 1 (a point on the circle
+    around the whole body, along the body's axis) give the person: a rectangle centred on the hips,
+    reaching the circle's radius each way along the axis and BODY_HALF_WIDTH of it each way across,
+    as its axis-aligned bounds (so a lying or tilted person is boxed too)."""
+    hips, axis = keypoints[:, 0], keypoints[:, 1] - keypoints[:, 0]
+    across = np.stack([-axis[:, 1], axis[:, 0]], axis=1) * BODY_HALF_WIDTH
+    reach = np.abs(axis) + np.abs(across)
+    return np.concatenate([hips - reach, hips + reach], axis=1)
 
 
 MEDIAPIPE = "mediapipe==0.10.21"  # 0.10.30 and later ship no models (OFFLINE.md)
@@ -140,16 +162,23 @@ BLAZEFACE_NORMALISATION = dict(mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 12
 register_adapter(TeacherAdapter(
     name="blazeface_short_range", classes=["face"],
     preprocess=Preprocess(128, 128, letterbox=True, **BLAZEFACE_NORMALISATION),
-    decode=blazeface_decoder(128, [8, 16, 16, 16], anchors_per_layer=2),
+    decode=ssd_decoder(128, [8, 16, 16, 16], anchors_per_layer=2, coords=16, to_boxes=face_box),
     packaged=PackagedWeights(MEDIAPIPE, "mediapipe/modules/face_detection/face_detection_short_range.tflite"),
     description="MediaPipe BlazeFace, faces within ~2 m of the camera (selfies, webcams)",
 ))
 register_adapter(TeacherAdapter(
     name="blazeface_full_range", classes=["face"],
     preprocess=Preprocess(192, 192, letterbox=True, **BLAZEFACE_NORMALISATION),
-    decode=blazeface_decoder(192, [4], anchors_per_layer=1),
+    decode=ssd_decoder(192, [4], anchors_per_layer=1, coords=16, to_boxes=face_box),
     packaged=PackagedWeights(MEDIAPIPE, "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite"),
     description="MediaPipe BlazeFace full range, smaller faces up to ~5 m away",
+))
+register_adapter(TeacherAdapter(
+    name="blazepose", classes=["person"],
+    preprocess=Preprocess(224, 224, letterbox=True, **BLAZEFACE_NORMALISATION),
+    decode=ssd_decoder(224, [8, 16, 32, 32, 32], anchors_per_layer=2, coords=12, to_boxes=body_box),
+    packaged=PackagedWeights(MEDIAPIPE, "mediapipe/modules/pose_detection/pose_detection.tflite"),
+    description="MediaPipe BlazePose's person detector: one box per person whose face and body it sees",
 ))
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from edgedistill.bundle import load_bundle
 from edgedistill.dataset import Dataset
+from edgedistill.images import image_bytes, load_image
 from generators.compositing import backgrounds_from_photos
 from labelers.teachers import find_packaged, get_adapter
 from photos import real_photos
@@ -67,6 +68,8 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                     reason="BlazeFace weights missing: run `python -m labelers.teachers fetch` (make setup does)")
 def test_detection_run_labels_real_photos_and_makes_a_bundle(tmp_path):
     photos = real_photos(tmp_path / "photos")
+    # a third photo with a face, so that each split gets one (labelled and empty photos are split apart)
+    (photos / "astronaut_mirrored.png").write_bytes(image_bytes(load_image(photos / "astronaut.png")[:, ::-1].copy()))
     recipe = tmp_path / "faces.yaml"
     recipe.write_text(RECIPE.format(images=photos, real=_labelled_faces(photos)))
     out = tmp_path / "run"

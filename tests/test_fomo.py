@@ -93,9 +93,13 @@ def test_centroid_f1_matches_one_to_one_within_the_radius_and_class():
     assert centroid_f1([[(0, 10, 10)]], [[Centroid(0, 17, 10, 1.0)]], LABELS, 5)["f1"] == 0.0
 
 
-def test_targets_mark_the_cell_of_each_centre():
-    target = heatmap_targets(np.array([[4.0, 4.0], [95.0, 20.0], [120.0, 5.0]]), np.array([0, 1, 0]), grid=12)
-    assert target[0, 0] == 1 and target[2, 11] == 2 and target.sum() == 3  # the third is outside
+def test_targets_mark_the_cell_of_each_centre_with_its_score():
+    target = heatmap_targets(np.array([[4.0, 4.0], [95.0, 20.0], [120.0, 5.0]]), np.array([0, 1, 0]),
+                             np.array([1.0, 0.6, 1.0]), grid=12, num_classes=2)
+    assert target.shape == (12, 12, 3) and np.allclose(target.sum(axis=-1), 1)
+    assert target[0, 0].tolist() == [0, 1, 0]
+    assert np.allclose(target[2, 11], [0.4, 0, 0.6])  # a doubtful box: its score, the rest background
+    assert target[..., 1:].sum() == pytest.approx(1.6)  # the third is outside
 
 
 # -- training ---------------------------------------------------------------------------------------
@@ -153,6 +157,10 @@ def test_bad_settings_and_empty_data_are_clear_errors(tmp_path):
                    tmp_path)
     with pytest.raises(EdgedistillError, match="no training or no validation"):
         train_fomo(synthetic_shapes(4, 0), DetectionArrays([], [], []), LABELS, SETTINGS, tmp_path)
+    empty = synthetic_shapes(3, 1)
+    empty = DetectionArrays(empty.images, [np.zeros((0, 4))] * 3, [np.zeros(0, np.int64)] * 3)
+    with pytest.raises(EdgedistillError, match="validation images hold no labelled object"):
+        train_fomo(synthetic_shapes(4, 0), empty, LABELS, SETTINGS, tmp_path)
 
 
 def test_detection_arrays_load_images_and_boxes_from_a_dataset(tmp_path):
@@ -200,11 +208,57 @@ def test_mosaic_puts_four_images_at_half_size_with_their_centres():
     for i, (x, y) in enumerate([(20, 20), (70, 30), (40, 80), (88, 8)]):
         pixels[i, y - 4:y + 4, x - 4:x + 4] = 255  # a bright square on each image's one object
         centres.append(np.array([[x, y]], float))
-    data = PreparedSet(pixels, centres, [np.array([i % 2]) for i in range(4)])
-    made, made_centres, made_classes = _mosaic(data, np.random.default_rng(0), 3)
+    data = PreparedSet(pixels, centres, [np.array([i % 2]) for i in range(4)], [np.array([0.5 + i / 8]) for i in range(4)])
+    made, made_centres, made_classes, made_scores = _mosaic(data, np.random.default_rng(0), 3)
+    assert all(np.isin(scores, [0.5, 0.625, 0.75, 0.875]).all() for scores in made_scores)
     assert made.shape == (3, 96, 96, 3)
     for image, points, classes in zip(made, made_centres, made_classes):
         assert len(points) == len(classes) == 4
         quarters = {(int(x // 48), int(y // 48)) for x, y in points}
         assert quarters == {(0, 0), (1, 0), (0, 1), (1, 1)}  # one object in each quarter
         assert all(image[int(y), int(x)].min() > 200 for x, y in points)  # each centre is on its object
+
+
+def test_hard_negative_mining_weighs_the_students_false_alarms():
+    from trainers.fomo import CellLoss
+
+    class_weights = torch.tensor([1.0, 10.0])
+    # four cells: an object found, an object missed, a background cell taken for an object, a quiet one
+    logits = torch.tensor([[[[-2.0, 2.0], [2.0, -2.0]], [[-1.0, 1.0], [3.0, -3.0]]]])
+    classes = torch.tensor([[[1, 1], [0, 0]]])
+    targets = torch.nn.functional.one_hot(classes, 2).float()
+    plain = CellLoss(class_weights)(logits, targets)
+    assert plain == pytest.approx(float(torch.nn.CrossEntropyLoss(weight=class_weights)(logits.reshape(-1, 2),
+                                                                                       classes.reshape(-1))))
+    mined = CellLoss(class_weights, hard_negative_weight=5.0)
+    per_cell = torch.nn.functional.cross_entropy(logits.reshape(-1, 2), classes.reshape(-1), reduction="none")
+    expected = (per_cell * torch.tensor([10.0, 10.0, 5.0, 1.0])).sum() / 26.0
+    assert mined(logits, targets) == pytest.approx(float(expected))
+    assert mined(logits, targets) > plain  # the false alarm's loss is the largest, and it counts more
+
+
+def test_soft_labels_teach_the_teachers_doubt():
+    """A cell whose box scored 0.6 is learnt best at probability 0.6, not 1; a certain box still at 1."""
+    from trainers.fomo import CellLoss
+
+    loss = CellLoss(torch.tensor([1.0, 10.0]))
+    doubtful = torch.from_numpy(heatmap_targets(np.array([[4.0, 4.0]]), np.array([0]), np.array([0.6]), 1, 1))
+
+    def at(probability: float) -> float:
+        logit = np.log(probability / (1 - probability))
+        return float(loss(torch.tensor([[[[0.0, logit]]]]), doubtful[None]))
+
+    assert min((0.3, 0.5, 0.6, 0.7, 0.9, 0.99), key=at) == 0.6
+    certain = torch.from_numpy(heatmap_targets(np.array([[4.0, 4.0]]), np.array([0]), np.array([1.0]), 1, 1))
+    assert float(loss(torch.tensor([[[[0.0, 4.0]]]]), certain[None])) < float(loss(torch.tensor([[[[0.0, 1.0]]]]), certain[None]))
+
+
+
+def test_a_student_with_soft_labels_and_mined_negatives_still_learns(tmp_path):
+    train = synthetic_shapes(160, 0)
+    train = dataclasses.replace(train, scores=[np.full(len(c), 0.85, np.float32) for c in train.classes])
+    settings = SETTINGS.model_copy(update={"soft_labels": True, "hard_negative_weight": 3.0})
+    result = train_fomo(train, synthetic_shapes(40, 1), LABELS, settings, tmp_path)
+    test = prepare(synthetic_shapes(60, 2), result.frontend)
+    assert evaluate_fomo(result.model, test, result.frontend, result.decoding, LABELS,
+                         SETTINGS.centroid_distance)["f1"] > 0.8

@@ -55,3 +55,8 @@ def test_yes_no_on_off_stay_words_and_true_false_stay_booleans(tmp_path):
     path.write_text("task: keyword_spotting\nname: x\nkeywords: [yes, no, on, off]\nwhisper_check: {enabled: false}\n")
     recipe = load_recipe(path)
     assert recipe.keywords == ["yes", "no", "on", "off"] and recipe.whisper_check.enabled is False
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_loads(recipe):
+    assert load_recipe(recipe).name == recipe.stem

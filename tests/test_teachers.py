@@ -29,11 +29,15 @@ def skimage_photo(name: str) -> np.ndarray:
     return load_image(folder / name)
 
 
+def packaged(*adapters: str) -> None:
+    for name in adapters:
+        if find_packaged(ADAPTERS[name].packaged) is None:
+            pytest.skip(f"the weights of {name} are missing: run `python -m labelers.teachers fetch` once (setup)")
+
+
 @pytest.fixture(scope="module")
 def blazeface() -> None:
-    for name in ("blazeface_short_range", "blazeface_full_range"):
-        if find_packaged(ADAPTERS[name].packaged) is None:
-            pytest.skip("BlazeFace weights missing: run `python -m labelers.teachers fetch` once (setup)")
+    packaged("blazeface_short_range", "blazeface_full_range")
 
 
 def photo_dataset(root: Path, pictures: list[np.ndarray], classes=("face",)) -> tuple[Dataset, list[Sample]]:
@@ -132,6 +136,24 @@ def test_no_shared_class_and_wrong_files_are_refused(tmp_path, monkeypatch):
                             PackagedWeights("no-such-package==1.0", "x/absent.tflite"))
     with pytest.raises(EdgedistillError, match="labelers.teachers fetch"):
         resolve_teacher_model("packaged", absent)
+
+
+def test_blazepose_boxes_whole_people_in_real_photos():
+    """The second packaged teacher: one person in each photo with someone in it, boxed from above the face
+    to well below it, nobody in the others; a person turned on their side is boxed on their side."""
+    packaged("blazepose")
+    people = {"person": DetectionClass(prompts=["person"])}
+    settings = AutoLabelSettings(labeler="teacher", teacher_adapter="blazepose", threshold=0.5)
+    photos = [skimage_photo(n) for n in ("astronaut.png", "camera.png", "coffee.png", "chelsea.png", "rocket.jpg")]
+    found = teacher_labels(photos, people, settings)
+    assert [len(labels) for labels in found] == [1, 1, 0, 0, 0]
+    for (person,), face in zip(found, (ASTRONAUT_FACE, CAMERAMAN_FACE)):
+        x0, y0, x1, y1 = xywh_to_xyxy([person.box])[0]
+        assert x0 <= face[0] and y0 <= face[1] and x1 >= face[2] and y1 > face[3] + 150
+        assert person.class_name == "person" and person.source.model.startswith("blazepose:")
+    standing = found[1][0].box
+    (lying,) = teacher_labels([np.ascontiguousarray(np.rot90(photos[1]))], people, settings)[0]
+    assert standing[3] > 1.3 * standing[2] and lying.box[2] > 1.3 * lying.box[3]
 
 
 # -- any ONNX detector through a registered adapter ----------------------------------------------

@@ -63,3 +63,16 @@ def test_splits_keep_each_voice_in_one_split(tmp_path, audio_sample_factory):
     assert split_by_group(samples, 0.2, 0.2, seed=0) == split
     features = clip_features(dataset, split[:3], MfccFrontEnd(), ["low"])
     assert features.features.shape == (3, 49, 10) and list(features.targets) == [0, 0, 0]
+
+
+def test_a_few_labelled_photos_among_many_empty_ones_reach_every_split():
+    from edgedistill.dataset import ImageShape, Label, LabelSource, Provenance, Sample
+
+    face = Label(class_name="face", box=(1, 1, 4, 4), score=0.9, source=LabelSource(labeler="teacher"))
+    samples = [Sample(id=f"photo{i}", media=f"m/{i}.png", kind="image", shape=ImageShape(width=8, height=8),
+                      provenance=Provenance(source="photos"), labels=[face] if i < 7 else []) for i in range(300)]
+    split = split_by_group(samples, 0.15, 0.2, seed=0)
+    labelled = [s.split for s in split if s.labels]
+    assert labelled.count("val") == 1 and labelled.count("test") == 1 and labelled.count("train") == 5
+    empty = [s.split for s in split if not s.labels]
+    assert empty.count("val") == round(293 * 0.15) and empty.count("test") == round(293 * 0.2)

@@ -55,6 +55,7 @@ class DetectionArrays:
     images: list[np.ndarray]  # each (h, w, 3) uint8 RGB, any size
     boxes: list[np.ndarray]  # each (objects, 4) float: x, y, width, height in that image's pixels
     classes: list[np.ndarray]  # each (objects,) int: index into the labels (no background)
+    scores: list[np.ndarray] | None = None  # each (objects,): the labeler's confidence in each box; None: all 1
 
     def __len__(self) -> int:
         return len(self.images)
@@ -67,6 +68,7 @@ class PreparedSet:
     pixels: np.ndarray  # (n, size, size, channels) uint8
     centres: list[np.ndarray]  # each (objects, 2) float: x, y in input pixels
     classes: list[np.ndarray]
+    scores: list[np.ndarray]  # each (objects,): the target probability of each object's class in its cell
 
     def __len__(self) -> int:
         return len(self.pixels)
@@ -99,13 +101,14 @@ def image_frontend_for(settings: DetectorTrainSettings) -> ImageFrontEnd:
 def detection_arrays(dataset: Dataset, samples: list[Sample], labels: list[str]) -> DetectionArrays:
     """Load each sample's image and the boxes of its labels whose class is in `labels`."""
     index = {label: i for i, label in enumerate(labels)}
-    images, boxes, classes = [], [], []
+    images, boxes, classes, scores = [], [], [], []
     for sample, path in zip(samples, dataset.media_paths(samples)):
         kept = [label for label in sample.labels if label.class_name in index and label.box is not None]
         images.append(load_image(path))
         boxes.append(np.array([label.box for label in kept], np.float64).reshape(-1, 4))
         classes.append(np.array([index[label.class_name] for label in kept], np.int64))
-    return DetectionArrays(images, boxes, classes)
+        scores.append(np.array([1.0 if label.score is None else label.score for label in kept], np.float32))
+    return DetectionArrays(images, boxes, classes, scores)
 
 
 def prepare(data: DetectionArrays, frontend: ImageFrontEnd) -> PreparedSet:
@@ -117,16 +120,21 @@ def prepare(data: DetectionArrays, frontend: ImageFrontEnd) -> PreparedSet:
         pixels.append(resized)
         centres.append(np.stack([x, y], axis=1))
     stacked = np.stack(pixels) if pixels else np.zeros((0, *frontend.input_shape), np.uint8)
-    return PreparedSet(stacked, centres, [np.asarray(c, np.int64) for c in data.classes])
+    scores = data.scores or [np.ones(len(c), np.float32) for c in data.classes]
+    return PreparedSet(stacked, centres, [np.asarray(c, np.int64) for c in data.classes], scores)
 
 
-def heatmap_targets(centres: np.ndarray, classes: np.ndarray, grid: int, stride: int = STRIDE) -> np.ndarray:
-    """(grid, grid) int64 targets: 0 background, 1 + class in the cell holding each centre."""
-    target = np.zeros((grid, grid), np.int64)
-    for (x, y), class_index in zip(centres, classes):
+def heatmap_targets(centres: np.ndarray, classes: np.ndarray, scores: np.ndarray, grid: int, num_classes: int,
+                    stride: int = STRIDE) -> np.ndarray:
+    """(grid, grid, 1 + classes) target probabilities: background everywhere but in the cell holding each
+    centre, where the object's class gets its score and the background the rest."""
+    target = np.zeros((grid, grid, num_classes + 1), np.float32)
+    target[..., 0] = 1.0
+    for (x, y), class_index, score in zip(centres, classes, scores):
         column, row = int(x // stride), int(y // stride)
         if 0 <= column < grid and 0 <= row < grid:
-            target[row, column] = class_index + 1
+            target[row, column] = 0.0
+            target[row, column, [0, class_index + 1]] = 1.0 - score, score
     return target
 
 
@@ -156,13 +164,13 @@ def _augment(pixels: np.ndarray, centres: list[np.ndarray], rng: np.random.Gener
 
 
 def _mosaic(data: PreparedSet, rng: np.random.Generator,
-            count: int) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+            count: int) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """`count` images, each four random training images side by side at half size: many small objects
     on natural backgrounds, as in crowd photos, without a pasted seam."""
     size, channels = data.pixels.shape[1], data.pixels.shape[3]
     half = size // 2
     pixels = np.empty((count, size, size, channels), np.uint8)
-    centres, classes = [], []
+    centres, classes, scores = [], [], []
     for i in range(count):
         picks = rng.integers(0, len(data), 4)
         moved = []
@@ -173,11 +181,8 @@ def _mosaic(data: PreparedSet, rng: np.random.Generator,
             moved.append(data.centres[j] / 2 + (left, top))
         centres.append(np.concatenate(moved).reshape(-1, 2))
         classes.append(np.concatenate([data.classes[j] for j in picks]))
-    return pixels, centres, classes
-
-
-def _targets(centres: list[np.ndarray], classes: list[np.ndarray], size: int) -> np.ndarray:
-    return np.stack([heatmap_targets(c, k, size // STRIDE) for c, k in zip(centres, classes)])
+        scores.append(np.concatenate([data.scores[j] for j in picks]))
+    return pixels, centres, classes, scores
 
 
 def heatmaps(model: nn.Module, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -225,16 +230,21 @@ def train_fomo(train: DetectionArrays, val: DetectionArrays, labels: list[str], 
                                "generate or import more images: each split needs some")
     if not labels:
         raise EdgedistillError("the detector has no classes", "name at least one class in the recipe")
+    if not any(len(classes) for classes in val.classes):
+        raise EdgedistillError("the validation images hold no labelled object, so no epoch can be judged (every model "
+                               "would score as perfect)", "give the labeler more images with the recipe's classes in "
+                               "them, lower autolabel.threshold, or give compositing a folder of cut-outs")
     frontend = image_frontend_for(settings)
     decoding = HeatmapDecoding(stride=STRIDE)
-    train_set, val_set = prepare(train, frontend), prepare(val, frontend)
+    # without soft labels every labelled box is a certain object, whatever its labeler's score
+    train_set = prepare(train if settings.soft_labels else dataclasses.replace(train, scores=None), frontend)
+    val_set = prepare(val, frontend)
     torch.manual_seed(settings.seed)
     model = FomoNet(len(labels), width=settings.width, channels=frontend.channels)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=1e-4)
     steps = settings.epochs * -(-len(train_set) // settings.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.learning_rate, total_steps=steps)
-    weights = torch.tensor([1.0] + [settings.object_weight] * len(labels))
-    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    loss_fn = CellLoss(torch.tensor([1.0] + [settings.object_weight] * len(labels)), settings.hard_negative_weight)
 
     def validate() -> tuple[float, dict]:
         metrics = at_best_threshold(model, val_set, frontend, decoding, labels, settings.centroid_distance)
@@ -252,22 +262,45 @@ def train_fomo(train: DetectionArrays, val: DetectionArrays, labels: list[str], 
                            seconds_per_epoch=fitted.seconds / fitted.epochs_here if fitted.epochs_here else 0.0)
 
 
+@dataclass
+class CellLoss:
+    """Cross-entropy per grid cell against target probabilities, weighted by the cell's classes (object
+    cells against the many background cells), with the pure background cells the student currently takes
+    for an object (argmax not background: its false alarms) weighing `hard_negative_weight` times more.
+    With one-hot targets and weight 1 it is nn.CrossEntropyLoss(weight=class_weights)."""
+
+    class_weights: torch.Tensor
+    hard_negative_weight: float = 1.0
+
+    def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1, logits.shape[-1])
+        weights = targets @ self.class_weights
+        if self.hard_negative_weight != 1.0:
+            false_alarms = (targets[:, 0] == 1.0) & (logits.detach().argmax(dim=-1) != 0)
+            weights = torch.where(false_alarms, weights * self.hard_negative_weight, weights)
+        cross_entropy = -(targets * torch.log_softmax(logits, dim=-1)).sum(dim=-1)
+        return (cross_entropy * weights).sum() / weights.sum()
+
+
 def _train_epoch(model: FomoNet, data: PreparedSet, frontend: ImageFrontEnd, optimizer, schedule,
-                 loss_fn: nn.Module, rng: np.random.Generator, batch_size: int, mosaic: float = 0.0) -> float:
+                 loss_fn: CellLoss, rng: np.random.Generator, batch_size: int, mosaic: float = 0.0) -> float:
     model.train()
     order = rng.permutation(len(data))
     total = 0.0
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
-        pixels, centres, classes = data.pixels[batch], [data.centres[i] for i in batch], [data.classes[i] for i in batch]
+        pixels = data.pixels[batch]
+        centres, classes, scores = ([part[i] for i in batch] for part in (data.centres, data.classes, data.scores))
         if mosaic and (count := int(rng.binomial(len(batch), mosaic))):
             made = _mosaic(data, rng, count)
             pixels = np.concatenate([made[0], pixels[count:]])
-            centres, classes = made[1] + centres[count:], made[2] + classes[count:]
+            centres, classes, scores = made[1] + centres[count:], made[2] + classes[count:], made[3] + scores[count:]
         pixels, centres = _augment(pixels, centres, rng, frontend.pad_value)
-        targets = torch.from_numpy(_targets(centres, classes, frontend.size))
+        grid, num_classes = frontend.size // STRIDE, loss_fn.class_weights.numel() - 1
+        targets = torch.from_numpy(np.stack([heatmap_targets(*objects, grid, num_classes)
+                                             for objects in zip(centres, classes, scores)]))
         logits = model(torch.from_numpy(frontend.normalise(pixels)))
-        loss = loss_fn(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        loss = loss_fn(logits, targets)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
