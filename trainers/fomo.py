@@ -296,11 +296,10 @@ def _train_epoch(model: FomoNet, data: PreparedSet, frontend: ImageFrontEnd, opt
             pixels = np.concatenate([made[0], pixels[count:]])
             centres, classes, scores = made[1] + centres[count:], made[2] + classes[count:], made[3] + scores[count:]
         pixels, centres = _augment(pixels, centres, rng, frontend.pad_value)
-        grid, num_classes = frontend.size // STRIDE, loss_fn.class_weights.numel() - 1
-        targets = torch.from_numpy(np.stack([heatmap_targets(*objects, grid, num_classes)
-                                             for objects in zip(centres, classes, scores)]))
         logits = model(torch.from_numpy(frontend.normalise(pixels)))
-        loss = loss_fn(logits, targets)
+        grid, num_classes = logits.shape[1], logits.shape[-1] - 1
+        targets = np.stack([heatmap_targets(*objects, grid, num_classes) for objects in zip(centres, classes, scores)])
+        loss = loss_fn(logits, torch.from_numpy(targets))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
