@@ -72,7 +72,9 @@ def test_int8_model_has_int8_io_fits_the_mcu_and_keeps_f1(bundle):
     assert classifier.input_shape == manifest.input.shape == [1, 96, 96, 3]
     assert manifest.file("model_int8").bytes <= 100 * 1024
     micro = manifest.targets["tflite_micro"]
-    assert 0 < micro["arena_bytes"] <= 256 * 1024
+    # half the 256 KB budget: blocks that halve the resolution pool before they expand (trainers/mobilenet.py);
+    # with MobileNet's stride-2 depthwise convs the converter's explicit PAD made it 235 KiB
+    assert 0 < micro["arena_bytes"] <= 128 * 1024
     # TFLite Micro's kernels round a little differently from LiteRT's; per heat-map cell they agree
     assert micro["top1_agreement"] >= 0.98 and micro["max_abs_difference_steps"] <= 16
     float_f1, int8_f1 = manifest.metrics["float"]["f1"], manifest.metrics["int8"]["f1"]

@@ -3,6 +3,12 @@
 Inverted residual blocks (1x1 expand, 3x3 depthwise, 1x1 linear project, skip when shapes match)
 up to the first stage at stride 8. Every op maps onto TFLite Micro's int8 kernels and Ethos-U.
 ReLU6 rather than ReLU: the clipped range quantises to int8 with less error.
+
+A block that halves the resolution average-pools its input first, then runs at stride 1, instead of
+MobileNet's stride-2 depthwise conv. TFLite pads a stride-2 3x3 conv on the bottom-right only and
+PyTorch on all sides, so the converter adds an explicit PAD before it; that padded copy of the
+expanded, full-resolution map was the arena's peak (235.5 KiB at 96x96). Pooled before expansion,
+the peak falls to 82.5 KiB at 96x96 and 210.5 KiB at 160x160 (benchmarks/detector_budget.py).
 """
 
 from __future__ import annotations
@@ -35,9 +41,10 @@ class InvertedResidual(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int, expansion: int) -> None:
         super().__init__()
         hidden = in_channels * expansion
-        layers = [] if expansion == 1 else [_conv_bn(in_channels, hidden, 1)]
-        layers += [_conv_bn(hidden, hidden, 3, stride, groups=hidden),
-                   _conv_bn(hidden, out_channels, 1, activation=False)]
+        layers: list[nn.Module] = [nn.AvgPool2d(stride)] if stride > 1 else []
+        if expansion > 1:
+            layers.append(_conv_bn(in_channels, hidden, 1))
+        layers += [_conv_bn(hidden, hidden, 3, groups=hidden), _conv_bn(hidden, out_channels, 1, activation=False)]
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and in_channels == out_channels
 
