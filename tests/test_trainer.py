@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
+import torch
 
 from edgedistill.dataset import Dataset, OntologyClass
 from edgedistill.frontend import MfccFrontEnd
 from edgedistill.recipe import TrainSettings
-from trainers.fitting import CHECKPOINT
+from trainers.fitting import CHECKPOINT, fit
 from trainers.keyword_spotter import FeatureSet, clip_features, evaluate, train_keyword_spotter
 from edgedistill.splits import split_by_group
 
@@ -76,3 +77,20 @@ def test_a_few_labelled_photos_among_many_empty_ones_reach_every_split():
     assert labelled.count("val") == 1 and labelled.count("test") == 1 and labelled.count("train") == 5
     empty = [s.split for s in split if not s.labels]
     assert empty.count("val") == round(293 * 0.15) and empty.count("test") == round(293 * 0.2)
+
+
+def test_a_checkpoint_of_another_model_is_not_resumed_but_trained_over(tmp_path, caplog):
+    """A checkpoint whose layers the model lacks (saved before the model's code changed) starts training over."""
+    def fit_for(model: torch.nn.Module, epochs: int) -> list[int]:
+        optimizer = torch.optim.SGD(model.parameters(), 0.1)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        seen = []
+        fit(model, optimizer, schedule, np.random.default_rng(0), epochs=epochs, patience=epochs,
+            checkpoint_dir=tmp_path, train_epoch=lambda rng: 0.0, validate=lambda: (0.0, {}),
+            progress=lambda epoch, total, record: seen.append(epoch))
+        return seen
+
+    assert fit_for(torch.nn.Linear(2, 2), 2) == [1, 2]
+    assert fit_for(torch.nn.Linear(2, 2), 3) == [3]  # the same model resumes
+    assert fit_for(torch.nn.Sequential(torch.nn.Linear(2, 2)), 3) == [1, 2, 3]
+    assert "training starts over" in caplog.text

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import io
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from torch import nn
 from edgedistill.dataset import write_atomic
 
 CHECKPOINT = "checkpoint.pt"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,8 +47,12 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, schedule, rng: np.ra
     state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "best_model": None, "best_metrics": {},
              "history": []}
     checkpoint = Path(checkpoint_dir) / CHECKPOINT
-    if checkpoint.exists():
-        saved = torch.load(checkpoint, weights_only=False)
+    saved = torch.load(checkpoint, weights_only=False) if checkpoint.exists() else None
+    if saved and saved["model"].keys() != model.state_dict().keys():
+        logger.warning("%s holds another model's layers (saved by an older edgedistill?); training starts over",
+                       checkpoint)
+        saved = None
+    if saved:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
