@@ -27,8 +27,9 @@ from rich.table import Table
 
 from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, MediaPolicy, OntologyClass, Provenance, Sample
 from edgedistill.images import image_bytes
+from edgedistill.models import default_device
 from edgedistill.recipe import AutoLabelSettings, DetectionClass
-from labelers.owl import default_device, label_with_owl, load_owl, save_tiny_owl
+from labelers.owl import label_with_owl, load_owl, save_tiny_owl
 from labelers.sam import add_masks, load_sam, save_tiny_sam
 from labelers.teachers import ADAPTERS, find_packaged, label_with_teacher
 

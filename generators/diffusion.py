@@ -13,7 +13,6 @@ import functools
 import hashlib
 import itertools
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +22,7 @@ import numpy as np
 from edgedistill.dataset import Dataset, ImageShape, Provenance, Sample
 from edgedistill.errors import EdgedistillError
 from edgedistill.images import image_bytes
+from edgedistill.models import default_device, model_source, model_unavailable
 from edgedistill.recipe import DetectionRecipe, DiffusionSettings
 from generators.shards import ShardOutput, run_shards
 
@@ -36,6 +36,7 @@ LIGHTING = ("in daylight", "on an overcast day", "at dusk", "under fluorescent l
 VIEWPOINTS = ("seen from the front", "seen from above", "seen from a low angle", "close-up", "from a distance",
               "seen from the side")
 QUALITY_NEGATIVE = "blurry, low quality, drawing, cartoon, text, watermark"
+SETTING = "diffusion.model"  # the recipe field that names the model
 FEW_STEP_LIMIT = 4  # turbo/LCM models run in so few steps, and without classifier-free guidance
 
 
@@ -94,22 +95,6 @@ def default_guidance(settings: DiffusionSettings) -> float:
 
 # -- the model ---------------------------------------------------------------------------------
 
-def _looks_like_path(model: str) -> bool:
-    return model.startswith(("/", ".", "~")) or model.count("/") > 1 or "\\" in model
-
-
-def _missing_model(model: str, detail: str) -> EdgedistillError:
-    if _looks_like_path(model):
-        return EdgedistillError(f"diffusion model folder {model} cannot be loaded: {detail}",
-                                "point `diffusion.model` at a folder saved with diffusers' save_pretrained "
-                                "(it holds model_index.json)")
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    return EdgedistillError(
-        f"diffusion model '{model}' is not available{' offline (HF_HUB_OFFLINE=1)' if offline else ''}: {detail}",
-        f"download it once with `hf download {model}` on a machine with network access (it goes to the Hugging "
-        "Face cache), or set `diffusion.model` to a local folder holding a diffusers pipeline")
-
-
 def load_text_to_image(model: str, device: str | None = None) -> Any:
     """A diffusers text-to-image pipeline from a local folder or a hub id (cache only when offline)."""
     try:
@@ -118,18 +103,14 @@ def load_text_to_image(model: str, device: str | None = None) -> Any:
     except ImportError:
         raise EdgedistillError("text-to-image needs diffusers, which is not installed",
                                "pip install 'edgedistill[diffusion]'") from None
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    local = Path(model).expanduser()
-    if _looks_like_path(model) and not local.is_dir():
-        raise _missing_model(model, "no such folder")
-    source = str(local) if local.is_dir() else model
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    device = device or default_device()
+    source, local_only = model_source(model, SETTING)
     try:
         pipeline = AutoPipelineForText2Image.from_pretrained(
-            source, dtype=torch.float16 if device == "cuda" else torch.float32,
-            local_files_only=offline or local.is_dir())
+            source, dtype=torch.float16 if device == "cuda" else torch.float32, local_files_only=local_only)
     except (OSError, ValueError, KeyError) as error:
-        raise _missing_model(model, str(error).splitlines()[0] if str(error) else error.__class__.__name__) from None
+        raise model_unavailable(model, SETTING, str(error).splitlines()[0] if str(error) else type(error).__name__
+                                ) from None
     pipeline.set_progress_bar_config(disable=True)
     return pipeline.to(device)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -25,10 +24,12 @@ import numpy as np
 from edgedistill.dataset import Dataset, Label, LabelSource, Sample, write_atomic
 from edgedistill.errors import EdgedistillError
 from edgedistill.images import load_image
+from edgedistill.models import default_device, load_config, model_source, model_unavailable
 from edgedistill.recipe import AutoLabelSettings, DetectionClass
 from edgedistill.boxes import clip_boxes, iou_matrix, non_max_suppression, xyxy_to_xywh
 
 OWL_KINDS = ("owlv2", "owlvit")  # transformers model_type values, and our labeler names
+SETTING = "autolabel.model"  # the recipe field that names the OWL model
 NEGATIVE_IOU = 0.5  # a negative detection this close to a positive one, and more confident, suppresses it
 SHARD_SIZE = 32  # samples per resumable shard
 CACHE_VERSION = 1  # part of every shard's name: bump when results would change
@@ -87,72 +88,27 @@ class OwlDetector:
     device: str
 
 
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def looks_like_path(model: str) -> bool:
-    """Hub ids are `owner/name`; anything else with a path separator or a leading dot is a folder."""
-    return model.startswith((".", "/", "~")) or "\\" in model or model.count("/") > 1
-
-
-def model_source(model: str) -> tuple[str, bool]:
-    """(what to pass to from_pretrained, whether only local files may be used)."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return str(path), True
-    if looks_like_path(model):
-        raise EdgedistillError(f"the model folder {path} does not exist",
-                               "check autolabel.model in the recipe (a hub id or a local folder)")
-    return model, hub_offline()
-
-
-def missing_weights_hint(model: str, offline: bool) -> str:
-    if offline and not Path(model).expanduser().is_dir():
-        return (f"HF_HUB_OFFLINE is set: download it where there is network (`hf download {model}`) and copy "
-                "the Hugging Face cache here, or save it to a folder and set autolabel.model to that folder")
-    return f"check the id and the network, or download it (`hf download {model} --local-dir DIR`) and use DIR"
-
-
-def load_config(model: str) -> Any:
-    from transformers import AutoConfig
-
-    source, local_only = model_source(model)
-    try:
-        return AutoConfig.from_pretrained(source, local_files_only=local_only)
-    except (OSError, ValueError) as error:  # missing files, no network, or a folder without config.json
-        raise EdgedistillError(f"the model {model} is not available here ({type(error).__name__}: "
-                               f"{str(error).splitlines()[0][:200]})", missing_weights_hint(model, local_only)) from None
-
-
 @cache
 def load_owl(model: str, device: str | None = None) -> OwlDetector:
     """The OWL-ViT or OWLv2 detector at `model` (hub id or folder), once per process."""
     import transformers
     from transformers import AutoProcessor, Owlv2ForObjectDetection, OwlViTForObjectDetection
 
-    config = load_config(model)
+    config = load_config(model, SETTING)
     kind = getattr(config, "model_type", None)
     if kind not in OWL_KINDS:
         raise EdgedistillError(f"{model} is a '{kind}' model, not an OWL-ViT or OWLv2 detector",
                                "set autolabel.model to an OWL model, e.g. google/owlv2-base-patch16-ensemble")
-    source, local_only = model_source(model)
+    source, local_only = model_source(model, SETTING)
     model_class = Owlv2ForObjectDetection if kind == "owlv2" else OwlViTForObjectDetection
     try:
         processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
         network = model_class.from_pretrained(source, local_files_only=local_only)
     except (OSError, ValueError) as error:
-        raise EdgedistillError(f"the weights or processor of {model} are missing or incomplete "
-                               f"({type(error).__name__})", missing_weights_hint(model, local_only)) from None
+        raise model_unavailable(model, SETTING, f"weights or processor: {type(error).__name__}") from None
     device = device or default_device()
     version = getattr(config, "_commit_hash", None) or f"transformers {transformers.__version__}"
     return OwlDetector(network.to(device).eval(), processor, kind, model, version, device)
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # -- detection ---------------------------------------------------------------------------------

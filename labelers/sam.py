@@ -22,10 +22,11 @@ from edgedistill.errors import EdgedistillError
 from edgedistill.images import load_image
 from edgedistill.masks import encode_rle
 from edgedistill.boxes import xywh_to_xyxy
-from labelers.owl import default_device, load_config, missing_weights_hint, model_source
+from edgedistill.models import default_device, load_config, model_source, model_unavailable
 from labelers.sam_meta import MetaSamSegmenter, load_meta_sam
 
 SHARD_SIZE = 32  # samples per resumable shard
+SETTING = "autolabel.sam_model"  # the recipe field that names the SAM model
 CACHE_VERSION = 1
 
 
@@ -47,17 +48,16 @@ def load_sam(model: str, device: str | None = None) -> SamSegmenter | MetaSamSeg
         return load_meta_sam(model)
     from transformers import AutoProcessor, SamModel
 
-    config = load_config(model)
+    config = load_config(model, SETTING)
     if getattr(config, "model_type", None) != "sam":
         raise EdgedistillError(f"{model} is a '{getattr(config, 'model_type', None)}' model, not Segment Anything",
                                "set autolabel.sam_model to a SAM model, e.g. facebook/sam-vit-base")
-    source, local_only = model_source(model)
+    source, local_only = model_source(model, SETTING)
     try:
         processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
         network = SamModel.from_pretrained(source, local_files_only=local_only)
     except (OSError, ValueError) as error:
-        raise EdgedistillError(f"the weights or processor of {model} are missing or incomplete "
-                               f"({type(error).__name__})", missing_weights_hint(model, local_only)) from None
+        raise model_unavailable(model, SETTING, f"weights or processor: {type(error).__name__}") from None
     device = device or default_device()
     return SamSegmenter(network.to(device).eval(), processor, model, device)
 

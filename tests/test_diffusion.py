@@ -128,13 +128,14 @@ def test_a_missing_hub_model_is_named_offline(monkeypatch):
 
 
 def test_a_missing_or_wrong_local_folder_is_an_error(tmp_path):
-    with pytest.raises(EdgedistillError, match="no such folder"):
+    with pytest.raises(EdgedistillError, match="does not exist") as error:
         load_text_to_image(str(tmp_path / "missing"))
+    assert "diffusion.model" in error.value.hint
     (tmp_path / "not_a_pipeline").mkdir()
     (tmp_path / "not_a_pipeline" / "config.json").write_text("{}")
-    with pytest.raises(EdgedistillError, match="cannot be loaded") as error:
+    with pytest.raises(EdgedistillError, match="not_a_pipeline is not available") as error:
         load_text_to_image(str(tmp_path / "not_a_pipeline"))
-    assert "model_index.json" in error.value.hint
+    assert "save_pretrained" in error.value.hint and "diffusion.model" in error.value.hint
 
 
 def test_image_size_must_suit_the_model(tmp_path):
