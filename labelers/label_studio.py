@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Literal
 
 import numpy as np
 
+from edgedistill.boxes import iou_matrix, xywh_to_xyxy
 from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, Review, Sample, VersionInfo
 from edgedistill.errors import EdgedistillError
 from edgedistill.recipe import ReviewSettings
@@ -520,13 +521,10 @@ def _merge_masks_into_boxes(labels: list[Label]) -> list[Label]:
 
 
 def iou(a: tuple[float, float, float, float] | None, b: tuple[float, float, float, float] | None) -> float:
+    """IoU of two labels' xywh boxes; two labels without a box are the same region."""
     if a is None or b is None:
         return 1.0 if a is None and b is None else 0.0
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
+    return float(iou_matrix(xywh_to_xyxy(a), xywh_to_xyxy(b))[0, 0])
 
 
 def same_labels(auto: list[Label], reviewed: list[Label], tolerance_px: float) -> bool:

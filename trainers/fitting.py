@@ -1,5 +1,7 @@
 """The training loop both trainers share: epochs, early stopping, and a checkpoint per epoch.
 
+Models train on the GPU when there is one (edgedistill.models.default_device) and come back on the CPU.
+
 A rerun with the same checkpoint folder picks up after the last finished epoch, with the model,
 optimiser, learning-rate schedule and random generator as they were.
 """
@@ -47,7 +49,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, schedule, rng: np.ra
     state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "best_model": None, "best_metrics": {},
              "history": []}
     checkpoint = Path(checkpoint_dir) / CHECKPOINT
-    saved = torch.load(checkpoint, weights_only=False) if checkpoint.exists() else None
+    device = next(model.parameters()).device  # a checkpoint saved on a GPU resumes on a CPU, and back
+    saved = torch.load(checkpoint, weights_only=False, map_location=device) if checkpoint.exists() else None
     if saved and saved["model"].keys() != model.state_dict().keys():
         logger.warning("%s holds another model's layers (saved by an older edgedistill?); training starts over",
                        checkpoint)
@@ -75,6 +78,11 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, schedule, rng: np.ra
     model.eval()
     return Fitted(best_epoch=state["best_epoch"], epochs_run=state["epoch"], best_metrics=state["best_metrics"],
                   history=state["history"], seconds=time.perf_counter() - started, epochs_here=epochs_here)
+
+
+def on_device_of(model: nn.Module, array: np.ndarray) -> torch.Tensor:
+    """A numpy batch as a tensor on the device the model's weights are on (the GPU when training found one)."""
+    return torch.from_numpy(np.ascontiguousarray(array)).to(next(model.parameters()).device)
 
 
 def _save(path: Path, model, optimizer, schedule, rng, state) -> None:

@@ -25,8 +25,9 @@ from edgedistill.dataset import Dataset, Sample, write_atomic
 from edgedistill.errors import EdgedistillError
 from edgedistill.image_frontend import BACKGROUND, HeatmapDecoding, ImageFrontEnd, centroid_f1
 from edgedistill.images import load_image
+from edgedistill.models import default_device
 from edgedistill.recipe import DetectorTrainSettings
-from trainers.fitting import fit
+from trainers.fitting import fit, on_device_of
 from trainers.mobilenet import MobileNetV2Stride8
 
 STRIDE = 8  # the backbone's output is 1/8 of the input
@@ -190,7 +191,7 @@ def heatmaps(model: nn.Module, inputs: np.ndarray, batch_size: int = 64) -> np.n
     model.eval()
     with torch.no_grad():
         return np.concatenate([
-            torch.softmax(model(torch.from_numpy(inputs[i:i + batch_size])), dim=-1).numpy()
+            torch.softmax(model(on_device_of(model, inputs[i:i + batch_size])), dim=-1).cpu().numpy()
             for i in range(0, len(inputs), batch_size)
         ])
 
@@ -240,11 +241,12 @@ def train_fomo(train: DetectionArrays, val: DetectionArrays, labels: list[str], 
     train_set = prepare(train if settings.soft_labels else dataclasses.replace(train, scores=None), frontend)
     val_set = prepare(val, frontend)
     torch.manual_seed(settings.seed)
-    model = FomoNet(len(labels), width=settings.width, channels=frontend.channels)
+    model = FomoNet(len(labels), width=settings.width, channels=frontend.channels).to(default_device())
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=1e-4)
     steps = settings.epochs * -(-len(train_set) // settings.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.learning_rate, total_steps=steps)
-    loss_fn = CellLoss(torch.tensor([1.0] + [settings.object_weight] * len(labels)), settings.hard_negative_weight)
+    loss_fn = CellLoss(on_device_of(model, np.array([1.0] + [settings.object_weight] * len(labels), np.float32)),
+                       settings.hard_negative_weight)
 
     def validate() -> tuple[float, dict]:
         metrics = at_best_threshold(model, val_set, frontend, decoding, labels, settings.centroid_distance)
@@ -256,7 +258,7 @@ def train_fomo(train: DetectionArrays, val: DetectionArrays, labels: list[str], 
                                                       settings.batch_size, settings.mosaic),
                  validate=validate, progress=progress)
     decoding = dataclasses.replace(decoding, threshold=fitted.best_metrics.get("threshold", decoding.threshold))
-    return FomoTrainResult(model=model, frontend=frontend, decoding=decoding, best_epoch=fitted.best_epoch,
+    return FomoTrainResult(model=model.cpu(), frontend=frontend, decoding=decoding, best_epoch=fitted.best_epoch,
                            epochs_run=fitted.epochs_run, val_metrics=fitted.best_metrics, history=fitted.history,
                            seconds=fitted.seconds,
                            seconds_per_epoch=fitted.seconds / fitted.epochs_here if fitted.epochs_here else 0.0)
@@ -296,10 +298,10 @@ def _train_epoch(model: FomoNet, data: PreparedSet, frontend: ImageFrontEnd, opt
             pixels = np.concatenate([made[0], pixels[count:]])
             centres, classes, scores = made[1] + centres[count:], made[2] + classes[count:], made[3] + scores[count:]
         pixels, centres = _augment(pixels, centres, rng, frontend.pad_value)
-        logits = model(torch.from_numpy(frontend.normalise(pixels)))
+        logits = model(on_device_of(model, frontend.normalise(pixels)))
         grid, num_classes = logits.shape[1], logits.shape[-1] - 1
         targets = np.stack([heatmap_targets(*objects, grid, num_classes) for objects in zip(centres, classes, scores)])
-        loss = loss_fn(logits, torch.from_numpy(targets))
+        loss = loss_fn(logits, on_device_of(model, targets))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

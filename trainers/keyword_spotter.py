@@ -17,10 +17,11 @@ from edgedistill.dataset import Dataset, Sample, write_atomic
 from edgedistill.errors import EdgedistillError
 from edgedistill.frontend import MfccFrontEnd
 from edgedistill.metrics import classification_metrics
+from edgedistill.models import default_device
 from edgedistill.recipe import SILENCE, UNKNOWN, TrainSettings, is_keyword
 from edgedistill.streaming import HeldOutAudio
 from trainers.dscnn import DSCNN
-from trainers.fitting import fit
+from trainers.fitting import fit, on_device_of
 
 
 
@@ -91,7 +92,7 @@ def predict_logits(model: nn.Module, features: np.ndarray, batch_size: int = 512
     model.eval()
     with torch.no_grad():
         return np.concatenate([
-            model(torch.from_numpy(features[i:i + batch_size])).numpy()
+            model(on_device_of(model, features[i:i + batch_size])).cpu().numpy()
             for i in range(0, len(features), batch_size)
         ]) if len(features) else np.zeros((0, 0), np.float32)
 
@@ -120,11 +121,12 @@ def train_keyword_spotter(train: FeatureSet, val: FeatureSet, labels: list[str],
     torch.manual_seed(settings.seed)
     model = DSCNN(len(labels), width=settings.width)
     model.set_normalisation(torch.from_numpy(train.features))
+    model.to(default_device())
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=1e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=settings.learning_rate, total_steps=settings.epochs * _steps(len(train), settings))
     loss_fn = nn.CrossEntropyLoss(weight=_class_weights(train.targets, labels, settings.unknown_weight),
-                                  label_smoothing=0.05)
+                                  label_smoothing=0.05).to(next(model.parameters()).device)
 
     def train_epoch(rng: np.random.Generator) -> float:
         model.train()
@@ -132,8 +134,8 @@ def train_keyword_spotter(train: FeatureSet, val: FeatureSet, labels: list[str],
         total_loss = 0.0
         for start in range(0, len(order), settings.batch_size):
             batch = order[start:start + settings.batch_size]
-            features = torch.from_numpy(_mask_time(train.features[batch], rng))
-            loss = loss_fn(model(features), torch.from_numpy(train.targets[batch]))
+            features = on_device_of(model, _mask_time(train.features[batch], rng))
+            loss = loss_fn(model(features), on_device_of(model, train.targets[batch]))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -149,7 +151,7 @@ def train_keyword_spotter(train: FeatureSet, val: FeatureSet, labels: list[str],
                  patience=settings.patience, checkpoint_dir=checkpoint_dir, train_epoch=train_epoch,
                  validate=validate, progress=progress)
     seen = fitted.epochs_here * len(train)
-    return TrainResult(model=model, best_epoch=fitted.best_epoch, epochs_run=fitted.epochs_run,
+    return TrainResult(model=model.cpu(), best_epoch=fitted.best_epoch, epochs_run=fitted.epochs_run,
                        history=fitted.history, seconds=fitted.seconds,
                        samples_per_second=seen / fitted.seconds if fitted.seconds > 0 else 0.0)
 
