@@ -10,6 +10,7 @@ resumes where it stopped.
 from __future__ import annotations
 
 import contextvars
+import signal
 import threading
 import time
 from pathlib import Path
@@ -93,6 +94,7 @@ def serve(data_dir: Annotated[Path, typer.Option(help="where Label Studio keeps 
     """Start a local Label Studio, print its URL and credentials, and stop it cleanly on Ctrl-C."""
     from labelers.label_studio_server import start_label_studio
 
+    _stop_on_interrupt_or_term()
     console.print(f"starting Label Studio in {data_dir} (the first start takes about two minutes)...")
     server = start_label_studio(data_dir, port=port, document_root=document_root)
     try:
@@ -110,6 +112,16 @@ def serve(data_dir: Annotated[Path, typer.Option(help="where Label Studio keeps 
         console.print("stopping Label Studio...")
     finally:
         server.stop()
+
+
+def _stop_on_interrupt_or_term() -> None:
+    """Ctrl-C and SIGTERM (a service manager's stop) end `serve` cleanly, also where it was started with
+    SIGINT ignored, as a shell's background job is and as a parent that ignores it passes on."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, interrupt)
 
 
 # -- waiting for people inside a flow -------------------------------------------------------------
