@@ -1,6 +1,7 @@
 """The training loop both trainers share: epochs, early stopping, and a checkpoint per epoch.
 
-Models train on the GPU when there is one (edgedistill.models.default_device) and come back on the CPU.
+The trainers put their models on the GPU when there is one (edgedistill.models.default_device) and hand
+them back on the CPU; `fit` resumes a checkpoint on whichever device the model is on.
 
 A rerun with the same checkpoint folder picks up after the last finished epoch, with the model,
 optimiser, learning-rate schedule and random generator as they were.

@@ -241,11 +241,12 @@ def train_fomo(train: DetectionArrays, val: DetectionArrays, labels: list[str], 
     train_set = prepare(train if settings.soft_labels else dataclasses.replace(train, scores=None), frontend)
     val_set = prepare(val, frontend)
     torch.manual_seed(settings.seed)
-    model = FomoNet(len(labels), width=settings.width, channels=frontend.channels).to(default_device())
+    device = default_device()
+    model = FomoNet(len(labels), width=settings.width, channels=frontend.channels).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=1e-4)
     steps = settings.epochs * -(-len(train_set) // settings.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.learning_rate, total_steps=steps)
-    loss_fn = CellLoss(on_device_of(model, np.array([1.0] + [settings.object_weight] * len(labels), np.float32)),
+    loss_fn = CellLoss(torch.tensor([1.0] + [settings.object_weight] * len(labels), device=device),
                        settings.hard_negative_weight)
 
     def validate() -> tuple[float, dict]:

@@ -121,12 +121,13 @@ def train_keyword_spotter(train: FeatureSet, val: FeatureSet, labels: list[str],
     torch.manual_seed(settings.seed)
     model = DSCNN(len(labels), width=settings.width)
     model.set_normalisation(torch.from_numpy(train.features))
-    model.to(default_device())
+    device = default_device()
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=1e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=settings.learning_rate, total_steps=settings.epochs * _steps(len(train), settings))
     loss_fn = nn.CrossEntropyLoss(weight=_class_weights(train.targets, labels, settings.unknown_weight),
-                                  label_smoothing=0.05).to(next(model.parameters()).device)
+                                  label_smoothing=0.05).to(device)
 
     def train_epoch(rng: np.random.Generator) -> float:
         model.train()
