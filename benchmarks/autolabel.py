@@ -4,10 +4,13 @@
     .venv/bin/python benchmarks/autolabel.py --base-size --images 6 --batch-sizes 1 2   # real size, random
     .venv/bin/python benchmarks/autolabel.py --model google/owlv2-base-patch16-ensemble --images 64
     .venv/bin/python benchmarks/autolabel.py --sam facebook/sam-vit-base   # add Segment Anything rows
+    .venv/bin/python benchmarks/autolabel.py --runners --images 96 --batch-sizes 4   # where the shards run
 
 The images are real pictures drawn with PIL and stored in a temporary dataset, so every row
-includes decoding, preprocessing, the model and the ontology mapping: what `label_with_owl`
-costs in a flow. The first batch of each row is a warm-up and is not timed. On a machine with a
+includes decoding, preprocessing, the model and the ontology mapping: what OWL labelling costs
+in a flow. `--runners` adds OWL rows for where the shards run: this process, a pool of 2
+processes, and a local Dask cluster of 2 workers under a Prefect flow (start-up and model loading
+included, as a run pays them). The first batch of each row is a warm-up and is not timed. On a machine with a
 GPU the model runs there (CUDA); the table names the device. The BlazeFace teacher row appears
 when its weights are present (`python -m labelers.teachers fetch`).
 """
@@ -15,6 +18,8 @@ when its weights are present (`python -m labelers.teachers fetch`).
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,9 +34,13 @@ from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, MediaPo
 from edgedistill.images import image_bytes
 from edgedistill.models import default_device
 from edgedistill.recipe import AutoLabelSettings, DetectionClass
-from labelers.owl import label_with_owl, load_owl, save_tiny_owl
-from labelers.sam import add_masks, load_sam, save_tiny_sam
-from labelers.teachers import ADAPTERS, find_packaged, label_with_teacher
+from edgedistill.labelling import Labeler, run_labeler
+from labelers.owl import OwlLabeler, load_owl
+from labelers.sam import SamLabeler, load_sam
+from labelers.teachers import ADAPTERS, TeacherLabeler, find_packaged
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+from tiny_models import save_tiny_owl, save_tiny_sam  # noqa: E402  (random models made like real weights)
 
 ONTOLOGY = {
     "helmet": DetectionClass(prompts=["hard hat", "safety helmet"], negative_prompts=["baseball cap"]),
@@ -63,6 +72,10 @@ def make_dataset(root: Path, count: int, width: int, height: int) -> tuple[Datas
     return dataset, samples
 
 
+def labelling(labeler: Labeler, dataset: Dataset):
+    return lambda samples, work: run_labeler(labeler, dataset, samples, work)
+
+
 def images_per_second(run, samples: list[Sample], warmup: int, work: Path) -> float:
     run(samples[:warmup], work / "warmup")  # loads the model, warms caches and kernels
     if torch.cuda.is_available():
@@ -84,6 +97,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--sam", help="also time Segment Anything (hub id, folder, or 'tiny')")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--runners", action="store_true", help="also time OWL in a process pool and on Dask")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows: list[tuple[str, str, int, float]] = []
@@ -96,14 +110,14 @@ def main() -> None:
         for batch in args.batch_sizes:
             settings = AutoLabelSettings(model=model, batch_size=batch, threshold=0.1)
             warmup = min(batch, len(samples) - 1)
-            speed = images_per_second(lambda s, w: label_with_owl(dataset, s, ONTOLOGY, settings, w), samples,
-                                      warmup, root / f"owl-{batch}")
+            speed = images_per_second(labelling(OwlLabeler(ONTOLOGY, settings), dataset), samples, warmup,
+                                      root / f"owl-{batch}")
             rows.append((kind, label, batch, speed))
         if args.sam:
             sam = str(save_tiny_sam(root / "tiny-sam")) if args.sam == "tiny" else args.sam
             load_sam(sam)
             for batch in args.batch_sizes:
-                speed = images_per_second(lambda s, w: add_masks(dataset, s, sam, w, batch), samples,
+                speed = images_per_second(labelling(SamLabeler(sam, batch), dataset), samples,
                                           min(batch, len(samples) - 1), root / f"sam-{batch}")
                 rows.append(("sam", args.sam, batch, speed))
         if find_packaged(ADAPTERS["blazeface_short_range"].packaged):
@@ -111,10 +125,38 @@ def main() -> None:
                                          teacher_classes={"face": "person"})
             for batch in sorted({1, max(args.batch_sizes)}):
                 settings = settings.model_copy(update={"batch_size": batch})
-                speed = images_per_second(lambda s, w: label_with_teacher(dataset, s, ONTOLOGY, settings, w), samples,
-                                          1, root / f"teacher-{batch}")
+                speed = images_per_second(labelling(TeacherLabeler(ONTOLOGY, settings), dataset), samples, 1,
+                                          root / f"teacher-{batch}")
                 rows.append(("teacher", "blazeface_short_range (TFLite)", batch, speed))
+        if args.runners:
+            settings = AutoLabelSettings(model=model, batch_size=max(args.batch_sizes), threshold=0.1)
+            for runner in ("this process", "2 processes", "Dask, 2 workers"):
+                speed = runner_speed(runner, OwlLabeler(ONTOLOGY, settings), dataset, samples, root / runner)
+                rows.append((f"{kind}, {runner}", label, settings.batch_size, speed))
     print_table(rows, args)
+
+
+def runner_speed(runner: str, labeler: Labeler, dataset: Dataset, samples: list[Sample], work: Path) -> float:
+    """Images per second of one whole labelling run, start-up and model loading included. Each worker
+    process gets one torch thread: two workers use two cores, as `--threads 2` does here."""
+    os.environ["OMP_NUM_THREADS"] = "1"  # read by torch in the worker processes this starts
+    started = time.perf_counter()
+    if runner == "Dask, 2 workers":
+        from prefect import flow
+        from prefect_dask import DaskTaskRunner
+
+        from edgedistill.shards import shards_run_by
+        from flows.run import prefect_shard_mapper
+
+        @flow(task_runner=DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1}))
+        def label() -> None:
+            with shards_run_by(prefect_shard_mapper("label")):
+                run_labeler(labeler, dataset, samples, work)
+
+        label()
+    else:
+        run_labeler(labeler, dataset, samples, work, workers=1 if runner == "this process" else 2)
+    return len(samples) / (time.perf_counter() - started)
 
 
 def print_table(rows: list[tuple[str, str, int, float]], args: argparse.Namespace) -> None:

@@ -16,7 +16,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from edgedistill.inference import Int8Classifier, quantize
+from edgedistill.inference import Int8Classifier
+from edgedistill.runtimes import quantize
 from exporters.tflite_int8 import quantize_to_int8_tflite
 from exporters.tflite_micro import check_on_tflite_micro
 from exporters.vela import compile_for_ethos_u

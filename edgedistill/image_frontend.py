@@ -15,23 +15,9 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from edgedistill.images import Placement, place, placement
+
 BACKGROUND = "_background_"  # output channel 0 of a FOMO heat map
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where the original image sits inside the model input: input = original * ratio + offset."""
-
-    ratio_x: float
-    ratio_y: float
-    offset_x: float
-    offset_y: float
-
-    def to_input(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return x * self.ratio_x + self.offset_x, y * self.ratio_y + self.offset_y
-
-    def to_original(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return (x - self.offset_x) / self.ratio_x, (y - self.offset_y) / self.ratio_y
 
 
 @dataclass(frozen=True)
@@ -76,32 +62,14 @@ class ImageFrontEnd:
         return cls(**fields)
 
     def placement(self, width: int, height: int) -> Placement:
-        if self.resize == "stretch":
-            return Placement(self.size / width, self.size / height, 0.0, 0.0)
-        ratio = self.size / max(width, height)
-        new_width, new_height = self._resized(width, height)
-        return Placement(ratio, ratio, (self.size - new_width) // 2, (self.size - new_height) // 2)
-
-    def _resized(self, width: int, height: int) -> tuple[int, int]:
-        ratio = self.size / max(width, height)
-        return max(1, round(width * ratio)), max(1, round(height * ratio))
+        return placement(width, height, self.size, self.size, self.resize == "letterbox")
 
     def pixels(self, image: np.ndarray) -> tuple[np.ndarray, Placement]:
         """RGB uint8 (h, w, 3) -> uint8 (size, size, channels) before normalisation, and its placement."""
-        height, width = image.shape[:2]
-        flag = cv2.INTER_AREA if self.interpolation == "area" else cv2.INTER_LINEAR
         if self.channels == 1:
             image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)[..., None]
-        if self.resize == "stretch":
-            resized = cv2.resize(image, (self.size, self.size), interpolation=flag)
-        else:
-            resized = cv2.resize(image, self._resized(width, height), interpolation=flag)
-        resized = resized.reshape(resized.shape[0], resized.shape[1], self.channels)
-        placement = self.placement(width, height)
-        canvas = np.full(self.input_shape, self.pad_value, np.uint8)
-        top, left = int(placement.offset_y), int(placement.offset_x)
-        canvas[top:top + resized.shape[0], left:left + resized.shape[1]] = resized
-        return canvas, placement
+        return place(image, self.size, self.size, self.resize == "letterbox", self.pad_value,
+                     cv2.INTER_AREA if self.interpolation == "area" else cv2.INTER_LINEAR)
 
     def normalise(self, pixels: np.ndarray) -> np.ndarray:
         return ((pixels.astype(np.float32) - self.mean) * self.scale).astype(np.float32)

@@ -17,18 +17,10 @@ from edgedistill.errors import EdgedistillError
 from edgedistill.frontend import MfccFrontEnd
 from edgedistill.image_frontend import Centroid, HeatmapDecoding, ImageFrontEnd
 from edgedistill.images import load_image
+from edgedistill.runtimes import TfliteModel, dequantize, quantize
 from edgedistill.streaming import detect, posterior_track, smooth
 
 SILENT_PEAK = 10 ** (-80 / 20)  # below -80 dBFS nothing was recorded (16-bit audio's floor is -96 dBFS)
-
-
-def quantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """Float -> int8 the way TFLite does it: round(x / scale) + zero_point, saturated."""
-    return np.clip(np.round(values / scale) + zero_point, -128, 127).astype(np.int8)
-
-
-def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -40,15 +32,8 @@ class Int8Classifier:
     """A full-int8 .tflite classifier run with ai-edge-litert (XNNPACK/reference int8 kernels)."""
 
     def __init__(self, model: Path | bytes) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        if isinstance(model, bytes):
-            self._interpreter = Interpreter(model_content=model, num_threads=1)
-        else:
-            self._interpreter = Interpreter(model_path=str(model), num_threads=1)
-        self._interpreter.allocate_tensors()
-        self._input = self._interpreter.get_input_details()[0]
-        self._output = self._interpreter.get_output_details()[0]
+        self.model = TfliteModel(model)
+        self._input, self._output = self.model.input, self.model.outputs[0]
 
     @staticmethod
     def _quantization(details: dict) -> Quantization:
@@ -73,11 +58,7 @@ class Int8Classifier:
 
     def run_int8(self, inputs: np.ndarray) -> np.ndarray:
         """int8 inputs (N, ...) -> raw int8 outputs (N, ..., classes), one invoke per sample (batch is 1)."""
-        outputs = []
-        for row in inputs:
-            self._interpreter.set_tensor(self._input["index"], row[None].astype(np.int8))
-            self._interpreter.invoke()
-            outputs.append(self._interpreter.get_tensor(self._output["index"])[0].copy())
+        outputs = [self.model.run(row)[0][0] for row in inputs]
         return np.stack(outputs) if outputs else np.zeros((0, *self.output_shape[1:]), np.int8)
 
     def logits(self, features: np.ndarray) -> np.ndarray:

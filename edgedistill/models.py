@@ -61,7 +61,19 @@ def load_config(model: str, setting: str) -> Any:
         raise model_unavailable(model, setting, f"{type(error).__name__}: {str(error).splitlines()[0][:200]}") from None
 
 
+DEVICE_ENV = "EDGEDISTILL_DEVICE"  # the recipe's `device:`, in the environment so worker processes see it too
+
+
+def use_device(device: str | None) -> None:
+    """Run every model of this process, and of the worker processes it starts, on `device` (None: the default)."""
+    if device:
+        os.environ[DEVICE_ENV] = device
+    else:
+        os.environ.pop(DEVICE_ENV, None)
+
+
 def default_device() -> str:
+    """The recipe's device (`use_device`), else the GPU when there is one, else the CPU."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "cpu")

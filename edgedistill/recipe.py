@@ -166,6 +166,8 @@ class KeywordSpottingRecipe(_Section):
     seed: int = 0
     # where the dataset lives: a folder or an fsspec URL (s3://bucket/faces); default <out>/dataset
     dataset: str | None = None
+    # where every model runs (foundation models, our trainers, YOLO): cpu, cuda, cuda:1; default a GPU if any
+    device: str | None = Field(None, pattern=r"^(cpu|cuda(:\d+)?|mps)$")
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
     whisper_check: WhisperCheckSettings = Field(default_factory=WhisperCheckSettings)
@@ -252,7 +254,7 @@ class DiffusionSettings(_Section):
 
 
 class AutoLabelSettings(_Section):
-    labeler: Literal["owlv2", "owlvit", "teacher", "none"] = "owlv2"
+    labeler: str = "owlv2"  # owlv2, owlvit, teacher, none, or a labeler another package registers
     model: str = "google/owlv2-base-patch16-ensemble"  # hub id or local folder (or teacher model file)
     teacher_adapter: str | None = None  # for labeler "teacher": an adapter name (see labelers/teachers.py)
     teacher_classes: dict[str, str] = Field(default_factory=dict)  # teacher class -> ontology class
@@ -264,6 +266,16 @@ class AutoLabelSettings(_Section):
     batch_size: int = Field(4, ge=1)
     masks: bool = False  # run Segment Anything from the boxes
     sam_model: str = "facebook/sam-vit-base"
+
+    @field_validator("labeler")
+    @classmethod
+    def _labeler_is_known(cls, name: str) -> str:
+        from edgedistill.registry import plugin_names
+
+        known = plugin_names("labelers")
+        if name != "none" and name not in known:
+            raise ValueError(f"there is no labeler called '{name}'; known ones: {', '.join(known + ['none'])}")
+        return name
 
     @model_validator(mode="after")
     def _views_are_a_teachers(self) -> AutoLabelSettings:
@@ -309,6 +321,8 @@ class DetectionRecipe(_Section):
     seed: int = 0
     # where the dataset lives: a folder or an fsspec URL (s3://bucket/faces); default <out>/dataset
     dataset: str | None = None
+    # where every model runs (foundation models, our trainers, YOLO): cpu, cuda, cuda:1; default a GPU if any
+    device: str | None = Field(None, pattern=r"^(cpu|cuda(:\d+)?|mps)$")
     compositing: CompositingSettings = Field(default_factory=CompositingSettings)
     diffusion: DiffusionSettings = Field(default_factory=DiffusionSettings)
     autolabel: AutoLabelSettings = Field(default_factory=AutoLabelSettings)

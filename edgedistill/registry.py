@@ -1,4 +1,9 @@
-"""Plugins by name, through Python entry points, so another package can add one."""
+"""Plugins by name, through Python entry points, so another package can add one.
+
+Two kinds are named in recipes: speech engines (`speech.engines`) and labelers (`autolabel.labeler`:
+a class built from the recipe's classes and autolabel settings, edgedistill.labelling.BoxLabeler).
+A package adds one under `[project.entry-points."edgedistill.labelers"]`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from typing import Any, Literal
 
 from edgedistill.errors import EdgedistillError
 
-Group = Literal["generators", "labelers", "trainers", "exporters", "speech_engines"]
+Group = Literal["labelers", "speech_engines"]
 
 
 def plugin_names(group: Group) -> list[str]:

@@ -15,34 +15,28 @@ import numpy as np
 
 from edgedistill.boxes import clip_boxes, non_max_suppression, xyxy_to_xywh
 from edgedistill.dataset import Dataset, Sample
-from edgedistill.images import load_image
+from edgedistill.images import Placement, load_image, place
+from edgedistill.runtimes import OnnxModel
 
 PAD_VALUE = 114  # ultralytics' letterbox grey
 
 
-def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[float, float]]:
+def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Placement]:
     """RGB uint8 -> (1, 3, size, size) float 0-1, scaled to fit and padded grey in the middle, as
-    ultralytics feeds its models; also the scale and (x, y) padding to map boxes back."""
-    height, width = image.shape[:2]
-    scale = min(size / height, size / width)
-    new_w, new_h = round(width * scale), round(height * scale)
-    pad_x, pad_y = (size - new_w) / 2, (size - new_h) / 2
-    canvas = np.full((size, size, 3), PAD_VALUE, np.uint8)
-    left, top = round(pad_x - 0.1), round(pad_y - 0.1)
-    canvas[top:top + new_h, left:left + new_w] = cv2.resize(image[..., :3], (new_w, new_h),
-                                                            interpolation=cv2.INTER_LINEAR)
-    return canvas.transpose(2, 0, 1)[None].astype(np.float32) / 255.0, scale, (left, top)
+    ultralytics feeds its models; also where the image sits, to map boxes back."""
+    canvas, placement = place(image[..., :3], size, size, pad_value=PAD_VALUE, interpolation=cv2.INTER_LINEAR)
+    return canvas.transpose(2, 0, 1)[None].astype(np.float32) / 255.0, placement
 
 
-def decode(output: np.ndarray, scale: float, pad: tuple[float, float], width: int, height: int,
-           min_score: float = 0.001, iou: float = 0.7, max_boxes: int = 300) -> list[tuple[int, float, list[float]]]:
+def decode(output: np.ndarray, placement: Placement, width: int, height: int, min_score: float = 0.001,
+           iou: float = 0.7, max_boxes: int = 300) -> list[tuple[int, float, list[float]]]:
     """One (4 + classes, anchors) ONNX output -> [(class, score, [x, y, w, h] in image pixels)]."""
     scores_all = output[4:].T
     classes, scores = scores_all.argmax(1), scores_all.max(1)
     keep = scores > min_score
     cx, cy, w, h = output[:4, keep]
     boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-    boxes = (boxes - np.array([*pad, *pad])) / scale
+    boxes = placement.boxes_to_original(boxes)
     kept = non_max_suppression(boxes, scores[keep], iou, groups=classes[keep])[:max_boxes]
     boxes = xyxy_to_xywh(clip_boxes(boxes[kept], width, height))
     return [(int(c), float(s), b.tolist()) for c, s, b in zip(classes[keep][kept], scores[keep][kept], boxes)]
@@ -53,19 +47,16 @@ Runner = Callable[[np.ndarray], np.ndarray]
 
 
 def onnx_runner(onnx: Path) -> Runner:
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda inputs: session.run(None, {name: inputs})[0][0]
+    model = OnnxModel(onnx)
+    return lambda inputs: model.run(inputs)[0][0]
 
 
 def detect_all(run: Runner, dataset: Dataset, samples: list[Sample], size: int) -> list[list]:
     found = []
     for path in dataset.media_paths(samples):
         image = load_image(path)
-        inputs, scale, pad = letterbox(image, size)
-        found.append(decode(run(inputs), scale, pad, image.shape[1], image.shape[0]))
+        inputs, placement = letterbox(image, size)
+        found.append(decode(run(inputs), placement, image.shape[1], image.shape[0]))
     return found
 
 

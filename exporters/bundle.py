@@ -27,8 +27,10 @@ from edgedistill.bundle import MANIFEST, BundleFile, InputSpec, Manifest, Output
 from edgedistill.boxes import xyxy_to_xywh
 from edgedistill.errors import EdgedistillError
 from edgedistill.frontend import MfccFrontEnd
-from edgedistill.image_frontend import BACKGROUND, Centroid, HeatmapDecoding, ImageFrontEnd, Placement, centroid_f1
-from edgedistill.inference import Int8Classifier, detect_centroids, quantize, softmax
+from edgedistill.image_frontend import BACKGROUND, Centroid, HeatmapDecoding, ImageFrontEnd, centroid_f1
+from edgedistill.images import Placement
+from edgedistill.inference import Int8Classifier, detect_centroids, softmax
+from edgedistill.runtimes import quantize
 from edgedistill.metrics import classification_metrics
 from edgedistill.real_photos import RealPhotoCheck, measure_student
 from edgedistill.real_speech import LabelledClip, evaluate_on_real

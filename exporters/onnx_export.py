@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from edgedistill.errors import EdgedistillError
+from edgedistill.runtimes import OnnxModel
 
 INPUT_NAME = "features"
 OUTPUT_NAME = "logits"
@@ -32,10 +33,7 @@ def _export_legacy(model: torch.nn.Module, example: torch.Tensor, path: Path) ->
 
 def max_difference_from_torch(path: Path, model: torch.nn.Module, features: np.ndarray) -> float:
     """Largest absolute logit difference between onnxruntime and PyTorch on `features`."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    onnx_logits = session.run([OUTPUT_NAME], {INPUT_NAME: features.astype(np.float32)})[0]
+    onnx_logits = OnnxModel(path).run(features.astype(np.float32), [OUTPUT_NAME])[0]
     with torch.no_grad():
         torch_logits = model(torch.from_numpy(features.astype(np.float32))).numpy()
     return float(np.abs(onnx_logits - torch_logits).max())

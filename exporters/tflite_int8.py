@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from edgedistill.errors import EdgedistillError
+from edgedistill.runtimes import TfliteModel
 
 
 # TFLite's int8 kernels for these require an output scale of 1/256 and zero point -128
@@ -133,10 +134,7 @@ def quantize_to_int8_tflite(model: torch.nn.Module, calibration: np.ndarray) -> 
 
 
 def _require_int8_io(content: bytes) -> None:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=content)
-    dtypes = {np.dtype(d["dtype"]).name for d in interpreter.get_input_details() + interpreter.get_output_details()}
+    dtypes = TfliteModel(content).dtypes()
     if dtypes != {"int8"}:
         raise EdgedistillError(f"the converter produced a model with {' and '.join(sorted(dtypes))} inputs or "
                                "outputs, not int8 in and out", "check the litert-torch version (the project pins 0.10.0)")

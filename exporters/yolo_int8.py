@@ -17,7 +17,7 @@ import torch
 from edgedistill.dataset import Dataset, Sample
 from edgedistill.errors import EdgedistillError
 from edgedistill.images import load_image
-from edgedistill.inference import dequantize, quantize
+from edgedistill.runtimes import TfliteModel, dequantize, quantize
 from edgedistill.recipe import ExportSettings
 from exporters.bundle import Companion, check_accuracy_drop
 from exporters.tflite_int8 import quantize_to_int8_tflite
@@ -89,16 +89,9 @@ class Int8Yolo:
     (1, 3, size, size) 0-1 input -> (4 + classes, anchors), like the ONNX model."""
 
     def __init__(self, content: bytes) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        self._interpreter = Interpreter(model_content=content, num_threads=1)
-        self._interpreter.allocate_tensors()
-        self._input = self._interpreter.get_input_details()[0]
-        self._outputs = sorted(self._interpreter.get_output_details(), key=lambda d: d["name"])  # boxes, scores
+        self.model = TfliteModel(content)
+        self._order = sorted(range(len(self.model.outputs)), key=lambda i: self.model.outputs[i]["name"])  # boxes, scores
 
     def __call__(self, inputs: np.ndarray) -> np.ndarray:
-        scale, zero_point = self._input["quantization"]
-        self._interpreter.set_tensor(self._input["index"], quantize(inputs.transpose(0, 2, 3, 1), scale, zero_point))
-        self._interpreter.invoke()
-        return np.concatenate([dequantize(self._interpreter.get_tensor(d["index"])[0], *d["quantization"])
-                               for d in self._outputs])
+        outputs = self.model.run(quantize(inputs.transpose(0, 2, 3, 1)[0], *self.model.input["quantization"]))
+        return np.concatenate([dequantize(outputs[i][0], *self.model.outputs[i]["quantization"]) for i in self._order])

@@ -36,10 +36,9 @@ def prefect_defaults() -> None:
 
 def _load(recipe_path: Path, out: Path | None):
     """The recipe, its pipeline module, and where its run lives."""
-    from edgedistill.recipe import load_recipe
-    from flows.run import RunPaths, pipeline_for
+    from flows.run import RunPaths, open_recipe, pipeline_for
 
-    recipe = load_recipe(recipe_path)
+    recipe = open_recipe(recipe_path)
     return recipe, pipeline_for(recipe), RunPaths.of(recipe, out or Path("runs") / recipe.name)
 
 

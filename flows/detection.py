@@ -57,23 +57,24 @@ def generate(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None
 def label(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = None,
           progress: Progress = None) -> str:
     """Auto-label the sources, add masks when asked, and split them by photo (or prompt)."""
+    from edgedistill.labelling import run_labeler
     from edgedistill.splits import split_by_group
+    from labelers.sam import SamLabeler
 
     dataset = open_dataset(recipe, paths.dataset)
     sources = dataset.version(version_id) if version_id else newest(dataset, "sources")
     settings = recipe.autolabel
     labelled = sources
     if settings.labeler != "none":
-        labeler = load_plugin("labelers", settings.labeler)
+        labeler = load_plugin("labelers", settings.labeler)(recipe.classes, settings)
         labelled = dataset.derive(
             sources, "autolabel", {"autolabel": settings.model_dump(mode="json"),
                                    "classes": {k: v.model_dump() for k, v in recipe.classes.items()}},
-            lambda samples, work: labeler(dataset, samples, recipe.classes, settings, work, progress))
+            lambda samples, work: run_labeler(labeler, dataset, samples, work, progress).samples)
         if settings.masks:
-            add_masks = load_plugin("labelers", "sam")
+            masks = SamLabeler(settings.sam_model, settings.batch_size)
             labelled = dataset.derive(labelled, "masks", {"sam_model": settings.sam_model},
-                                      lambda samples, work: add_masks(dataset, samples, settings.sam_model, work,
-                                                                      settings.batch_size, progress))
+                                      lambda samples, work: run_labeler(masks, dataset, samples, work, progress).samples)
     train = recipe.train
     return dataset.derive(labelled, "split", {"val_share": train.val_share, "test_share": train.test_share,
                                               "seed": train.seed, "strata": "labelled, empty"},
@@ -234,13 +235,9 @@ def real_photo_check(recipe: DetectionRecipe, labels: list[str]) -> RealPhotoChe
         return None
     photos = read_labelled_photos(recipe.evaluate.real, labels, recipe.evaluate.min_share)
     images = load_photos(photos)
-    if recipe.autolabel.labeler == "teacher":
-        from labelers.teachers import teacher_labels as label_pictures
-    elif recipe.autolabel.labeler in ("owlv2", "owlvit"):
-        from labelers.owl import owl_labels as label_pictures
-    else:  # no teacher: the student alone
+    if recipe.autolabel.labeler == "none":  # no teacher: the student alone
         return RealPhotoCheck(photos, images, recipe.evaluate.min_share)
-    found = label_pictures(images, recipe.classes, recipe.autolabel)
+    found = load_plugin("labelers", recipe.autolabel.labeler)(recipe.classes, recipe.autolabel).label_images(images)
     teacher = [(xywh_to_xyxy([label.box for label in image]),
                 np.array([labels.index(label.class_name) for label in image], np.int64)) for image in found]
     return RealPhotoCheck(photos, images, recipe.evaluate.min_share, teacher)

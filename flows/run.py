@@ -16,7 +16,7 @@ from typing import Any, Callable
 from edgedistill.dataset import Dataset, VersionInfo, write_atomic
 from edgedistill.errors import EdgedistillError
 from edgedistill.recipe import AnyRecipe, DetectionRecipe, KeywordSpottingRecipe, load_recipe
-from generators.shards import RunShard, ShardMapper, ShardOutput, shards_run_by
+from edgedistill.shards import RunShard, ShardMapper, ShardOutput, shards_run_by
 
 Progress = Callable[[int, int], None] | None
 
@@ -86,6 +86,15 @@ def newest(dataset: Dataset, *stages: str) -> VersionInfo:
                            "run the stages before it first (`edgedistill generate`, then `label`)")
 
 
+def open_recipe(path: str | Path) -> AnyRecipe:
+    """The recipe, with its `device:` set for every model this process and its workers run."""
+    from edgedistill.models import use_device
+
+    recipe = load_recipe(path)
+    use_device(recipe.device)
+    return recipe
+
+
 def pipeline_for(recipe: AnyRecipe) -> ModuleType:
     if isinstance(recipe, DetectionRecipe):
         from flows import detection
@@ -106,7 +115,7 @@ def prefect_shard_mapper(stage: str) -> ShardMapper:
     from prefect.cache_policies import NO_CACHE
     from prefect.futures import as_completed
 
-    # the shard files are the cache (generators/shards.py), not Prefect's results
+    # the shard files are the cache (edgedistill/shards.py), not Prefect's results
     shard_task = task(_run_one_shard, name=f"{stage}-shard", cache_policy=NO_CACHE, persist_result=False,
                       retries=1)
 
@@ -150,7 +159,7 @@ def recipe_flow(dask: str | None = None):
 
     def stage(name: str, work: Callable, retries: int = 1):
         def run(recipe_path: str, out: str, *args):
-            recipe = load_recipe(recipe_path)
+            recipe = open_recipe(recipe_path)
             with progress_bar(name) as update, shards_run_by(prefect_shard_mapper(name)):
                 return work(pipeline_for(recipe), recipe, RunPaths.of(recipe, out), *args, update)
 
@@ -164,7 +173,7 @@ def recipe_flow(dask: str | None = None):
 
     @task(name="export", cache_policy=NO_CACHE)
     def export(recipe_path: str, out: str) -> str:
-        recipe = load_recipe(recipe_path)
+        recipe = open_recipe(recipe_path)
         paths = RunPaths.of(recipe, out)
         manifest = pipeline_for(recipe).export(recipe, paths)
         create_markdown_artifact(key=f"{recipe.name.lower().replace('_', '-')}-bundle",
@@ -173,7 +182,7 @@ def recipe_flow(dask: str | None = None):
 
     @flow(name="edgedistill-recipe", log_prints=True, task_runner=task_runner(dask))
     def run_recipe(recipe_path: str, out: str) -> str:
-        recipe = load_recipe(recipe_path)
+        recipe = open_recipe(recipe_path)
         check_evaluation_set(recipe)
         version_id = label(recipe_path, out, generate(recipe_path, out))
         if recipe.review.enabled:  # pauses the run until people have reviewed the doubtful samples

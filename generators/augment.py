@@ -25,7 +25,7 @@ from edgedistill.audio import fit_to_length, load_audio, wav_bytes
 from edgedistill.dataset import Dataset, Provenance, Sample
 from edgedistill.recipe import SILENCE, AugmentSettings
 from generators.background_noise import NoiseFile, find_noise, noise_excerpt, noise_split
-from generators.shards import ShardOutput, run_shards
+from edgedistill.shards import ShardOutput, run_shards
 
 NOISE_COLOURS = ("white", "pink", "brown")
 _COLOUR_EXPONENT = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power falls as 1/f^exponent

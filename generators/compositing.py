@@ -3,7 +3,7 @@
 No model is involved, so this runs offline on its own. Each composite is planned up front from the
 recipe's seed (background, cut-outs, blending, its own seed), so the same recipe gives the same
 images however the work is sharded; shards run across processes and a rerun resumes
-(generators/shards.py). Labels come from the pasted alpha: an object's mask is the part of its
+(edgedistill/shards.py). Labels come from the pasted alpha: an object's mask is the part of its
 alpha that no later object covers, its box is that mask's bounding box, and an object hidden by
 more than MAX_HIDDEN of its area is left out of the labels.
 """
@@ -26,7 +26,7 @@ from edgedistill.errors import EdgedistillError
 from edgedistill.images import IMAGE_SUFFIXES, decode_image, decode_rgba, image_bytes, load_image
 from edgedistill.recipe import CompositingSettings, DetectionRecipe
 from edgedistill.masks import decode_rle, encode_rle, mask_box
-from generators.shards import ShardOutput, run_shards
+from edgedistill.shards import ShardOutput, run_shards
 
 logger = logging.getLogger(__name__)
 

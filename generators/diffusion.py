@@ -24,7 +24,7 @@ from edgedistill.errors import EdgedistillError
 from edgedistill.images import image_bytes
 from edgedistill.models import default_device, model_source, model_unavailable
 from edgedistill.recipe import DetectionRecipe, DiffusionSettings
-from generators.shards import ShardOutput, run_shards
+from edgedistill.shards import ShardOutput, run_shards
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,8 @@ def generate_images(dataset: Dataset, recipe: DetectionRecipe, work_dir: Path,
     work = Path(work_dir) / key
     run = run_shards(jobs, functools.partial(generate_shard, _LazyPipeline(settings.model), settings, dataset,
                                              settings_in.batch_size),
-                     work, max(8, settings_in.batch_size * 4), workers=1, progress=progress)
+                     work, max(8, settings_in.batch_size * 4), workers=1, progress=progress,
+                     keep_here=True)
     failures = [f for output in run.outputs for f in output.failures]
     if failures:
         logger.warning("%d of %d generated images were dropped: %s", len(failures), len(jobs),

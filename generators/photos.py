@@ -4,7 +4,7 @@ such as s3://bucket/site-photos), decoded upright.
 Each file is decoded with `decode_image` (EXIF rotation, CMYK, palette and 16-bit handled),
 downscaled to at most MAX_SIDE pixels on its long side and re-encoded as JPEG. Files that cannot
 be read are skipped and listed in one warning; a folder with no readable image is an error.
-The work runs in resumable shards (generators/shards.py), so a rerun after a crash goes on.
+The work runs in resumable shards (edgedistill/shards.py), so a rerun after a crash goes on.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 from edgedistill.dataset import Dataset, ImageShape, Provenance, Sample, Store
 from edgedistill.errors import EdgedistillError
 from edgedistill.images import IMAGE_SUFFIXES, decode_image, image_bytes
-from generators.shards import ShardOutput, run_shards
+from edgedistill.shards import ShardOutput, run_shards
 
 logger = logging.getLogger(__name__)
 

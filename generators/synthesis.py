@@ -4,7 +4,7 @@ Every offline engine and voice says every keyword `variants_per_voice` times wit
 rate, pitch, punctuation and (for some) a carrier phrase that is cut away again; `_unknown_`
 clips say other words, sound-alikes first; `_silence_` clips hold noise only. The plan is made
 up front from the seed, so the same recipe gives the same clips, and it runs in shards across
-processes that a rerun resumes (generators/shards.py).
+processes that a rerun resumes (edgedistill/shards.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from edgedistill.errors import EdgedistillError
 from edgedistill.recipe import SILENCE, UNKNOWN, KeywordSpottingRecipe
 from edgedistill.registry import load_plugin, plugin_names
 from generators.augment import NOISE_COLOURS, coloured_noise
-from generators.shards import ShardOutput, run_shards
+from edgedistill.shards import ShardOutput, run_shards
 from generators.speech_engines import SpeechEngine, SpeechRequest, SynthesisFailed, Voice
 from generators.words import hard_negatives, unknown_vocabulary, unknown_words
 

@@ -2,7 +2,7 @@
 
 `autolabel.sam_model: /models/sam_vit_b_01ec64.pth` takes this path instead of transformers' SAM.
 The architecture comes from the file name (vit_b, vit_l, vit_h, as Meta names them) or from a
-JSON file beside it with other sizes (`save_tiny_meta_sam` writes one for offline tests). Each
+JSON file beside it with other sizes (tests/tiny_models.py writes one for offline tests). Each
 batch of images goes to labelers/sam_meta_worker.py as PNG files and comes back as boolean masks.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from edgedistill.errors import EdgedistillError
-from edgedistill.extras import run_worker, torchvision_python
+from edgedistill.extras import run_worker
 from edgedistill.images import image_bytes
 
 WORKER = Path(__file__).with_name("sam_meta_worker.py")
-TINY = {"image_size": 64, "embed_dim": 32, "depth": 2, "num_heads": 2, "global_attn_indexes": [1],
-        "window_size": 4, "prompt_dim": 32, "decoder_mlp_dim": 64, "decoder_heads": 2}
-
 
 @dataclass(frozen=True)
 class MetaSamSegmenter:
@@ -67,16 +63,3 @@ def load_meta_sam(checkpoint: str) -> MetaSamSegmenter:
                                "keep Meta's file name (sam_vit_b_..., sam_vit_l_..., sam_vit_h_...) or put a JSON "
                                f"with its sizes beside it as {sizes.name}")
     return MetaSamSegmenter(path.resolve(), architecture, f"meta-sam/{path.name}")
-
-
-def save_tiny_meta_sam(path: Path, seed: int = 0) -> Path:
-    """A random segment-anything model small enough for a CPU test, saved as Meta saves its
-    checkpoints (a state dict in a .pth), with its sizes in a JSON beside it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".json").write_text(json.dumps(TINY))
-    script = ("import sys, json, torch; sys.path.insert(0, sys.argv[1]); from sam_meta_worker import build_sam; "
-              "torch.manual_seed(int(sys.argv[4])); "
-              "torch.save(build_sam(json.loads(sys.argv[2])).state_dict(), sys.argv[3])")
-    subprocess.run([str(torchvision_python()), "-c", script, str(WORKER.parent), json.dumps(TINY), str(path),
-                    str(seed)], check=True, capture_output=True)
-    return path

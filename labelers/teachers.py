@@ -14,33 +14,29 @@ with pip and extracts the files into the models folder (EDGEDISTILL_MODELS, by d
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Literal, Protocol
+from typing import Callable, Literal
 
-import cv2
 import numpy as np
 
-from edgedistill.dataset import Dataset, Label, LabelSource, Sample, sha256_file, write_atomic
+from edgedistill.dataset import Label, LabelSource, sha256_file, write_atomic
 from edgedistill.errors import EdgedistillError
-from edgedistill.images import load_image
+from edgedistill.images import Placement, place
+from edgedistill.labelling import BoxLabeler
 from edgedistill.recipe import AutoLabelSettings, DetectionClass
-from edgedistill.boxes import clip_boxes, non_max_suppression, xyxy_to_xywh
+from edgedistill.runtimes import OnnxModel, TfliteModel, open_model
 
 LABELER = "teacher"
 MODELS_ENV = "EDGEDISTILL_MODELS"
 PACKAGED = "packaged"  # autolabel.model value meaning "the adapter's packaged weights"
-SHARD_SIZE = 64
-CACHE_VERSION = 1
 
 # raw model outputs -> boxes (n, 4) x0, y0, x1, y1 as shares of the model input, scores (n,), class ids (n,)
 Decoder = Callable[[list[np.ndarray]], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -242,109 +238,25 @@ def resolve_teacher_model(model: str, adapter: TeacherAdapter) -> Path:
 
 
 # -- running it --------------------------------------------------------------------------------
-class Runtime(Protocol):
-    def run(self, batch: np.ndarray) -> list[list[np.ndarray]]:
-        """A batch of input tensors -> each image's raw outputs."""
-
-
-@dataclass
-class OnnxRuntime:
-    session: object
-    batched: bool  # whether the input's batch dimension is free
-
-    def run(self, batch: np.ndarray) -> list[list[np.ndarray]]:
-        name = self.session.get_inputs()[0].name
-        if self.batched:
-            outputs = self.session.run(None, {name: batch})
-            return [[o[i:i + 1] for o in outputs] for i in range(len(batch))]
-        return [self.session.run(None, {name: batch[i:i + 1]}) for i in range(len(batch))]
-
-
-@dataclass
-class TfliteRuntime:
-    interpreter: object
-    input_index: int
-    output_indices: list[int] = field(default_factory=list)
-
-    def run(self, batch: np.ndarray) -> list[list[np.ndarray]]:
-        # TFLite detectors are built for batch 1; one invoke per image
-        results = []
-        for image in batch:
-            self.interpreter.set_tensor(self.input_index, image[None])
-            self.interpreter.invoke()
-            results.append([self.interpreter.get_tensor(i).copy() for i in self.output_indices])
-        return results
-
-
 @cache
-def open_runtime(path: Path) -> Runtime:
-    try:
-        if path.suffix.lower() == ".onnx":
-            import onnxruntime
-
-            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            first = session.get_inputs()[0].shape[0]
-            return OnnxRuntime(session, batched=not isinstance(first, int))
-        from ai_edge_litert.interpreter import Interpreter
-
-        interpreter = Interpreter(model_path=str(path), num_threads=min(4, os.cpu_count() or 1))
-        interpreter.allocate_tensors()
-        return TfliteRuntime(interpreter, interpreter.get_input_details()[0]["index"],
-                             [d["index"] for d in interpreter.get_output_details()])
-    except (RuntimeError, ValueError) as error:  # both runtimes raise these for a file they cannot read
-        raise EdgedistillError(f"{path} could not be loaded as a model ({str(error).splitlines()[0][:200]})",
-                               "check that the file is a complete .onnx or .tflite detector") from None
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where an image sits in the model input: input pixels = image pixels * scale + offset."""
-
-    scale_x: float
-    scale_y: float
-    offset_x: float
-    offset_y: float
+def open_runtime(path: Path) -> TfliteModel | OnnxModel:
+    """The teacher's model file, opened once per process."""
+    return open_model(path)
 
 
 def prepare_input(image: np.ndarray, spec: Preprocess) -> tuple[np.ndarray, Placement]:
-    height, width = image.shape[:2]
-    if spec.letterbox:
-        scale = min(spec.width / width, spec.height / height)
-        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-        canvas = np.zeros((spec.height, spec.width, 3), dtype=np.uint8)
-        left, top = (spec.width - new_w) // 2, (spec.height - new_h) // 2
-        canvas[top:top + new_h, left:left + new_w] = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
-        placement = Placement(new_w / width, new_h / height, left, top)
-    else:
-        canvas = cv2.resize(image, (spec.width, spec.height), interpolation=cv2.INTER_AREA)
-        placement = Placement(spec.width / width, spec.height / height, 0.0, 0.0)
+    canvas, placement = place(image, spec.width, spec.height, spec.letterbox)
     tensor = (canvas.astype(np.float32) - np.float32(spec.mean)) / np.float32(spec.std)
     return (tensor.transpose(2, 0, 1) if spec.layout == "NCHW" else tensor), placement
 
 
 def boxes_to_image(boxes: np.ndarray, spec: Preprocess, placement: Placement) -> np.ndarray:
     """Boxes as shares of the model input -> pixels of the original image."""
-    pixels = np.asarray(boxes, dtype=np.float64) * [spec.width, spec.height, spec.width, spec.height]
-    offset = [placement.offset_x, placement.offset_y] * 2
-    return (pixels - offset) / np.array([placement.scale_x, placement.scale_y] * 2)
+    return placement.boxes_to_original(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+                                       * [spec.width, spec.height, spec.width, spec.height])
 
 
-@dataclass
-class Teacher:
-    adapter: TeacherAdapter
-    runtime: Runtime
-    source: LabelSource
-
-
-def load_teacher(model: str, adapter_name: str | None) -> Teacher:
-    adapter = get_adapter(adapter_name)
-    path = resolve_teacher_model(model, adapter)
-    source = LabelSource(labeler=LABELER, model=f"{adapter.name}:{path.name}",
-                         version=f"sha256:{sha256_file(path)[:16]}")
-    return Teacher(adapter, open_runtime(path.resolve()), source)
-
-
-def teach_batch(teacher: Teacher, images: list[np.ndarray],
+def teach_batch(adapter: TeacherAdapter, runtime: TfliteModel | OnnxModel, images: list[np.ndarray],
                 views: tuple[str, ...] = ()) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Each image's (boxes in its pixels, scores, teacher class ids), before thresholds and NMS.
 
@@ -353,12 +265,12 @@ def teach_batch(teacher: Teacher, images: list[np.ndarray],
     back in the image's pixels, and NMS later keeps the best of overlapping ones.
     """
     seen = [(index, view, to_image) for index, image in enumerate(images) for view, to_image in _views(image, views)]
-    prepared = [prepare_input(view, teacher.adapter.preprocess) for _, view, _ in seen]
-    outputs = teacher.runtime.run(np.stack([tensor for tensor, _ in prepared]))
+    prepared = [prepare_input(view, adapter.preprocess) for _, view, _ in seen]
+    outputs = runtime.run_batch(np.stack([tensor for tensor, _ in prepared]))
     found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in images]
     for (index, view, to_image), (_, placement), raw in zip(seen, prepared, outputs):
-        boxes, scores, classes = teacher.adapter.decode(raw)
-        boxes, keep = to_image(boxes_to_image(boxes, teacher.adapter.preprocess, placement))
+        boxes, scores, classes = adapter.decode(raw)
+        boxes, keep = to_image(boxes_to_image(boxes, adapter.preprocess, placement))
         found[index].append((boxes[keep], scores[keep], classes[keep]))
     return [tuple(np.concatenate(parts) for parts in zip(*per_image)) for per_image in found]
 
@@ -410,89 +322,26 @@ def class_map(adapter: TeacherAdapter, teacher_classes: dict[str, str],
     return {adapter.classes.index(name): target for name, target in mapping.items()}
 
 
-def select_labels(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, mapping: dict[int, str],
-                  ontology: dict[str, DetectionClass], settings: AutoLabelSettings, width: int, height: int,
-                  source: LabelSource) -> list[Label]:
-    boxes = clip_boxes(boxes, width, height)
-    names = np.array([mapping.get(int(c), "") for c in class_ids], dtype=object)
-    thresholds = np.array([threshold_of(ontology, n, settings) if n else np.inf for n in names])
-    keep = np.flatnonzero((scores >= thresholds) & (xyxy_to_xywh(boxes)[:, 2:].min(axis=1) > 0))
-    groups = None if settings.class_agnostic_nms else np.unique(names[keep], return_inverse=True)[1]
-    keep = keep[non_max_suppression(boxes[keep], scores[keep], settings.nms_iou, groups)]
-    return [Label(class_name=str(names[i]), box=tuple(round(float(v), 2) for v in xyxy_to_xywh(boxes[i])[0]),
-                  score=round(float(scores[i]), 6), source=source) for i in keep]
+# -- the labeler -------------------------------------------------------------------------------
+class TeacherLabeler(BoxLabeler):
+    """Boxes from the teacher (`settings.model` read with `settings.teacher_adapter`) on image samples,
+    run by edgedistill.labelling."""
 
+    shard_size = 64
 
-def threshold_of(ontology: dict[str, DetectionClass], class_name: str, settings: AutoLabelSettings) -> float:
-    threshold = ontology[class_name].threshold
-    return settings.threshold if threshold is None else threshold
+    def load(self) -> None:
+        self.adapter = get_adapter(self.settings.teacher_adapter)
+        self.mapping = class_map(self.adapter, self.settings.teacher_classes, self.ontology)
+        path = resolve_teacher_model(self.settings.model, self.adapter)
+        self.runtime = open_runtime(path.resolve())
+        self.source = LabelSource(labeler=LABELER, model=f"{self.adapter.name}:{path.name}",
+                                  version=f"sha256:{sha256_file(path)[:16]}")
 
-
-# -- over a dataset ----------------------------------------------------------------------------
-def label_with_teacher(dataset: Dataset, samples: list[Sample], ontology: dict[str, DetectionClass],
-                       settings: AutoLabelSettings, work_dir: Path,
-                       progress: Callable[[int, int], None] | None = None) -> list[Sample]:
-    """Boxes from the teacher (settings.model, settings.teacher_adapter) on every image sample.
-
-    Its labels replace those it made before; other labels stay. Finished shards are kept in
-    `work_dir`, so a rerun skips them.
-    """
-    teacher = load_teacher(settings.model, settings.teacher_adapter)
-    mapping = class_map(teacher.adapter, settings.teacher_classes, ontology)
-    images = [s for s in samples if s.kind == "image"]
-    labelled: dict[str, Sample] = {}
-    for start in range(0, len(images), SHARD_SIZE):
-        shard = images[start:start + SHARD_SIZE]
-        path = shard_path(work_dir, shard, teacher.source, ontology, settings)
-        if path.exists():
-            done = [Sample.model_validate(item) for item in json.loads(path.read_text())]
-        else:
-            done = teach_shard(dataset, shard, teacher, mapping, ontology, settings)
-            write_atomic(path, json.dumps([s.model_dump(mode="json") for s in done]).encode())
-        labelled.update((s.id, s) for s in done)
-        if progress:
-            progress(min(start + SHARD_SIZE, len(images)), len(images))
-    return [labelled.get(s.id, s) for s in samples]
-
-
-def teach_shard(dataset: Dataset, shard: list[Sample], teacher: Teacher, mapping: dict[int, str],
-                ontology: dict[str, DetectionClass], settings: AutoLabelSettings) -> list[Sample]:
-    done = []
-    for start in range(0, len(shard), settings.batch_size):
-        batch = shard[start:start + settings.batch_size]
-        pictures = [load_image(path) for path in dataset.media_paths(batch)]
-        for sample, labels in zip(batch, _labels_of(teacher, mapping, ontology, settings, pictures)):
-            kept = [label for label in sample.labels if label.source.labeler != LABELER]
-            done.append(sample.model_copy(update={"labels": kept + labels}))
-    return done
-
-
-def teacher_labels(images: list[np.ndarray], ontology: dict[str, DetectionClass],
-                   settings: AutoLabelSettings) -> list[list[Label]]:
-    """The labels the teacher gives each RGB image, exactly as it labels a dataset: what the student is
-    measured against on real photos."""
-    teacher = load_teacher(settings.model, settings.teacher_adapter)
-    mapping = class_map(teacher.adapter, settings.teacher_classes, ontology)
-    return [labels for start in range(0, len(images), settings.batch_size)
-            for labels in _labels_of(teacher, mapping, ontology, settings, images[start:start + settings.batch_size])]
-
-
-def _labels_of(teacher: Teacher, mapping: dict[int, str], ontology: dict[str, DetectionClass],
-               settings: AutoLabelSettings, pictures: list[np.ndarray]) -> list[list[Label]]:
-    return [select_labels(boxes, scores, ids, mapping, ontology, settings, picture.shape[1], picture.shape[0],
-                          teacher.source)
-            for picture, (boxes, scores, ids) in zip(pictures, teach_batch(teacher, pictures, tuple(settings.views)))]
-
-
-def shard_path(work_dir: Path, shard: list[Sample], source: LabelSource, ontology: dict[str, DetectionClass],
-               settings: AutoLabelSettings) -> Path:
-    blob = json.dumps({
-        "cache": CACHE_VERSION, "source": source.model_dump(),
-        "ontology": {name: spec.model_dump() for name, spec in ontology.items()},
-        "settings": settings.model_dump(exclude={"batch_size"}),
-        "samples": [[s.id, s.media, [label.model_dump() for label in s.labels]] for s in shard],
-    }, sort_keys=True, default=str)
-    return Path(work_dir) / f"teacher-{hashlib.sha256(blob.encode()).hexdigest()[:20]}.json"
+    def boxes(self, images: list[np.ndarray]) -> list[list[Label]]:
+        found = teach_batch(self.adapter, self.runtime, images, tuple(self.settings.views))
+        return [self.select(boxes, scores, np.array([self.mapping.get(int(c), "") for c in ids], dtype=object),
+                            image.shape[1], image.shape[0])
+                for image, (boxes, scores, ids) in zip(images, found)]
 
 
 if __name__ == "__main__":

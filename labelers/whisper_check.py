@@ -13,13 +13,12 @@ drift too far to use alone). A clip left without words is transcribed again on i
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import json
 import os
 import re
-import time
 import unicodedata
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -28,10 +27,12 @@ from typing import Callable, Literal
 import numpy as np
 
 from edgedistill.audio import load_audio, wav_bytes
-from edgedistill.dataset import AudioShape, Dataset, LabelSource, Sample, write_atomic
+from edgedistill.dataset import AudioShape, Dataset, LabelSource, Sample
 from edgedistill.errors import EdgedistillError
-from edgedistill.models import hub_offline, looks_like_path
+from edgedistill.labelling import Labeler, run_labeler
+from edgedistill.models import default_device, hub_offline, looks_like_path
 from edgedistill.recipe import SILENCE, UNKNOWN, WhisperCheckSettings
+from edgedistill.shards import ShardOutput, run_shards
 from labelers.vad import centre_on_speech
 
 LABELER = "whisper_check"
@@ -41,7 +42,7 @@ WINDOW_SECONDS = 30.0  # Whisper's fixed input window
 PACK_GAP_SECONDS = 0.4  # silence between packed clips: Whisper then writes them as separate words
 SPEECH_MARGIN_SECONDS = 0.1  # audio kept either side of the VAD span when a clip is transcribed
 MAX_CLIPS_PER_WINDOW = 20
-CACHE_VERSION = 1  # part of every cached result's name: bump when results would change
+CENTRE_SHARD_SIZE = 64  # clips per resumable centring shard
 MAX_WORDS_PER_CLIP = 8  # more than this in one clip's share of a window: a hallucination loop
 EMPTY_RUN_SECONDS = 1.0  # what a clip left without words costs, in seconds of word drift
 
@@ -126,11 +127,14 @@ def hub_model(model: str) -> str:
 @cache
 def load_whisper(model: str):
     """One WhisperModel per model setting and process (resolved once: a hub id may touch the
-    network); int8 on the CPU as OFFLINE.md measured."""
+    network); on the GPU in float16 when there is one, else int8 on the CPU as OFFLINE.md measured."""
     from faster_whisper import WhisperModel
 
-    threads = min(4, os.cpu_count() or 1)
-    return WhisperModel(resolve_whisper_model(model), device="cpu", compute_type="int8", cpu_threads=threads)
+    device, _, index = default_device().partition(":")
+    path = resolve_whisper_model(model)
+    if device == "cuda":
+        return WhisperModel(path, device="cuda", device_index=int(index or 0), compute_type="float16")
+    return WhisperModel(path, device="cpu", compute_type="int8", cpu_threads=min(4, os.cpu_count() or 1))
 
 
 def model_version() -> str:
@@ -273,18 +277,6 @@ def transcribe_clips(model, clips: list[np.ndarray], windowing: Windowing = "pac
 
 
 # -- the dataset stage ------------------------------------------------------------------------
-@dataclass
-class KeywordClip:
-    """A keyword sample after centring, and whether Whisper checks it."""
-
-    sample: Sample
-    checked: bool = False
-
-    @property
-    def span(self) -> tuple[float, float]:
-        return self.sample.labels[0].span
-
-
 def is_keyword_sample(sample: Sample) -> bool:
     return sample.kind == "audio" and sample.class_name not in (None, UNKNOWN, SILENCE)
 
@@ -297,8 +289,9 @@ def engine_of(sample: Sample) -> str:
     return str(sample.provenance.params.get("engine", sample.provenance.source))
 
 
-def centred_media(dataset: Dataset, sample: Sample) -> dict:
-    """Centre a clip on its speech; store new media only when the clip changed."""
+def centred(dataset: Dataset, sample: Sample) -> Sample:
+    """The clip centred on its speech (new media only when the clip changed); its span says where
+    the speech is, None when there is none."""
     rate = sample.shape.sample_rate if isinstance(sample.shape, AudioShape) else WHISPER_RATE
     audio = load_audio(dataset.media_path(sample), rate)
     clip_seconds = dataset.info.media.clip_seconds
@@ -306,110 +299,85 @@ def centred_media(dataset: Dataset, sample: Sample) -> dict:
     media = sample.media
     if span is not None and not np.array_equal(clip, audio):
         _, media = dataset.add_media(wav_bytes(clip, rate), "wav")
-    return {"media": media, "span": span, "duration": clip.size / rate, "rate": rate}
+    label = sample.labels[0].model_copy(update={"span": tuple(span) if span is not None else None})
+    return sample.model_copy(update={"media": media, "labels": [label, *sample.labels[1:]],
+                                     "shape": AudioShape(duration=clip.size / rate, sample_rate=rate)})
 
 
-def with_centring(sample: Sample, centring: dict) -> Sample:
-    span = tuple(centring["span"]) if centring["span"] is not None else None
-    label = sample.labels[0].model_copy(update={"span": span})
-    return sample.model_copy(update={
-        "media": centring["media"], "labels": [label, *sample.labels[1:]],
-        "shape": AudioShape(duration=centring["duration"], sample_rate=centring["rate"]),
-    })
+def centre_shard(location: str, samples: list[Sample]) -> ShardOutput:
+    dataset = Dataset.open(location)
+    return ShardOutput([centred(dataset, sample) for sample in samples])
 
 
-def centre_group(dataset: Dataset, samples: list[Sample], clips_to_check: int, work_dir: Path,
-                 tick: Callable[[int], None]) -> tuple[list[KeywordClip], list[Sample]]:
-    """Centre every clip of one group (or read the centring a previous run stored); mark the
-    first `clips_to_check` clips with speech for Whisper. Returns (clips with speech, silent)."""
-    samples = sorted(samples, key=lambda s: s.id)
-    blob = json.dumps([CACHE_VERSION, dataset.info.media.clip_seconds, [(s.id, s.media) for s in samples]])
-    path = work_dir / f"vad-{hashlib.sha256(blob.encode()).hexdigest()[:20]}.json"
-    if path.exists():
-        centrings = json.loads(path.read_text())
-        tick(len(samples))
-    else:
-        centrings = {}
-        for sample in samples:
-            centrings[sample.id] = centred_media(dataset, sample)
-            tick(1)
-        write_atomic(path, json.dumps(centrings).encode())
-    centred = [with_centring(s, centrings[s.id]) for s in samples]
-    speaking = [KeywordClip(s) for s in centred if s.labels[0].span is not None]
-    for clip in speaking[:clips_to_check]:
-        clip.checked = True
-    return speaking, [s for s in centred if s.labels[0].span is None]
+def speech_seconds(sample: Sample) -> float:
+    span = sample.labels[0].span
+    return span[1] - span[0] + 2 * SPEECH_MARGIN_SECONDS
 
 
-def speech_seconds(clip: KeywordClip) -> float:
-    return clip.span[1] - clip.span[0] + 2 * SPEECH_MARGIN_SECONDS
-
-
-def speech_at_16k(dataset: Dataset, clip: KeywordClip) -> np.ndarray:
+def speech_at_16k(dataset: Dataset, sample: Sample) -> np.ndarray:
     """The clip's speech with a margin either side, at Whisper's rate."""
-    audio = load_audio(dataset.media_path(clip.sample), WHISPER_RATE)
-    start = max(0, round((clip.span[0] - SPEECH_MARGIN_SECONDS) * WHISPER_RATE))
-    return audio[start:round((clip.span[1] + SPEECH_MARGIN_SECONDS) * WHISPER_RATE)]
+    span = sample.labels[0].span
+    audio = load_audio(dataset.media_path(sample), WHISPER_RATE)
+    start = max(0, round((span[0] - SPEECH_MARGIN_SECONDS) * WHISPER_RATE))
+    return audio[start:round((span[1] + SPEECH_MARGIN_SECONDS) * WHISPER_RATE)]
 
 
-def shard_path(work_dir: Path, model: str, windowing: Windowing, clips: list[KeywordClip]) -> Path:
-    """Results of one window live under a name made of what decides them: model, windowing, audio."""
-    blob = json.dumps([CACHE_VERSION, model, windowing, [(c.sample.media, c.span) for c in clips]])
-    return work_dir / f"whisper-{hashlib.sha256(blob.encode()).hexdigest()[:20]}.json"
+class WhisperLabeler(Labeler):
+    """Writes what Whisper hears into each keyword clip's label (run by edgedistill.labelling): the
+    transcript, and as score the words' probability when they are the keyword, else 0."""
 
+    def __init__(self, settings: WhisperCheckSettings):
+        self.settings = settings
 
-def heard_in_shard(dataset: Dataset, work_dir: Path, settings: WhisperCheckSettings, windowing: Windowing,
-                   clips: list[KeywordClip]) -> tuple[list[HeardClip], float]:
-    """Transcribe one shard of clips, or read its results from a previous run; returns Whisper seconds."""
-    path = shard_path(work_dir, settings.model, windowing, clips)
-    if path.exists():
-        return [HeardClip(**h) for h in json.loads(path.read_text())["heard"]], 0.0
-    model = load_whisper(settings.model)
-    speech = [speech_at_16k(dataset, c) for c in clips]
-    started = time.perf_counter()
-    heard = transcribe_clips(model, speech, windowing)
-    seconds = time.perf_counter() - started
-    write_atomic(path, json.dumps({"heard": [vars(h) for h in heard]}).encode())
-    return heard, seconds
+    def load(self) -> None:
+        self.model = load_whisper(self.settings.model)
+        self.source = LabelSource(labeler=LABELER, model=self.settings.model, version=model_version())
 
+    def wants(self, sample: Sample) -> bool:
+        return is_keyword_sample(sample) and sample.labels[0].span is not None
 
-def with_transcript(clip: KeywordClip, heard: HeardClip, right: bool, source: LabelSource) -> Sample:
-    """The label records what Whisper heard; its score is the word probability when it was the keyword."""
-    label = clip.sample.labels[0].model_copy(update={
-        "transcript": heard.text, "score": round(heard.probability, 4) if right else 0.0, "source": source,
-    })
-    return clip.sample.model_copy(update={"labels": [label, *clip.sample.labels[1:]]})
+    def plan(self, samples: list[Sample]) -> list[list[Sample]]:
+        """One shard per Whisper window. A predictable order ("one, two, three...") lets Whisper's
+        language model guess the next word; a fixed pseudo-random order removes that help."""
+        samples = sorted(samples, key=lambda s: hashlib.sha256(s.id.encode()).hexdigest())
+        if self.settings.windowing == "single":
+            return [[sample] for sample in samples]
+        return [[samples[i] for i in window] for window in pack_windows([speech_seconds(s) for s in samples])]
+
+    def label(self, dataset: Dataset, samples: list[Sample]) -> list[Sample]:
+        heard = transcribe_clips(self.model, [speech_at_16k(dataset, s) for s in samples], self.settings.windowing)
+        done = []
+        for sample, clip in zip(samples, heard):
+            right = heard_keyword(clip.text, sample.class_name)
+            label = sample.labels[0].model_copy(update={
+                "transcript": clip.text, "score": round(clip.probability, 4) if right else 0.0, "source": self.source})
+            done.append(sample.model_copy(update={"labels": [label, *sample.labels[1:]]}))
+        return done
 
 
 def check_speech(dataset: Dataset, samples: list[Sample], settings: WhisperCheckSettings, work_dir: Path,
-                 progress: Callable[[int, int], None] | None = None) -> CheckResult:
+                 progress: Callable[[int, int], None] | None = None, workers: int = 1) -> CheckResult:
     """Centre keyword clips on their speech and drop (voice, keyword) groups Whisper does not hear right.
 
     Negative clips (`_unknown_`, `_silence_`) pass through untouched; keyword clips with no
-    speech at all are dropped. With `settings.enabled` False only the centring is done.
+    speech at all are dropped. With `settings.enabled` False only the centring is done. Both the
+    centring and the transcripts run in shards kept in `work_dir` (a rerun resumes).
     """
-    groups: dict[tuple[str, str], list[Sample]] = defaultdict(list)
-    passing = [s for s in samples if not is_keyword_sample(s)]
-    for sample in samples:
-        if is_keyword_sample(sample):
-            groups[(voice_of(sample), sample.class_name)].append(sample)
+    keyword = [s for s in samples if is_keyword_sample(s)]
     per_group = settings.clips_per_voice if settings.enabled else 0
-    total = sum(len(g) + min(per_group, len(g)) for g in groups.values())
-    done = 0
-
-    def tick(count: int = 1) -> None:
-        nonlocal done
-        done += count
-        if progress:
-            progress(min(done, total), total)
-
-    centred: dict[tuple[str, str], list[KeywordClip]] = {}
-    silent: list[Sample] = []
-    for key, members in groups.items():
-        centred[key], group_silent = centre_group(dataset, members, per_group, work_dir, tick)
-        silent += group_silent
-    heard = check_groups(dataset, centred, settings, work_dir, tick) if settings.enabled else ({}, 0.0)
-    result = verdicts(centred, heard[0], settings, passing, silent, heard[1])
+    sizes = Counter((voice_of(s), s.class_name) for s in keyword)
+    total = len(keyword) + sum(min(per_group, size) for size in sizes.values())  # centred, then heard
+    centring = run_shards(keyword, functools.partial(centre_shard, dataset.location), Path(work_dir) / "centre",
+                          CENTRE_SHARD_SIZE, workers, progress and (lambda done, _: progress(done, total)))
+    groups: dict[tuple[str, str], list[Sample]] = defaultdict(list)
+    for sample in sorted((s for output in centring.outputs for s in output.samples), key=lambda s: s.id):
+        groups[(voice_of(sample), sample.class_name)].append(sample)
+    chosen = [s for members in groups.values() for s in [m for m in members if m.labels[0].span][:per_group]]
+    heard = run_labeler(WhisperLabeler(settings), dataset, chosen, Path(work_dir) / "whisper",
+                        progress and (lambda done, _: progress(len(keyword) + done, total)), workers)
+    result = verdicts(groups, {s.id: s for s in heard.samples}, settings,
+                      [s for s in samples if not is_keyword_sample(s)])
+    result.clips_per_second = heard.per_second
     order = {s.id: i for i, s in enumerate(samples)}  # callers see samples in the order they gave
     result.kept.sort(key=lambda s: order[s.id])
     result.dropped.sort(key=lambda s: order[s.id])
@@ -418,54 +386,24 @@ def check_speech(dataset: Dataset, samples: list[Sample], settings: WhisperCheck
     return result
 
 
-def check_groups(dataset: Dataset, centred: dict[tuple[str, str], list[KeywordClip]],
-                 settings: WhisperCheckSettings, work_dir: Path,
-                 tick: Callable[[int], None]) -> tuple[dict[str, HeardClip], float]:
-    """Transcribe the chosen clips of every group, shard by shard; {sample id: heard}, Whisper seconds."""
-    chosen = [c for clips in centred.values() for c in clips if c.checked]
-    # A predictable order ("one, two, three...") lets Whisper's language model guess the next
-    # word; a fixed pseudo-random order removes that help and keeps shards stable across runs.
-    chosen.sort(key=lambda c: hashlib.sha256(c.sample.id.encode()).hexdigest())
-    windowing = settings.windowing
-    if windowing == "packed":
-        windows = pack_windows([speech_seconds(c) for c in chosen])
-    else:
-        windows = [[i] for i in range(len(chosen))]
-    heard: dict[str, HeardClip] = {}
-    seconds = 0.0
-    for window in windows:
-        clips = [chosen[i] for i in window]
-        results, spent = heard_in_shard(dataset, work_dir, settings, windowing, clips)
-        heard.update({c.sample.id: h for c, h in zip(clips, results)})
-        seconds += spent
-        tick(len(clips))
-    return heard, seconds
-
-
-def verdicts(centred: dict[tuple[str, str], list[KeywordClip]], heard: dict[str, HeardClip],
-             settings: WhisperCheckSettings, passing: list[Sample], silent: list[Sample],
-             whisper_seconds: float) -> CheckResult:
-    """Keep groups whose checked clips were heard as the keyword often enough; report per voice and engine."""
-    source = LabelSource(labeler=LABELER, model=settings.model, version=model_version())
-    kept, dropped, failed = list(passing), list(silent), []
+def verdicts(groups: dict[tuple[str, str], list[Sample]], heard: dict[str, Sample], settings: WhisperCheckSettings,
+             passing: list[Sample]) -> CheckResult:
+    """Keep groups whose checked clips were heard as the keyword often enough (clips without speech
+    are dropped); report per voice and engine."""
+    kept, dropped, failed = list(passing), [], []
     voices: dict[str, dict[str, int]] = defaultdict(lambda: {"checked": 0, "heard_right": 0, "dropped_clips": 0})
-    for sample in silent:
-        voices[voice_of(sample)]["dropped_clips"] += 1
-    for (voice, keyword), clips in centred.items():
-        checked = [(c, heard[c.sample.id]) for c in clips if c.checked and c.sample.id in heard]
-        right = [heard_keyword(h.text, keyword) for _, h in checked]
-        group_passes = not checked or sum(right) / len(checked) >= settings.min_pass_share
-        annotated = {c.sample.id: with_transcript(c, h, r, source) for (c, h), r in zip(checked, right)}
-        members = [annotated.get(c.sample.id, c.sample) for c in clips]
-        (kept if group_passes else dropped).extend(members)
+    for (voice, keyword), members in groups.items():
+        silent = [s for s in members if s.labels[0].span is None]
+        speaking = [heard.get(s.id, s) for s in members if s.labels[0].span is not None]
+        checked = [s.id for s in speaking if s.id in heard]
+        right = sum(heard_keyword(heard[i].labels[0].transcript, keyword) for i in checked)
+        group_passes = not checked or right / len(checked) >= settings.min_pass_share
+        (kept if group_passes else dropped).extend(speaking)
+        dropped += silent
         voices[voice]["checked"] += len(checked)
-        voices[voice]["heard_right"] += sum(right)
+        voices[voice]["heard_right"] += right
+        voices[voice]["dropped_clips"] += len(silent) + (0 if group_passes else len(speaking))
         if not group_passes:
-            voices[voice]["dropped_clips"] += len(members)
             failed.append((voice, keyword))
-    engines: dict[str, int] = defaultdict(int)
-    for sample in dropped:
-        engines[engine_of(sample)] += 1
-    checked_count = len(heard)
-    rate = checked_count / whisper_seconds if whisper_seconds > 0 else 0.0
-    return CheckResult(kept, dropped, dict(voices), dict(engines), rate, failed)
+    engines = Counter(engine_of(sample) for sample in dropped)
+    return CheckResult(kept, dropped, dict(voices), dict(engines), 0.0, failed)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from generators.shards import ShardOutput, run_shards, shard_path
+from edgedistill.shards import ShardOutput, run_shards, shard_path
 
 FLOW_SCRIPT = """
 import json, os, sys
@@ -16,7 +16,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.client.orchestration import get_client
 from flows.run import prefect_shard_mapper, task_runner
-from generators.shards import ShardOutput, run_shards, shards_run_by
+from edgedistill.shards import ShardOutput, run_shards, shards_run_by
 
 def square_shard(jobs):
     # failure records are free-form: a handy way to bring the worker's process id back
@@ -67,3 +67,72 @@ def test_shards_cut_another_way_are_not_mistaken_for_this_cut(tmp_path):
     assert recut.ran == [0, 1, 2]  # shard 0 of the old cut held jobs 0-2, of this one jobs 0-3
     assert [record["square"] for output in recut.outputs for record in output.failures] == [j * j for j in range(10)]
     assert not shard_path(tmp_path, 3).exists()
+
+
+LABEL_SCRIPT = """
+import json, sys
+from prefect import flow
+from prefect.client.orchestration import get_client
+from edgedistill.dataset import Dataset
+from edgedistill.labelling import run_labeler
+from edgedistill.recipe import AutoLabelSettings, DetectionClass
+from edgedistill.shards import shards_run_by
+from flows.run import prefect_shard_mapper, task_runner
+from labelers.owl import OwlLabeler
+
+location, work, model = sys.argv[1:4]
+ontology = {"disc": DetectionClass(prompts=["disc", "ball"])}
+
+@flow(task_runner=task_runner("local"))
+def label():
+    dataset = Dataset.open(location)
+    labeler = OwlLabeler(ontology, AutoLabelSettings(model=model, threshold=0.0, batch_size=2))
+    labeler.shard_size = 2
+    with shards_run_by(prefect_shard_mapper("label")):
+        return run_labeler(labeler, dataset, dataset.samples(dataset.info.versions[-1].id), work).samples
+
+samples = label()
+with get_client(sync_client=True) as client:
+    task_runs = [(r.name.rsplit("-", 1)[0], r.state_type.value) for r in client.read_task_runs()]
+print(json.dumps({"samples": [s.model_dump(mode="json") for s in samples], "task_runs": task_runs}))
+"""
+
+
+@pytest.mark.slow
+def test_labelling_shards_run_on_a_local_dask_cluster(tmp_path):
+    """OWL labels the same boxes as shards on a Dask cluster (a Prefect flow) as in this process."""
+    import numpy as np
+
+    from edgedistill.dataset import Dataset, ImageShape, MediaPolicy, OntologyClass, Provenance, Sample
+    from edgedistill.images import image_bytes
+    from edgedistill.labelling import run_labeler
+    from edgedistill.recipe import AutoLabelSettings, DetectionClass
+    from labelers.owl import OwlLabeler
+    from tiny_models import save_tiny_owl
+
+    model = str(save_tiny_owl(tmp_path / "owl"))
+    dataset = Dataset.create(tmp_path / "ds", "discs", "detection", [OntologyClass(name="disc", prompts=["disc", "ball"])],
+                             MediaPolicy(image_size=(64, 48)))
+    rng = np.random.default_rng(0)
+    samples = []
+    for seed in range(5):
+        digest, media = dataset.add_media(image_bytes(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), "PNG"), "png")
+        samples.append(Sample(id=digest[:16], media=media, kind="image", shape=ImageShape(width=64, height=48),
+                              provenance=Provenance(source="test", seed=seed)))
+    dataset.commit(samples, None, "sources", {})
+    env = os.environ | {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_LOGGING_LEVEL": "WARNING"}
+    done = subprocess.run([sys.executable, "-c", LABEL_SCRIPT, str(tmp_path / "ds"), str(tmp_path / "work"), model],
+                          env=env, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sorted(result["task_runs"]) == [["label-shard", "COMPLETED"]] * 3  # 5 images in shards of 2
+    here = run_labeler(OwlLabeler({"disc": DetectionClass(prompts=["disc", "ball"])},
+                                  AutoLabelSettings(model=model, threshold=0.0, batch_size=2)),
+                       dataset, samples, tmp_path / "here").samples
+    on_dask = [Sample.model_validate(item) for item in result["samples"]]
+    assert [s.id for s in on_dask] == [s.id for s in samples]
+    assert sum(len(s.labels) for s in here) > 0
+    for a, b in zip(here, on_dask):
+        assert [x.class_name for x in a.labels] == [x.class_name for x in b.labels]
+        assert np.allclose([x.box for x in a.labels], [x.box for x in b.labels], atol=0.05)
+        assert np.allclose([x.score for x in a.labels], [x.score for x in b.labels], atol=1e-4)

@@ -7,7 +7,8 @@ import pytest
 import soundfile
 
 from edgedistill.errors import EdgedistillError
-from edgedistill.inference import loudest_window, predict_files, quantize
+from edgedistill.inference import loudest_window, predict_files
+from edgedistill.runtimes import quantize
 from tones import LABELS, export_tones_bundle, tone_clip
 
 

@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import pytest
 
 from edgedistill.errors import EdgedistillError
@@ -31,3 +34,23 @@ def test_an_unavailable_model_says_how_to_get_it(monkeypatch, tmp_path):
     online = model_unavailable("owner/name", "autolabel.model", "OSError")
     assert "--local-dir DIR" in online.hint and "autolabel.model to DIR" in online.hint
     assert "save_pretrained" in model_unavailable(str(tmp_path), "diffusion.model", "no model_index.json").hint
+
+
+def test_a_recipes_device_reaches_every_model_and_the_workers(monkeypatch, tmp_path):
+    from pydantic import ValidationError
+
+    from edgedistill.models import DEVICE_ENV, default_device
+    from edgedistill.recipe import load_recipe
+    from flows.run import open_recipe
+
+    monkeypatch.delenv(DEVICE_ENV, raising=False)
+    text = (Path(__file__).parents[1] / "recipes" / "faces.yaml").read_text()
+    (tmp_path / "mps.yaml").write_text(text + "\ndevice: mps\n")
+    (tmp_path / "plain.yaml").write_text(text)
+    (tmp_path / "gpu.yaml").write_text(text + "\ndevice: gpu\n")
+    assert open_recipe(tmp_path / "mps.yaml").device == "mps"
+    assert default_device() == "mps" and os.environ[DEVICE_ENV] == "mps"  # worker processes inherit it
+    open_recipe(tmp_path / "plain.yaml")
+    assert DEVICE_ENV not in os.environ and default_device() in ("cpu", "cuda")
+    with pytest.raises((ValidationError, EdgedistillError), match="device"):
+        load_recipe(tmp_path / "gpu.yaml")

@@ -11,8 +11,10 @@ from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, MediaPo
 from edgedistill.errors import EdgedistillError
 from edgedistill.images import image_bytes
 from edgedistill.recipe import AutoLabelSettings, DetectionClass
-from labelers.owl import (RawDetections, build_prompt_query, detect_batch, label_with_owl, load_owl, save_tiny_owl,
-                          select_detections)
+from edgedistill.labelling import run_labeler
+from edgedistill.shards import shard_path
+from labelers.owl import OwlLabeler, RawDetections, build_prompt_query, detect_batch, load_owl
+from tiny_models import save_tiny_owl
 
 ONTOLOGY = {
     "helmet": DetectionClass(prompts=["hard hat", "Safety  Helmet"], negative_prompts=["baseball cap"]),
@@ -76,10 +78,19 @@ def raw(boxes, scores, queries) -> RawDetections:
     return RawDetections(np.array(boxes, float), np.array(scores, float), np.array(queries))
 
 
+def selector(**settings) -> OwlLabeler:
+    """An OWL labeler that knows its query without a model: the selection alone."""
+    labeler = OwlLabeler(ONTOLOGY, AutoLabelSettings(**settings))
+    labeler.query, labeler.source = build_prompt_query(ONTOLOGY), LabelSource(labeler="owlv2")
+    return labeler
+
+
 def select(detections: RawDetections, **settings) -> list[tuple[str, float]]:
-    chosen = select_detections(detections, build_prompt_query(ONTOLOGY), ONTOLOGY, AutoLabelSettings(**settings),
-                               200, 200)
-    return [(d.class_name, d.score) for d in chosen]
+    return [(label.class_name, label.score) for label in selector(**settings).select_raw(detections, 200, 200)]
+
+
+def label_with_owl(dataset, samples, settings, work, **options):
+    return run_labeler(OwlLabeler(ONTOLOGY, settings), dataset, samples, work, **options).samples
 
 
 def test_per_class_thresholds():
@@ -109,15 +120,14 @@ def test_class_aware_and_class_agnostic_nms():
 
 def test_boxes_are_clipped_to_the_image_and_empty_ones_dropped():
     detections = raw([[-20, -5, 50, 40], [210, 0, 260, 50]], [0.9, 0.8], [0, 0])
-    chosen = select_detections(detections, build_prompt_query(ONTOLOGY), ONTOLOGY, AutoLabelSettings(), 200, 200)
-    assert len(chosen) == 1 and chosen[0].box.tolist() == [0, 0, 50, 40]
+    assert [label.box for label in selector().select_raw(detections, 200, 200)] == [(0, 0, 50, 40)]
 
 
 # -- the real path with tiny models ----------------------------------------------------------------
 def test_labels_map_model_outputs_to_classes(tiny_owl, photo_dataset, tmp_path):
     dataset, samples = photo_dataset
     settings = AutoLabelSettings(model=tiny_owl, threshold=0.0, batch_size=2)
-    labelled = label_with_owl(dataset, samples, ONTOLOGY, settings, tmp_path / "work")
+    labelled = label_with_owl(dataset, samples, settings, tmp_path / "work")
     detector = load_owl(tiny_owl)
     query = build_prompt_query(ONTOLOGY)
     assert [s.id for s in labelled] == [s.id for s in samples]
@@ -139,9 +149,9 @@ def test_labels_map_model_outputs_to_classes(tiny_owl, photo_dataset, tmp_path):
 
 def test_batched_equals_one_at_a_time(tiny_owl, photo_dataset, tmp_path):
     dataset, samples = photo_dataset
-    one = label_with_owl(dataset, samples, ONTOLOGY, AutoLabelSettings(model=tiny_owl, threshold=0.0, batch_size=1),
+    one = label_with_owl(dataset, samples, AutoLabelSettings(model=tiny_owl, threshold=0.0, batch_size=1),
                          tmp_path / "one")
-    four = label_with_owl(dataset, samples, ONTOLOGY, AutoLabelSettings(model=tiny_owl, threshold=0.0, batch_size=4),
+    four = label_with_owl(dataset, samples, AutoLabelSettings(model=tiny_owl, threshold=0.0, batch_size=4),
                           tmp_path / "four")
     for a, b in zip(one, four):
         assert [x.class_name for x in a.labels] == [x.class_name for x in b.labels]
@@ -155,27 +165,26 @@ def test_rerun_resumes_from_shards_and_keeps_other_labels(tiny_owl, photo_datase
     samples = [samples[0].model_copy(update={"labels": [person]}), *samples[1:]]
     settings = AutoLabelSettings(model=tiny_owl, threshold=0.5)
     work = tmp_path / "work"
-    first = label_with_owl(dataset, samples, ONTOLOGY, settings, work)
+    first = label_with_owl(dataset, samples, settings, work)
     assert first[0].labels[0] == person
-    shards = list(work.glob("owl-*.json"))
-    assert len(shards) == 1
+    assert sorted(path.name for path in work.glob("shard-*")) == ["shard-00000.failures.json", "shard-00000.jsonl"]
     # a rerun reads the finished shard instead of running the model: prove it by marking the shard
-    stored = json.loads(shards[0].read_text())
+    stored = [json.loads(line) for line in shard_path(work, 0).read_text().splitlines()]
     stored[1]["labels"] = []
-    shards[0].write_text(json.dumps(stored))
-    again = label_with_owl(dataset, samples, ONTOLOGY, settings, work)
+    shard_path(work, 0).write_text("".join(json.dumps(item) + "\n" for item in stored))
+    again = label_with_owl(dataset, samples, settings, work)
     assert again[1].labels == [] and again[0] == first[0]
     # labelling its own output again replaces its labels instead of doubling them
-    twice = label_with_owl(dataset, first, ONTOLOGY, settings, tmp_path / "other")
+    twice = label_with_owl(dataset, first, settings, tmp_path / "other")
     assert [len(s.labels) for s in twice] == [len(s.labels) for s in first]
 
 
 def test_progress_reports_every_image(tiny_owl, photo_dataset, tmp_path):
     dataset, samples = photo_dataset
     seen = []
-    label_with_owl(dataset, samples, ONTOLOGY, AutoLabelSettings(model=tiny_owl), tmp_path / "w",
+    label_with_owl(dataset, samples, AutoLabelSettings(model=tiny_owl), tmp_path / "w",
                    progress=lambda done, total: seen.append((done, total)))
-    assert seen[-1] == (len(samples), len(samples))
+    assert seen == [(0, len(samples)), (len(samples), len(samples))]  # one shard: before it, and after it
 
 
 # -- loading errors -----------------------------------------------------------------------------

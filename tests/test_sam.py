@@ -10,10 +10,16 @@ from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, MediaPo
 from edgedistill.errors import EdgedistillError
 from edgedistill.images import image_bytes
 from edgedistill.masks import decode_rle, encode_rle
-from labelers.sam import add_masks, load_sam, save_tiny_sam
-from labelers.sam_meta import save_tiny_meta_sam
+from edgedistill.labelling import run_labeler
+from edgedistill.shards import shard_path
+from labelers.sam import SamLabeler, load_sam
+from tiny_models import save_tiny_meta_sam, save_tiny_sam
 
 OWL = LabelSource(labeler="owlv2", model="m", version="1")
+
+
+def add_masks(dataset, samples, model, work, batch=4):
+    return run_labeler(SamLabeler(model, batch), dataset, samples, work).samples
 
 
 @pytest.fixture(scope="module", params=["transformers", "meta"])
@@ -58,10 +64,10 @@ def test_batched_equals_one_at_a_time_and_reruns_resume(tiny_sam, boxed, tmp_pat
     batched = add_masks(dataset, samples, tiny_sam, tmp_path / "a", batch=3)
     single = add_masks(dataset, samples, tiny_sam, tmp_path / "b", batch=1)
     assert [s.labels for s in batched] == [s.labels for s in single]
-    shard = next((tmp_path / "a").glob("sam-*.json"))
-    stored = json.loads(shard.read_text())
+    shard = shard_path(tmp_path / "a", 0)
+    stored = [json.loads(line) for line in shard.read_text().splitlines()]
     stored[0]["labels"][0]["mask"] = {"size": [1, 1], "counts": "11"}  # marked: a rerun must read it back
-    shard.write_text(json.dumps(stored))
+    shard.write_text("".join(json.dumps(item) + "\n" for item in stored))
     assert add_masks(dataset, samples, tiny_sam, tmp_path / "a", batch=3)[0].labels[0].mask["counts"] == "11"
 
 

@@ -15,7 +15,7 @@ from edgedistill.dataset import Dataset, OntologyClass
 from edgedistill.errors import EdgedistillError
 from edgedistill.recipe import SILENCE, UNKNOWN, KeywordSpottingRecipe, SpeechSettings
 from edgedistill.registry import load_plugin, plugin_names
-from generators.shards import shard_path
+from edgedistill.shards import shard_path
 from generators.speech_engines import SpeechEngine, SynthesisFailed
 from generators import synthesis
 from generators.synthesis import (SpeechJob, cut_after_carrier, plan_speech, resolve_engines,

@@ -13,12 +13,21 @@ from edgedistill.errors import EdgedistillError
 from edgedistill.images import image_bytes, load_image
 from edgedistill.recipe import AutoLabelSettings, DetectionClass
 from edgedistill.boxes import iou_matrix, xywh_to_xyxy
-from labelers.teachers import (ADAPTERS, PackagedWeights, Preprocess, TeacherAdapter, find_packaged, get_adapter, teacher_labels,
-                               label_with_teacher, register_adapter, resolve_teacher_model, ssd_anchor_centres)
+from edgedistill.labelling import run_labeler
+from labelers.teachers import (ADAPTERS, PackagedWeights, Preprocess, TeacherAdapter, TeacherLabeler, find_packaged,
+                               get_adapter, register_adapter, resolve_teacher_model, ssd_anchor_centres)
 
 FACES = {"face": DetectionClass(prompts=["face"], threshold=0.5)}
 ASTRONAUT_FACE = [178, 78, 274, 178]  # x0, y0, x1, y1: Eileen Collins' face in scikit-image's astronaut.png
 CAMERAMAN_FACE = [180, 115, 275, 210]
+
+
+def label_with_teacher(dataset, samples, ontology, settings, work):
+    return run_labeler(TeacherLabeler(ontology, settings), dataset, samples, work).samples
+
+
+def teacher_labels(images, ontology, settings):
+    return TeacherLabeler(ontology, settings).label_images(images)
 
 
 def skimage_photo(name: str) -> np.ndarray:

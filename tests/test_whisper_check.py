@@ -128,7 +128,7 @@ def test_packed_and_single_windows_give_the_same_verdicts(speech_dataset, packed
 def test_rerun_reuses_the_shards(speech_dataset, packed_result):
     dataset, samples = speech_dataset
     first, work = packed_result
-    assert list(work.glob("whisper-*.json"))
+    assert (work / "whisper" / "shard-00000.jsonl").exists()
     seen = []
     again = check_speech(dataset, samples, WhisperCheckSettings(clips_per_voice=2), work,
                          progress=lambda done, total: seen.append((done, total)))
@@ -136,13 +136,14 @@ def test_rerun_reuses_the_shards(speech_dataset, packed_result):
     assert ids(again.kept) == ids(first.kept)
     assert [s.labels for s in again.kept] == [s.labels for s in first.kept]
     assert seen[-1][0] == seen[-1][1]
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)  # the bar never goes back
 
 
 def test_disabled_check_only_centres(speech_dataset, tmp_path):
     dataset, samples = speech_dataset
     result = check_speech(dataset, samples, WhisperCheckSettings(enabled=False), tmp_path)
     assert ids(result.dropped) == {"mute-seven"}  # no speech at all
-    assert not list(tmp_path.glob("whisper-*.json"))
+    assert not list(tmp_path.glob("whisper/shard-*"))  # Whisper never ran
     wrong = next(s for s in result.kept if s.id == "en-us-three-1.0").labels[0]
     assert wrong.transcript is None and wrong.span is not None and wrong.source.labeler == "tts"
 

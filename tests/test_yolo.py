@@ -7,7 +7,7 @@ import torch
 
 from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, OntologyClass, Provenance, Sample
 from edgedistill.errors import EdgedistillError
-from edgedistill.images import image_bytes, load_image
+from edgedistill.images import Placement, image_bytes, load_image
 from edgedistill.recipe import DetectorTrainSettings, ExportSettings
 from exporters.yolo_int8 import Int8Yolo, load_program, yolo_companions
 from shapes import synthetic_shapes
@@ -53,8 +53,9 @@ def test_yolo_folder_holds_linked_images_and_normalised_centre_boxes(tmp_path):
 
 def test_decode_undoes_the_letterbox_and_suppresses_duplicates():
     image = np.zeros((60, 120, 3), np.uint8)  # wide: padded above and below
-    inputs, scale, pad = letterbox(image, 64)
-    assert inputs.shape == (1, 3, 64, 64) and scale == pytest.approx(64 / 120) and pad == (0, 16)
+    inputs, placement = letterbox(image, 64)
+    scale = 64 / 120
+    assert inputs.shape == (1, 3, 64, 64) and placement == Placement(scale, scale, 0, 16)
     assert inputs[0, :, 0, 0] == pytest.approx(114 / 255)  # the grey pad
     # one object at x 30-60, y 10-40 in the image, seen by two anchors, plus a faint one
     cx, cy, w, h = 45 * scale, 25 * scale + 16, 30 * scale, 30 * scale
@@ -62,7 +63,7 @@ def test_decode_undoes_the_letterbox_and_suppresses_duplicates():
     output[:, 0] = [cx, cy, w, h, 0.9, 0.1]
     output[:, 1] = [cx + 0.5, cy, w, h, 0.8, 0.1]
     output[:, 2] = [10, 30, 4, 4, 0.0001, 0.0]
-    found = decode(output, scale, pad, 120, 60)
+    found = decode(output, placement, 120, 60)
     assert len(found) == 1
     class_index, score, box = found[0]
     assert (class_index, score) == (0, pytest.approx(0.9))

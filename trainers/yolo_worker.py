@@ -50,6 +50,7 @@ def main(job_file: str) -> None:
     job = json.loads(Path(job_file).read_text())
     out = Path(job["out_dir"])
     _offline(out / "ultralytics-config")
+    import torch
     from ultralytics import YOLO, settings
 
     # no telemetry or logger integrations, and nothing written outside this job's folder
@@ -57,7 +58,11 @@ def main(job_file: str) -> None:
     settings.update({key: False for key in integrations if key in settings}
                     | {"datasets_dir": str(out), "weights_dir": str(out / "weights"), "runs_dir": str(out)})
     last = out / "train" / "weights" / "last.pt"
-    common = dict(imgsz=job["image_size"], device="cpu", workers=0, plots=False, verbose=False)
+    # the recipe's device (edgedistill.models.DEVICE_ENV), else the GPU when this environment's torch sees one;
+    # ultralytics names a GPU by its index
+    device = os.environ.get("EDGEDISTILL_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device.removeprefix("cuda:").replace("cuda", "0")
+    common = dict(imgsz=job["image_size"], device=device, workers=0, plots=False, verbose=False)
     if last.exists() and not (out / "train" / "weights" / "best.pt").exists():
         model = YOLO(str(last))
         model.train(resume=True, **common)

@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
+from pydantic import BaseModel
+
 from edgedistill.dataset import Sample, write_atomic
 
 logger = logging.getLogger(__name__)
@@ -64,8 +66,12 @@ def shards_run_by(mapper: ShardMapper) -> Iterator[None]:
 def plan_fingerprint(jobs: Sequence[Any], shard_size: int) -> str:
     """The jobs and how they are cut: shard 12 of another cut holds other jobs."""
     blob = json.dumps([shard_size, [asdict(job) if is_dataclass(job) else job for job in jobs]], sort_keys=True,
-                      default=str)
+                      default=_as_json)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _as_json(value: Any) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else str(value)  # samples: their content
 
 
 def shard_path(work_dir: Path, index: int) -> Path:
@@ -107,11 +113,12 @@ def _save(work_dir: Path, index: int, output: ShardOutput) -> None:
 
 
 def run_shards(jobs: Sequence[Job], run_shard: RunShard, work_dir: Path, shard_size: int, workers: int,
-               progress: Callable[[int, int], None] | None = None) -> ShardRun:
+               progress: Callable[[int, int], None] | None = None, keep_here: bool = False) -> ShardRun:
     """Run `run_shard` (a picklable top-level function) over shards of `jobs`; outputs in shard order.
 
-    `workers`: processes of the local pool. 1 keeps the shards in this process even inside
-    `shards_run_by` (the diffusion generator keeps its one loaded model here).
+    `workers`: processes of the local pool when no task runner is set (`shards_run_by`); 1 runs
+    the shards in this process. `keep_here` keeps them in this process even inside
+    `shards_run_by` (the diffusion generator keeps its one loaded pipeline here).
     """
     work_dir = Path(work_dir)
     _prepare(work_dir, plan_fingerprint(jobs, shard_size))
@@ -130,10 +137,10 @@ def run_shards(jobs: Sequence[Job], run_shard: RunShard, work_dir: Path, shard_s
         if progress:
             progress(done, len(jobs))
 
-    if workers <= 1:
+    if keep_here:
         mapper = _in_this_process
     else:
-        mapper = _mapper.get() or (functools.partial(_in_processes, workers=workers) if len(todo) > 1
+        mapper = _mapper.get() or (functools.partial(_in_processes, workers=workers) if workers > 1 and len(todo) > 1
                                    else _in_this_process)
     for index, output in mapper(run_shard, {index: shards[index] for index in todo}):
         finish(index, output)
