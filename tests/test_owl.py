@@ -11,6 +11,7 @@ from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, MediaPo
 from edgedistill.errors import EdgedistillError
 from edgedistill.images import image_bytes
 from edgedistill.recipe import AutoLabelSettings, DetectionClass
+from labelers import owl
 from labelers.owl import (RawDetections, build_prompt_query, detect_batch, label_with_owl, load_owl, save_tiny_owl,
                           select_detections)
 
@@ -121,10 +122,12 @@ def test_labels_map_model_outputs_to_classes(tiny_owl, photo_dataset, tmp_path):
     detector = load_owl(tiny_owl)
     query = build_prompt_query(ONTOLOGY)
     assert [s.id for s in labelled] == [s.id for s in samples]
-    assert sum(len(s.labels) for s in labelled) > 0
+    assert sum(len(s.labels) for s in labelled) > 0  # at threshold 0, so that the checks below check something
     for sample in labelled:
         picture = np.asarray(Image.open(dataset.media_path(sample)))
         found = detect_batch(detector, [picture], query.texts)[0]
+        chosen = select_detections(found, query, ONTOLOGY, settings, sample.shape.width, sample.shape.height)
+        assert [label.class_name for label in sample.labels] == [d.class_name for d in chosen]
         for label in sample.labels:
             x, y, w, h = label.box
             assert 0 <= x and 0 <= y and w > 0 and h > 0
@@ -170,12 +173,13 @@ def test_rerun_resumes_from_shards_and_keeps_other_labels(tiny_owl, photo_datase
     assert [len(s.labels) for s in twice] == [len(s.labels) for s in first]
 
 
-def test_progress_reports_every_image(tiny_owl, photo_dataset, tmp_path):
+def test_progress_reports_every_shard(tiny_owl, photo_dataset, tmp_path, monkeypatch):
     dataset, samples = photo_dataset
+    monkeypatch.setattr(owl, "SHARD_SIZE", 2)  # the 5 images in shards of 2, 2 and 1
     seen = []
     label_with_owl(dataset, samples, ONTOLOGY, AutoLabelSettings(model=tiny_owl), tmp_path / "w",
                    progress=lambda done, total: seen.append((done, total)))
-    assert seen[-1] == (len(samples), len(samples))
+    assert seen == [(2, 5), (4, 5), (5, 5)]
 
 
 # -- loading errors -----------------------------------------------------------------------------
