@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -100,12 +101,15 @@ def test_check_drops_the_group_that_says_another_word(speech_dataset, packed_res
 
 def test_checked_clips_record_transcript_score_and_centred_span(speech_dataset, packed_result):
     dataset, samples = speech_dataset
-    result, _ = packed_result
+    result, work = packed_result
     by_id = {s.id: s for s in result.kept + result.dropped}
     kept = by_id["slt-seven-1.0"].labels[0]
     assert normalise_transcript(kept.transcript) == "seven"
     assert kept.source.labeler == "whisper_check" and kept.source.model == "tiny.en"
-    assert 0 < kept.score <= 1
+    # heard right, so its score is the probability Whisper gave the word (as stored with its shard)
+    heard = [h for shard in work.glob("whisper-*.json") for h in json.loads(shard.read_text())["heard"]]
+    assert kept.score in {round(h["probability"], 4) for h in heard if normalise_transcript(h["text"]) == "seven"}
+    assert kept.score > 0
     wrong = by_id["en-us-three-1.0"].labels[0]
     assert heard_keyword(wrong.transcript, "seven") and wrong.score == 0.0
     start, end = kept.span
