@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,11 @@ import pytest
 from edgedistill.bundle import load_bundle
 from edgedistill.dataset import Dataset
 from edgedistill.images import image_bytes, load_image
+from edgedistill.real_photos import read_labelled_photos, score_on_photos
+from edgedistill.yolo import coco_map, detect_all, onnx_runner
 from generators.compositing import backgrounds_from_photos
 from labelers.teachers import find_packaged, get_adapter
-from photos import real_photos
+from photos import OTHERS, real_photos
 
 RECIPE = """
 task: detection
@@ -80,11 +83,16 @@ def test_detection_run_labels_real_photos_and_makes_a_bundle(tmp_path):
     assert [v.stage for v in dataset.info.versions] == ["sources", "autolabel", "split", "composite"]
     labelled = dataset.samples(dataset.info.versions[1].id)
     faces = {s.provenance.group: s.labels for s in labelled}
-    assert faces["astronaut.png"] and faces["astronaut.png"][0].source.labeler.startswith("teacher")
-    assert not faces["coffee.png"]  # no face in a cup of coffee
+    # one face in each photo of a face, none in the others (a cup of coffee, a cat, a rocket...)
+    assert {name: len(labels) for name, labels in faces.items()} == {
+        "astronaut.png": 1, "camera.png": 1, "astronaut_mirrored.png": 1, **dict.fromkeys(OTHERS, 0)}
+    assert all(label.source.labeler == "teacher" and label.class_name == "face"
+               for labels in faces.values() for label in labels)
     final = dataset.samples()
     composites = [s for s in final if s.provenance.source == "compositing"]
-    assert composites and all(s.split for s in final)
+    assert all(s.split for s in final)
+    # one photo of a face per split, so each split gets its share of the 60 composites
+    assert Counter(s.split for s in composites) == {"train": 30, "val": 15, "test": 15}
     # the photos in which the teacher found no face are backgrounds, in their own split only
     split = dataset.samples(dataset.info.versions[2].id)
     photo_backgrounds = {name: {b.id for b in backgrounds_from_photos(dataset, [s for s in split if s.split == name], 200)}
@@ -95,15 +103,25 @@ def test_detection_run_labels_real_photos_and_makes_a_bundle(tmp_path):
 
     manifest = load_bundle(out / "bundle")
     assert manifest.input.kind == "image" and manifest.labels[-1] == "face"
+    # YOLO's figures are its held-out mAP, recomputed here from the bundle's own files on the test split
     yolo = next(f for f in manifest.files if f.role == "model_yolo_onnx")
+    assert yolo.path == "faces_yolo.onnx"
+    test = [s for s in final if s.split == "test"]
+    boxes = sum(1 for s in test for label in s.labels if label.box and label.class_name == "face")
     yolo_metrics = manifest.metrics["model_yolo_onnx"]
-    assert yolo.path == "faces_yolo.onnx" and yolo_metrics["images"] > 0, yolo_metrics
-    # mAP needs true boxes in the test split; with none there it is not a number (not a zero)
-    assert (0.0 <= yolo_metrics["map50"] <= 1.0) if yolo_metrics["boxes"] else yolo_metrics["map50"] is None
+    assert (yolo_metrics["images"], yolo_metrics["boxes"]) == (len(test), boxes)
+    # the test split holds one photo of a face, so there are true boxes and mAP is a number (0 if nothing is found)
+    assert sum(len(s.labels) for s in test if s.provenance.source == "photos") == 1
+    recomputed = coco_map(dataset, test, ["face"], detect_all(onnx_runner(out / "bundle" / yolo.path), dataset, test, 64))
+    assert {k: yolo_metrics[k] for k in recomputed} == recomputed
     card = (out / "bundle" / "README.md").read_text()
     assert "faces_yolo.onnx" in card and "faces_yolo_int8.tflite" in card
+    from exporters.yolo_int8 import Int8Yolo
+
     int8 = manifest.metrics["model_yolo_int8"]
-    assert int8["images"] == yolo_metrics["images"] and int8["vela"]["npu_operator_share"] == 1.0
+    int8_model = Int8Yolo((out / "bundle" / manifest.file("model_yolo_int8").path).read_bytes())
+    recomputed = coco_map(dataset, test, ["face"], detect_all(int8_model, dataset, test, 64))
+    assert {k: int8[k] for k in recomputed} == recomputed and int8["vela"]["npu_operator_share"] == 1.0
     assert {f.role for f in manifest.files} >= {"model_yolo_int8", "model_yolo_int8_ethos_u"}
     # the int8 student and its teacher, measured on the labelled photos, in the manifest, card, report and table
     real = manifest.metrics["real"]
@@ -113,7 +131,12 @@ def test_detection_run_labels_real_photos_and_makes_a_bundle(tmp_path):
     assert "## On real photos" in card and "its teacher (teacher blazeface_short_range)" in card
     assert 'title="real photo astronaut.png"' in (out / "bundle" / "report.html").read_text()
     assert "real photos: teacher F1, share kept" in result.stderr  # the closing table
-    predicted = _cli("predict", str(out / "bundle"), str(photos / "astronaut.png"), "--json", cwd=tmp_path)
+    # predict finds on the labelled photos exactly what the bundle's real-photo figures were measured from
+    truth = read_labelled_photos(photos / "faces.json", ["face"], real["min_share"])
+    predicted = _cli("predict", str(out / "bundle"), *(str(photo.path) for photo in truth), "--json", cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr[-2000:]
-    answer = json.loads(predicted.stdout.strip().splitlines()[-1])
-    assert answer["file"].endswith("astronaut.png") and isinstance(answer["objects"], list)
+    answers = [json.loads(line) for line in predicted.stdout.strip().splitlines()]
+    assert [answer["file"] for answer in answers] == [str(photo.path) for photo in truth]
+    assert all(found["label"] == "face" for answer in answers for found in answer["objects"])
+    points = [[(0, found["x"], found["y"]) for found in answer["objects"]] for answer in answers]
+    assert score_on_photos(truth, points, ["face"]) == real["student"]

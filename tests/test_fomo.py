@@ -198,6 +198,7 @@ def test_the_shipped_score_threshold_is_the_best_one_on_validation(trained):
 
     assert trained.decoding.threshold == trained.val_metrics["threshold"] in THRESHOLDS
     assert f1(trained.decoding.threshold) == max(f1(threshold) for threshold in THRESHOLDS)
+    assert trained.val_metrics["f1"] == f1(trained.decoding.threshold)  # the validation F1 it reports is that one
 
 
 def test_mosaic_puts_four_images_at_half_size_with_their_centres():

@@ -1,6 +1,8 @@
 """predict_files: real audio files of any rate and format through a real exported bundle."""
 
+import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,6 +72,37 @@ def test_tampered_bundle_fails_its_hash(bundle_dir, tmp_path):
     model.write_bytes(bytes(data))
     with pytest.raises(EdgedistillError, match="sha256"):
         predict_files(copy, [_write(tmp_path / "low.wav", "low", 16000)])
+
+
+def test_a_tampered_manifest_is_refused(bundle_dir, tmp_path):
+    """The manifest is what a device team codes against: edited so it no longer describes its model, or
+    broken, or naming a file that is gone, the bundle is refused, saying what is wrong."""
+    clip = _write(tmp_path / "low.wav", "low", 16000)
+    original = json.loads((bundle_dir / "manifest.json").read_text())
+
+    def tampered(name: str, change) -> Path:
+        copy = tmp_path / name
+        shutil.copytree(bundle_dir, copy)
+        manifest = json.loads(json.dumps(original))
+        change(manifest, copy)
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        return copy
+
+    assert predict_files(tampered("same", lambda m, folder: None), [clip])[0]["label"] == "low"
+    rescaled = tampered("rescaled", lambda m, folder: m["input"]["quantization"].update(
+        scale=m["input"]["quantization"]["scale"] * 2))
+    with pytest.raises(EdgedistillError, match="input quantisation .* does not match the model's"):
+        predict_files(rescaled, [clip])
+    relabelled = tampered("relabelled", lambda m, folder: m["labels"].pop())
+    with pytest.raises(EdgedistillError, match="the model has 4 outputs but the manifest lists 3 labels"):
+        predict_files(relabelled, [clip])
+    unlabelled = tampered("unlabelled", lambda m, folder: m.pop("labels"))
+    with pytest.raises(EdgedistillError, match=r"not a valid bundle manifest:\n  labels: Field required"):
+        predict_files(unlabelled, [clip])
+    header = next(f["path"] for f in original["files"] if f["role"] == "c_header")
+    incomplete = tampered("incomplete", lambda m, folder: (folder / header).unlink())
+    with pytest.raises(EdgedistillError, match=f"bundle file {header} is missing"):
+        predict_files(incomplete, [clip])
 
 
 def test_not_a_bundle(tmp_path):

@@ -11,7 +11,7 @@ from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, MediaPo
 from edgedistill.errors import EdgedistillError
 from edgedistill.images import image_bytes
 from edgedistill.recipe import AutoLabelSettings, DetectionClass
-from edgedistill.labelling import run_labeler
+from edgedistill.labelling import loaded, run_labeler
 from edgedistill.shards import shard_path
 from labelers.owl import OwlLabeler, RawDetections, build_prompt_query, detect_batch, load_owl
 from tiny_models import save_tiny_owl
@@ -128,13 +128,14 @@ def test_labels_map_model_outputs_to_classes(tiny_owl, photo_dataset, tmp_path):
     dataset, samples = photo_dataset
     settings = AutoLabelSettings(model=tiny_owl, threshold=0.0, batch_size=2)
     labelled = label_with_owl(dataset, samples, settings, tmp_path / "work")
-    detector = load_owl(tiny_owl)
-    query = build_prompt_query(ONTOLOGY)
+    worker = loaded(OwlLabeler(ONTOLOGY, settings))
+    detector, query = worker.detector, worker.query
     assert [s.id for s in labelled] == [s.id for s in samples]
-    assert sum(len(s.labels) for s in labelled) > 0
+    assert sum(len(s.labels) for s in labelled) > 0  # at threshold 0, so that the checks below check something
     for sample in labelled:
         picture = np.asarray(Image.open(dataset.media_path(sample)))
         found = detect_batch(detector, [picture], query.texts)[0]
+        assert sample.labels == worker.select_raw(found, sample.shape.width, sample.shape.height)
         for label in sample.labels:
             x, y, w, h = label.box
             assert 0 <= x and 0 <= y and w > 0 and h > 0
@@ -179,12 +180,13 @@ def test_rerun_resumes_from_shards_and_keeps_other_labels(tiny_owl, photo_datase
     assert [len(s.labels) for s in twice] == [len(s.labels) for s in first]
 
 
-def test_progress_reports_every_image(tiny_owl, photo_dataset, tmp_path):
+def test_progress_reports_every_shard(tiny_owl, photo_dataset, tmp_path):
     dataset, samples = photo_dataset
+    labeler = OwlLabeler(ONTOLOGY, AutoLabelSettings(model=tiny_owl))
+    labeler.shard_size = 2  # the 5 images in shards of 2, 2 and 1
     seen = []
-    label_with_owl(dataset, samples, AutoLabelSettings(model=tiny_owl), tmp_path / "w",
-                   progress=lambda done, total: seen.append((done, total)))
-    assert seen == [(0, len(samples)), (len(samples), len(samples))]  # one shard: before it, and after it
+    run_labeler(labeler, dataset, samples, tmp_path / "w", progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(0, 5), (2, 5), (4, 5), (5, 5)]
 
 
 # -- loading errors -----------------------------------------------------------------------------

@@ -166,13 +166,33 @@ def test_masks_survive_the_brush_format():
     assert (decode_rle({"size": [60, 80], "counts": encode_rle(mask)["counts"]}) == mask).all()
 
 
-def test_wait_for_people_outside_a_flow_gives_up_at_the_timeout():
+def test_wait_for_people_outside_a_flow_polls_until_done_or_the_timeout():
     from flows.review import wait_for_people
     from labelers.label_studio import ReviewProgress
 
+    checks: list[float] = []
+
+    def people_done_at_check(number: int):
+        def check() -> ReviewProgress:
+            checks.append(time.monotonic())
+            return ReviewProgress(total=3, done=3 if len(checks) >= number else 1)
+        return check
+
+    # done at the fourth check (the first two come before any wait): returned then, not at the 30 s timeout
     started = time.monotonic()
-    progress = wait_for_people(lambda: ReviewProgress(total=3, done=1), timeout_s=0.6, poll_s=0.2)
-    assert not progress.finished and time.monotonic() - started < 5
+    progress = wait_for_people(people_done_at_check(4), timeout_s=30, poll_s=0.1)
+    assert progress == ReviewProgress(total=3, done=3) and len(checks) == 4
+    assert all(later - earlier >= 0.1 for earlier, later in zip(checks[1:], checks[2:]))  # a poll's wait between
+    assert time.monotonic() - started < 10
+    # never done: it gives up once the 1.5 s timeout has passed, at the next poll, not before and not much after
+    checks.clear()
+    started = time.monotonic()
+    progress = wait_for_people(people_done_at_check(10**6), timeout_s=1.5, poll_s=0.1)
+    waited = time.monotonic() - started
+    assert progress == ReviewProgress(total=3, done=1)
+    assert 1.5 <= waited < 2.8  # twice the timeout would be 3 s
+    assert all(later - earlier >= 0.1 for earlier, later in zip(checks[1:], checks[2:]))
+    assert len(checks) <= 2 + 16  # at most one check per poll of the 1.5 s
 
 
 def test_a_server_that_is_down_or_missing_settings_gives_a_clear_error(tmp_path, monkeypatch):
@@ -455,7 +475,7 @@ from prefect.client.orchestration import get_client
 from flows.review import review_flow_fn
 # the token comes from a Prefect Secret block here, not from the environment
 Secret(value=os.environ.pop("TEST_LABEL_STUDIO_TOKEN")).save("label-studio-api-key", overwrite=True)
-state = review_flow_fn()(sys.argv[1], {"poll_seconds": 1, "wait_hours": 0.05, "project": "flow"}, return_state=True)
+state = review_flow_fn()(sys.argv[1], {"poll_seconds": 1, "wait_hours": 0.1, "project": "flow"}, return_state=True)
 with get_client(sync_client=True) as client:
     kinds = [s.type.value for s in client.read_flow_run_states(state.state_details.flow_run_id)]
 print(json.dumps({"version": state.result(), "states": kinds}))
@@ -470,7 +490,7 @@ def test_the_flow_pauses_until_people_finish(label_studio, client, tmp_path):
         "TEST_LABEL_STUDIO_TOKEN": server.token, "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(base)}
     flow = subprocess.Popen([sys.executable, "-c", FLOW_SCRIPT, dataset.location], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).parents[1])
-    annotated = threading.Event()
+    annotated: list[float] = []  # when the person finished
 
     def reviewer() -> None:
         # a person opens the project some time after the flow pushed it, and labels both tasks
@@ -482,18 +502,23 @@ def test_the_flow_pauses_until_people_finish(label_studio, client, tmp_path):
                 time.sleep(3)
                 for task in tasks.values():
                     annotate(client, task, task.predictions[0].result)
-                annotated.set()
+                annotated.append(time.monotonic())
                 return
             time.sleep(1)
 
     person = threading.Thread(target=reviewer)
     person.start()
-    out, err = flow.communicate(timeout=240)
-    person.join()
+    try:
+        # the flow waits up to 6 minutes (wait_hours 0.1) for people: done within 4, it was resumed because they were
+        out, err = flow.communicate(timeout=240)
+    finally:
+        flow.kill()
+        person.join()
+    finished = time.monotonic()
     assert flow.returncode == 0, err[-3000:]
-    assert annotated.is_set()
+    assert len(annotated) == 1 and finished - annotated[0] < 120  # resumed by the watcher's polls, not the timeout
     result = json.loads(out.strip().splitlines()[-1])
-    assert "PAUSED" in result["states"]
+    assert "PAUSED" in result["states"] and result["states"][-1] == "COMPLETED"
     reviewed = Dataset.open(dataset.location).samples(result["version"])
     assert [s.review.status for s in reviewed] == ["accepted", "accepted"]
     assert server.token not in out + err

@@ -20,7 +20,6 @@ from generators.speech_engines import SpeechEngine, SynthesisFailed
 from generators import synthesis
 from generators.synthesis import (SpeechJob, cut_after_carrier, plan_speech, resolve_engines,
                                   synthesize_speech, trim_silence)
-from generators.words import sound_alikes, unknown_words
 
 ENGINES = plugin_names("speech_engines")
 HOSTILE_TEXT = '-v "x"; rm -rf $HOME `ls` <b>&amp;</b>'  # must stay text: no shell, no options, no markup
@@ -88,17 +87,6 @@ def test_every_found_engine_is_used_and_missing_ones_skipped(monkeypatch, tmp_pa
     assert [engine.name for engine in resolve_engines(None)] == ["piper"]
 
 
-def test_sound_alikes_are_close_but_not_the_keyword() -> None:
-    alikes = sound_alikes("seven")
-    assert "heaven" in alikes and "seven" not in alikes
-    assert not {"sevens", "seven's"} & set(alikes)
-    assert "seventeen" in sound_alikes("seven", 40)  # a longer word that holds it is a hard negative
-    words = unknown_words(["Seven", "hey robot"])
-    assert len(words) > 300 and "seven" not in {w.casefold() for w in words}
-    assert "robot" in words  # part of a multi-word keyword is a fine negative
-    assert unknown_words(["one"], ["One", "two", "two "]) == ["two"]
-
-
 def test_carrier_phrase_is_cut_back_to_the_word() -> None:
     engine = _engine("espeak-ng")
     voice = engine.voices()[0]
@@ -139,7 +127,8 @@ def test_tiny_recipe_gives_every_class_with_spans_groups_and_media(tiny_run) -> 
     voices = 4  # 2 espeak-ng + 2 pico
     assert counts == {"zéro": voices, "hey robot": voices, UNKNOWN: voices, SILENCE: voices}
     assert result.engine_counts == {"espeak-ng": 6, "pico": 6, "noise": 4}
-    assert calls[-1] == (len(result.samples), len(result.samples)) and result.clips_per_second > 0
+    # one shard of all 16 jobs: none done before it, all after
+    assert calls == [(0, 16), (16, 16)] and result.clips_per_second > 0
     for sample in result.samples:
         path = dataset.media_path(sample)
         assert sample.id == hashlib.sha256(path.read_bytes()).hexdigest()[:16]
@@ -203,8 +192,12 @@ def test_carrier_and_every_engine_in_one_run(tmp_path: Path) -> None:
     recipe = KeywordSpottingRecipe(task="keyword_spotting", name="t", keywords=["seven"],
                                    speech=SpeechSettings(voices_per_engine=2, variants_per_voice=3, workers=2))
     result = synthesize_speech(_dataset(tmp_path / "dataset", recipe), recipe, tmp_path / "work")
-    assert any(s.provenance.params.get("carrier") for s in result.samples)
-    assert set(result.engine_counts) >= {"espeak-ng", "noise"}
+    # every engine found here spoke, and each clip holds the carrier phrase its job was planned with
+    assert set(result.engine_counts) == {engine.name for engine in resolve_engines(None)} | {"noise"}
+    planned = {job.seed: job.carrier for job in plan_speech(recipe, resolve_engines(None))}
+    spoken = [s for s in result.samples if s.class_name != SILENCE]
+    assert all(s.provenance.params["carrier"] == planned[s.provenance.seed] for s in spoken)
+    assert sum(1 for s in spoken if s.provenance.params["carrier"]) >= 1
 
 
 def test_one_speaker_voiced_by_two_engines_is_one_split_group():

@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import soundfile
 
+from edgedistill.audio import audio_blocks
 from edgedistill.bundle import load_bundle
 from edgedistill.errors import EdgedistillError
 from edgedistill.frontend import MfccFrontEnd
 from edgedistill.inference import stream_file
 from edgedistill.real_speech import read_labelled_clips
 from edgedistill.recipe import StreamingSettings, parse_recipe
-from edgedistill.streaming import (OperatingPoint, StreamingSpec, allocate_thresholds, count_firings, detect,
-                                   posterior_track, smooth)
+from edgedistill.streaming import (THRESHOLD_GRID, OperatingPoint, StreamingSpec, allocate_thresholds, count_firings,
+                                   detect, posterior_track, smooth)
 from tones import LABELS, RATE, export_tones_bundle, tone_clip
 
 ROOT = Path(__file__).parents[1]
@@ -66,8 +67,12 @@ def test_stream_finds_each_keyword_at_its_time(bundle, tmp_path):
 def test_non_keyword_sound_gives_the_false_accepts_the_bundle_states(bundle, tmp_path):
     manifest = load_bundle(bundle)
     stated = manifest.metrics["streaming"]
-    assert stated["negative_hours"] > 0 and stated["false_accepts_per_hour"] <= 2.0
-    assert set(stated["det"]) == {"low", "high"} and all(0 < t <= 1 for t in manifest.streaming.thresholds.values())
+    hours = 120 / 3600  # tones.export_tones_bundle: 60 chirps and 60 noise clips of a second
+    assert stated["negative_hours"] == round(hours, 4) and stated["keyword_clips"] == 24  # the test tones
+    assert stated["false_accepts_per_hour"] == stated["false_accepts"] / hours <= 2.0
+    assert set(stated["det"]) == {"low", "high"}
+    assert set(manifest.streaming.thresholds) == {"low", "high"}
+    assert all(t in THRESHOLD_GRID for t in manifest.streaming.thresholds.values())  # calibrated on the grid
     assert 'alt="DET curves"' in (bundle / "report.html").read_text()
     assert "Listening to a stream" in (bundle / "README.md").read_text()
     found, _ = stream_file(bundle, _recording(tmp_path / "chirps.wav", 120.0, []))
@@ -94,7 +99,10 @@ def test_short_silent_and_long_inputs(bundle, tmp_path):
     seen = []
     found, _ = stream_file(bundle, tmp_path / "long44.wav", seen.append)
     assert [d["label"] for d in found] == [label for _, label in KEYWORD_TIMES]
-    assert seen and seen[-1] == pytest.approx(32.0, abs=0.01)
+    # progress after each block read, in seconds of audio heard so far: all 32 s by the last
+    blocks = [block.size for block in audio_blocks(tmp_path / "long44.wav", RATE)]
+    assert len(blocks) == 3 and seen == pytest.approx(list(np.cumsum(blocks) / RATE), abs=1e-9)
+    assert seen[-1] == pytest.approx(32.0, abs=1e-9)
 
 
 def test_posteriors_do_not_depend_on_how_the_audio_is_cut():
