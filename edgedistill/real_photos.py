@@ -8,6 +8,7 @@ does on the camera's photos. A set is read from any of:
 - a YOLO folder: `images/` and `labels/` with one `class cx cy w h` (shares of the image) line per
   box, class names from `data.yaml` or `classes.txt`;
 - a Label Studio JSON export (rectangle labels, in percent of the image).
+COCO, YOLO and Label Studio are read by edgedistill/formats/; the CSV is this module's own.
 
 Boxes below `min_share` of the image's shorter side (what a small input cannot resolve), crowd boxes
 and boxes marked invalid are kept as *ignore* regions: a detection inside one counts neither for nor
@@ -17,21 +18,22 @@ against the model. Photos with no box at all measure false alarms.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlparse
 
 import numpy as np
-import yaml
-from PIL import Image, UnidentifiedImageError
 
+from edgedistill.dataset import Label, LabelSource
 from edgedistill.errors import EdgedistillError
+from edgedistill.formats.coco import coco_set, is_coco
+from edgedistill.formats.label_studio import is_label_studio, label_studio_set
+from edgedistill.formats.labelled import LabelledImage, checked_box, image_file, labelled_image, load_json
+from edgedistill.formats.yolo import read_yolo
 from edgedistill.image_frontend import Centroid
-from edgedistill.images import IMAGE_SUFFIXES, load_image
+from edgedistill.images import load_image
 
-BOX_TOLERANCE = 2.0  # pixels a box may reach past the border (annotators' rounding)
+CSV_SOURCE = LabelSource(labeler="evaluate.real")
 
 
 @dataclass(frozen=True)
@@ -44,15 +46,6 @@ class LabelledPhoto:
     ignore: np.ndarray  # (m, 4) regions where a detection counts neither way (too small, crowd, invalid)
 
 
-@dataclass(frozen=True)
-class _Box:
-    file: Path
-    box: tuple[float, float, float, float] | None  # x0, y0, x1, y1; None: the photo has no object
-    class_name: str | None  # None: the recipe's only class
-    ignored: bool = False
-    where: str = ""  # for errors: which file and line
-
-
 def read_labelled_photos(location: str | Path, classes: list[str], min_share: float = 0.0) -> list[LabelledPhoto]:
     """Every photo of a labelled set, checked against the images; an error that says what is wrong for
     a missing, empty or malformed set, for boxes outside their image and for classes the recipe lacks."""
@@ -61,23 +54,23 @@ def read_labelled_photos(location: str | Path, classes: list[str], min_share: fl
         raise EdgedistillError(f"real photos at {path} do not exist",
                                "point evaluate.real at a labelled set: a CSV of boxes, a COCO JSON, a YOLO folder "
                                "or a Label Studio export")
-    boxes = _read_any(path)
-    if not boxes:
+    images = _read_any(path, classes)
+    if not images:
         raise EdgedistillError(f"{path} lists no labelled photo", "add photos and their boxes (see `evaluate.real`)")
-    return _photos(boxes, classes, min_share, path)
+    return _photos(images, classes, min_share, path)
 
 
-def _read_any(path: Path) -> list[_Box]:
+def _read_any(path: Path, classes: list[str]) -> list[LabelledImage]:
     if path.is_file():
         if path.suffix.lower() == ".csv":
-            return _read_csv(path)
+            return _read_csv(path, classes)
         if path.suffix.lower() == ".json":
             return _read_json(path)
         raise EdgedistillError(f"{path} is neither a CSV nor a JSON file", "give a .csv of boxes or a .json export")
     if (path / "labels.csv").is_file():
-        return _read_csv(path / "labels.csv")
+        return _read_csv(path / "labels.csv", classes)
     if (path / "labels").is_dir() and (path / "images").is_dir():
-        return _read_yolo(path)
+        return read_yolo(path).images
     exports = sorted(path.glob("*.json"))
     if len(exports) == 1:
         return _read_json(exports[0])
@@ -85,15 +78,8 @@ def _read_any(path: Path) -> list[_Box]:
                            "add labels.csv, one COCO or Label Studio JSON file, or YOLO images/ and labels/ folders")
 
 
-def _photo_path(root: Path, name: str) -> Path:
-    """A file named in a label file: relative to it, or to its `images/` folder, or absolute."""
-    for candidate in (root / name, root / "images" / name):
-        if candidate.is_file():
-            return candidate
-    return root / name
-
-
-def _read_csv(path: Path) -> list[_Box]:
+def _read_csv(path: Path, classes: list[str]) -> list[LabelledImage]:
+    """One image per file named; a box without a class is of the recipe's only class."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
@@ -105,7 +91,7 @@ def _read_csv(path: Path) -> list[_Box]:
     if not needed <= columns:
         raise EdgedistillError(f"{path} needs the columns file,x0,y0,x1,y1; it has {sorted(columns) or 'none'}",
                                "add the header line: file,x0,y0,x1,y1,class (boxes in image pixels)")
-    boxes = []
+    images: dict[Path, LabelledImage] = {}
     for number, row in enumerate(rows, start=2):
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
         where = f"{path} line {number}"
@@ -118,156 +104,62 @@ def _read_csv(path: Path) -> list[_Box]:
             raise EdgedistillError(f"{where} has a box that is not four numbers: {corners}",
                                    "write pixel corners x0,y0,x1,y1, or leave all four empty for a photo with no "
                                    "object") from None
-        boxes.append(_Box(_photo_path(path.parent, row["file"]), box, row.get("class") or None,
-                          row.get("invalid", "0") not in ("", "0", "false", "False"), where))
-    return boxes
+        file = image_file(path.parent, row["file"])
+        if file not in images:
+            images[file] = labelled_image(file, where)
+        image = images[file]
+        if box is None:
+            continue
+        ignored = row.get("invalid", "0") not in ("", "0", "false", "False")
+        if not row.get("class") and not ignored and len(classes) > 1:
+            raise EdgedistillError(f"{path} has boxes without a class (line {number}), and the recipe has "
+                                   f"{len(classes)} classes", "add a `class` column naming each box's class")
+        label = Label(class_name=row.get("class") or classes[0], box=checked_box(box, image, where), source=CSV_SOURCE)
+        (image.ignore if ignored else image.labels).append(label)
+    return list(images.values())
 
 
-def _read_json(path: Path) -> list[_Box]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise EdgedistillError(f"{path} is not readable JSON: {error}", "export the labels again") from None
-    if isinstance(data, dict) and {"images", "annotations"} <= set(data):
-        return _read_coco(path, data)
-    if isinstance(data, list) and all(isinstance(task, dict) and "data" in task for task in data):
-        return _read_label_studio(path, data)
+def _read_json(path: Path) -> list[LabelledImage]:
+    data = load_json(path)
+    if is_coco(data):
+        return coco_set(path, data).images
+    if is_label_studio(data):
+        return label_studio_set(path, data).images
     raise EdgedistillError(f"{path} is neither a COCO file (images, annotations) nor a Label Studio export "
                            "(a list of tasks)", "export the labels as COCO or as Label Studio JSON")
 
 
-def _read_coco(path: Path, data: dict) -> list[_Box]:
-    names = {c["id"]: c["name"] for c in data.get("categories", [])}
-    images = {image["id"]: image for image in data["images"]}
-    boxes = [_Box(_photo_path(path.parent, image["file_name"]), None, None, where=f"{path} image {image['id']}")
-             for image in data["images"]]
-    for annotation in data["annotations"]:
-        where = f"{path} annotation {annotation.get('id')}"
-        if annotation.get("image_id") not in images or annotation.get("category_id") not in names:
-            raise EdgedistillError(f"{where} points to an image or category the file does not list",
-                                   "export the labels again with their images and categories")
-        x, y, w, h = (float(v) for v in annotation["bbox"])
-        image = images[annotation["image_id"]]
-        boxes.append(_Box(_photo_path(path.parent, image["file_name"]), (x, y, x + w, y + h),
-                          names[annotation["category_id"]], bool(annotation.get("iscrowd")), where))
-    return boxes
-
-
-def _read_label_studio(path: Path, tasks: list[dict]) -> list[_Box]:
-    boxes = []
-    for task in tasks:
-        reference = next((v for v in task["data"].values() if isinstance(v, str)), "")
-        file = _photo_path(path.parent, _local_name(reference))
-        where = f"{path} task {task.get('id')}"
-        boxes.append(_Box(file, None, None, where=where))
-        annotations = [a for a in task.get("annotations", []) if not a.get("was_cancelled")]
-        for region in (annotations[-1]["result"] if annotations else []):
-            value = region.get("value", {})
-            if region.get("type") != "rectanglelabels":
-                continue
-            width, height = region["original_width"], region["original_height"]
-            x0, y0 = value["x"] * width / 100, value["y"] * height / 100
-            boxes.append(_Box(file, (x0, y0, x0 + value["width"] * width / 100, y0 + value["height"] * height / 100),
-                              value["rectanglelabels"][0], where=where))
-    return boxes
-
-
-def _local_name(reference: str) -> str:
-    """A Label Studio image reference (`/data/local-files/?d=photos/a.jpg`, `/data/upload/3/ab-a.jpg`, a URL
-    or a path) -> a path to look for beside the export."""
-    parsed = urlparse(reference)
-    if "d" in parse_qs(parsed.query):
-        return Path(unquote(parse_qs(parsed.query)["d"][0])).name
-    return Path(unquote(parsed.path)).name
-
-
-def _read_yolo(root: Path) -> list[_Box]:
-    names = _yolo_names(root)
-    boxes = []
-    for image in sorted(p for p in (root / "images").rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
-        label_file = root / "labels" / image.relative_to(root / "images").with_suffix(".txt")
-        boxes.append(_Box(image, None, None, where=str(label_file)))
-        lines = label_file.read_text().splitlines() if label_file.is_file() else []
-        width, height = _upright_size(image, str(label_file))
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{label_file} line {number}"
-            parts = line.split()
-            try:
-                index, cx, cy, w, h = int(parts[0]), *(float(v) for v in parts[1:5])
-            except (ValueError, IndexError):
-                raise EdgedistillError(f"{where} is not `class cx cy w h`: {line.strip()!r}",
-                                       "write one box per line, its centre and size as shares of the image") from None
-            if not 0 <= index < len(names):
-                raise EdgedistillError(f"{where} has class {index}, but {len(names)} class name(s) are given",
-                                       "list every class in data.yaml `names` or classes.txt")
-            boxes.append(_Box(image, ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width,
-                                      (cy + h / 2) * height), names[index], where=where))
-    return boxes
-
-
-def _yolo_names(root: Path) -> list[str]:
-    for name in ("data.yaml", "dataset.yaml"):
-        if (root / name).is_file():
-            names = (yaml.safe_load((root / name).read_text()) or {}).get("names")
-            if isinstance(names, dict):
-                return [str(names[key]) for key in sorted(names)]
-            if isinstance(names, list):
-                return [str(n) for n in names]
-    for name in ("classes.txt", "obj.names"):
-        if (root / name).is_file():
-            return [line.strip() for line in (root / name).read_text().splitlines() if line.strip()]
-    raise EdgedistillError(f"the YOLO folder {root} names no classes", "add data.yaml with `names: [...]` or classes.txt")
-
-
-def _upright_size(path: Path, where: str) -> tuple[int, int]:
-    """Width and height after EXIF rotation, read from the header without decoding the pixels."""
-    if not path.is_file():
-        raise EdgedistillError(f"{where} names the photo {path}, which does not exist",
-                               "fix the path (relative to the label file or its images/ folder) or remove the entry")
-    try:
-        with Image.open(path) as image:
-            quarter_turn = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that swap the sides
-            return (image.height, image.width) if quarter_turn else (image.width, image.height)
-    except (UnidentifiedImageError, OSError) as error:
-        raise EdgedistillError(f"{path} is not an image that can be read ({error.__class__.__name__})",
-                               "replace it, or remove its entries from the labels") from None
-
-
-def _photos(boxes: list[_Box], classes: list[str], min_share: float, origin: Path) -> list[LabelledPhoto]:
+def _photos(images: list[LabelledImage], classes: list[str], min_share: float, origin: Path) -> list[LabelledPhoto]:
+    """Labelled images as the arrays the scores use: boxes smaller than `min_share` of the photo's shorter
+    side join the ignore regions; the same file listed twice is one photo."""
     index = {name.casefold(): i for i, name in enumerate(classes)}
-    by_file: dict[Path, list[_Box]] = {}
-    for box in boxes:
-        by_file.setdefault(box.file, []).append(box)
-    unknown = sorted({b.class_name for b in boxes if b.class_name and b.class_name.casefold() not in index})
+    unknown = sorted({label.class_name for image in images for label in image.labels + image.ignore
+                      if label.class_name.casefold() not in index})
     if unknown:
         raise EdgedistillError(f"{origin} labels classes the recipe does not have: {', '.join(unknown)}",
                                f"the recipe's classes are {', '.join(classes)}; remove or rename those labels")
-    if any(b.box is not None and b.class_name is None and not b.ignored for b in boxes) and len(classes) > 1:
-        raise EdgedistillError(f"{origin} has boxes without a class, and the recipe has {len(classes)} classes",
-                               "add a `class` column naming each box's class")
+    by_file: dict[Path, list[LabelledImage]] = {}
+    for image in images:
+        by_file.setdefault(image.path, []).append(image)
     photos = []
     for file, entries in by_file.items():
-        width, height = _upright_size(file, entries[0].where)
-        kept, kept_classes, ignored = [], [], []
-        for entry in (e for e in entries if e.box is not None):
-            x0, y0, x1, y1 = entry.box
-            if not (x1 > x0 and y1 > y0):
-                raise EdgedistillError(f"{entry.where}: the box {list(entry.box)} has no area",
-                                       "write corners as x0 < x1 and y0 < y1")
-            if x0 < -BOX_TOLERANCE or y0 < -BOX_TOLERANCE or x1 > width + BOX_TOLERANCE or y1 > height + BOX_TOLERANCE:
-                raise EdgedistillError(f"{entry.where}: the box {list(entry.box)} lies outside the {width}x{height} "
-                                       f"photo {file.name}", "check that boxes are in pixels of the upright photo")
-            box = (max(x0, 0.0), max(y0, 0.0), min(x1, width), min(y1, height))
-            if entry.ignored or max(x1 - x0, y1 - y0) < min_share * min(width, height):
-                ignored.append(box)
+        width, height = entries[0].width, entries[0].height
+        kept, kept_classes, ignored = [], [], [_corners(label) for image in entries for label in image.ignore]
+        for label in (label for image in entries for label in image.labels):
+            _, _, w, h = label.box
+            if max(w, h) < min_share * min(width, height):
+                ignored.append(_corners(label))
             else:
-                kept.append(box)
-                kept_classes.append(index[entry.class_name.casefold()] if entry.class_name else 0)
+                kept.append(_corners(label))
+                kept_classes.append(index[label.class_name.casefold()])
         photos.append(LabelledPhoto(file, width, height, np.array(kept, np.float64).reshape(-1, 4),
                                     np.array(kept_classes, np.int64), np.array(ignored, np.float64).reshape(-1, 4)))
     return photos
+
+
+def _corners(label: Label) -> tuple[float, float, float, float]:
+    x, y, w, h = label.box
+    return x, y, x + w, y + h
 
 
 # -- measuring ------------------------------------------------------------------------------------

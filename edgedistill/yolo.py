@@ -15,6 +15,7 @@ import numpy as np
 
 from edgedistill.boxes import clip_boxes, non_max_suppression, xyxy_to_xywh
 from edgedistill.dataset import Dataset, Sample
+from edgedistill.formats.coco import coco_dict
 from edgedistill.images import Placement, load_image, place
 from edgedistill.runtimes import OnnxModel
 
@@ -64,18 +65,9 @@ def coco_map(dataset: Dataset, samples: list[Sample], labels: list[str], found: 
     """COCO mAP50 and mAP50-95 (faster-coco-eval) of detections against the samples' boxes."""
     from faster_coco_eval import COCO, COCOeval_faster
 
-    index = {label: i for i, label in enumerate(labels)}
-    truth = {"images": [], "annotations": [],
-             "categories": [{"id": i + 1, "name": label} for i, label in enumerate(labels)]}
-    detections = []
-    for image_id, (sample, boxes) in enumerate(zip(samples, found), start=1):
-        truth["images"].append({"id": image_id, "width": sample.shape.width, "height": sample.shape.height})
-        for label in sample.labels:
-            if label.box and label.class_name in index:
-                truth["annotations"].append({"id": len(truth["annotations"]) + 1, "image_id": image_id,
-                                             "category_id": index[label.class_name] + 1, "bbox": list(label.box),
-                                             "area": label.box[2] * label.box[3], "iscrowd": 0})
-        detections += [{"image_id": image_id, "category_id": c + 1, "score": s, "bbox": b} for c, s, b in boxes]
+    truth = coco_dict(samples, labels)
+    detections = [{"image_id": image_id, "category_id": c + 1, "score": s, "bbox": b}
+                  for image_id, boxes in enumerate(found, start=1) for c, s, b in boxes]
     counts = {"images": len(samples), "boxes": len(truth["annotations"])}
     if not truth["annotations"] or not detections:  # nothing to find, or nothing found
         return {"map50_95": 0.0, "map50": 0.0, **counts} if truth["annotations"] else {"map50_95": None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -144,6 +145,39 @@ def deploy(recipe: RecipeArg, cron: Annotated[str, typer.Option(help='schedule, 
     flow = recipe_flow(dask)
     flow.serve(name=parsed.name, cron=cron,
                parameters={"recipe_path": str(recipe.resolve()), "out": str(paths.out.resolve())})
+
+
+class LabelFormat(str, Enum):
+    coco = "coco"
+    yolo = "yolo"
+    labelstudio = "labelstudio"
+
+
+@app.command("import")
+def import_labels(
+        label_format: Annotated[LabelFormat, typer.Argument(metavar="FORMAT", help="coco, yolo or labelstudio")],
+        path: Annotated[Path, typer.Argument(help="a COCO JSON, a YOLO folder (images/, labels/, data.yaml) or a "
+                                                  "Label Studio JSON export")],
+        dataset: Annotated[str, typer.Argument(help="dataset folder or URL (s3://...); made when it does not exist")],
+) -> None:
+    """Bring labels made elsewhere in as a dataset version: people's labels, which `label` adds to the auto-labels."""
+    from edgedistill.formats.importer import import_labels as import_files
+
+    imported = import_files(label_format.value, path, dataset)
+    report, version = imported.report, imported.version
+    table = Table(title=f"dataset {imported.dataset.location} version {version.id} (import)")
+    table.add_column("count")
+    table.add_column("value", justify="right")
+    rows = [("images", report["images"]), ("images with no object", report["empty_images"]),
+            *((f"boxes: {name}", count) for name, count in report["objects"].items()),
+            ("crowd regions left out", report["crowd_regions_left_out"]),
+            ("duplicate images left out", len(report["duplicate_images_left_out"]))]
+    for key, value in rows:
+        table.add_row(key, str(value))
+    console.print(table)
+    if imported.found:
+        console.print("these files were imported before: their version was found, nothing new was written")
+    console.print(f"report: {imported.dataset.location}/{version.report}")
 
 
 def _print_counts(paths, version_id: str) -> None:

@@ -1,8 +1,8 @@
 """The detection pipeline: recipe -> dataset versions -> FOMO model -> bundle.
 
 generate: the team's photos and diffusion images (unlabelled sources)
-label:    auto-labels on the sources (OWL-ViT/OWLv2 or a teacher, Segment Anything masks), then
-          a split by photo
+label:    auto-labels on the sources (OWL-ViT/OWLv2 or a teacher, Segment Anything masks), plus the
+          labels people imported (`edgedistill import`), then a split by photo
 train:    copy-paste composites made per split from that split's cut-outs and backgrounds (so no
           object or background is seen in both training and test), then FOMO training
 export:   the int8 bundle, with centroid F1 on held-out composites and real photos
@@ -56,7 +56,9 @@ def generate(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None
 
 def label(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = None,
           progress: Progress = None) -> str:
-    """Auto-label the sources, add masks when asked, and split them by photo (or prompt)."""
+    """Auto-label the sources, add masks when asked, add the labels people imported (`edgedistill import`),
+    and split them all by photo (or prompt)."""
+    from edgedistill.formats.importer import newest_imports, with_imports
     from edgedistill.labelling import run_labeler
     from edgedistill.splits import split_by_group
     from labelers.sam import SamLabeler
@@ -76,10 +78,14 @@ def label(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = Non
             labelled = dataset.derive(labelled, "masks", {"sam_model": settings.sam_model},
                                       lambda samples, work: run_labeler(masks, dataset, samples, work, progress).samples)
     train = recipe.train
-    return dataset.derive(labelled, "split", {"val_share": train.val_share, "test_share": train.test_share,
-                                              "seed": train.seed, "strata": "labelled, empty"},
-                          lambda samples, _: split_by_group(samples, train.val_share, train.test_share,
-                                                            train.seed)).id
+    imports = newest_imports(dataset)
+    params = {"val_share": train.val_share, "test_share": train.test_share, "seed": train.seed,
+              "strata": "labelled, empty"}
+    if imports:  # named only when there are some, so that a dataset without imports keeps its split
+        params["imports"] = [version.id for version in imports]
+    return dataset.derive(labelled, "split", params,
+                          lambda samples, _: split_by_group(with_imports(dataset, samples, imports), train.val_share,
+                                                            train.test_share, train.seed)).id
 
 
 PHOTO_BACKGROUNDS = 200  # per split: enough scenes for variety, few enough to hold in memory

@@ -12,7 +12,8 @@ The round trip, for keyword-spotting (audio) and detection (images, boxes, optio
 
 Routing: a sample whose weakest label scores below `threshold` goes to review, plus a seeded
 random `qc_share` of the confident ones (quality control); the rest are accepted automatically.
-Only Label Studio's JSON task format is spoken here; the dataset never sees it.
+Label Studio's JSON (result regions to and from Labels) is spoken in edgedistill/formats/label_studio.py;
+the dataset never sees it.
 """
 
 from __future__ import annotations
@@ -25,21 +26,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
-import numpy as np
-
 from edgedistill.boxes import iou_matrix, xywh_to_xyxy
-from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, Review, Sample, VersionInfo
+from edgedistill.dataset import Dataset, Label, LabelSource, Review, Sample, VersionInfo
 from edgedistill.errors import EdgedistillError
+from edgedistill.formats.label_studio import (AUDIO, BOX, IMAGE, KEYWORD, MASK, REJECT, TRANSCRIPT, VERDICT,
+                                              label_results, latest_annotation, results_to_labels)
+from edgedistill.masks import decode_rle
 from edgedistill.recipe import ReviewSettings
-from edgedistill.masks import decode_rle, encode_rle, mask_box
 
 Route = Literal["review", "quality_control", "auto"]
 
-# control and object tag names of the generated labelling configs
-IMAGE, AUDIO = "image", "audio"
-BOX, MASK = "box", "mask"
-KEYWORD, TRANSCRIPT = "keyword", "transcript"
-VERDICT, REJECT = "verdict", "reject sample"
 REVIEW_STAGE = "review"
 HUMAN = LabelSource(labeler="label-studio", model="human review")
 AUTO_REVIEWER = "edgedistill:auto-accept"  # who accepted the confident labels nobody looked at
@@ -199,50 +195,7 @@ def route(sample: Sample, settings: ReviewSettings) -> Route:
     return "quality_control" if _draw(settings.seed, sample.id) < settings.qc_share else "auto"
 
 
-# -- tasks (our labels -> Label Studio results) --------------------------------------------------
-def label_results(sample: Sample, task: str) -> list[dict[str, Any]]:
-    """One sample's labels as Label Studio result regions."""
-    if task == "keyword_spotting":
-        label = sample.labels[0] if sample.labels else None
-        if label is None:
-            return []
-        regions = [{"from_name": KEYWORD, "to_name": AUDIO, "type": "choices", "value": {"choices": [label.class_name]},
-                    **({"score": label.score} if label.score is not None else {})}]
-        if label.transcript:
-            regions.append({"from_name": TRANSCRIPT, "to_name": AUDIO, "type": "textarea",
-                            "value": {"text": [label.transcript]}})
-        return regions
-    assert isinstance(sample.shape, ImageShape)
-    width, height = sample.shape.width, sample.shape.height
-    regions = []
-    for index, label in enumerate(sample.labels):
-        common = {"to_name": IMAGE, "original_width": width, "original_height": height, "image_rotation": 0,
-                  **({"score": label.score} if label.score is not None else {})}
-        if label.box is not None:
-            x, y, w, h = label.box
-            regions.append({"id": f"b{index}", "from_name": BOX, "type": "rectanglelabels", **common,
-                            "value": {"x": 100 * x / width, "y": 100 * y / height, "width": 100 * w / width,
-                                      "height": 100 * h / height, "rotation": 0, "rectanglelabels": [label.class_name]}})
-        if label.mask is not None:
-            regions.append({"id": f"m{index}", "from_name": MASK, "type": "brushlabels", **common,
-                            "value": {"format": "rle", "rle": coco_to_brush(label.mask),
-                                      "brushlabels": [label.class_name]}})
-    return regions
-
-
-def coco_to_brush(rle: dict[str, Any]) -> list[int]:
-    """COCO RLE (compressed or not) -> Label Studio's brush RLE."""
-    from label_studio_sdk.converter.brush import mask2rle
-
-    return [int(v) for v in mask2rle(decode_rle(rle).astype(np.uint8) * 255)]
-
-
-def brush_to_mask(rle: list[int], width: int, height: int) -> np.ndarray:
-    from label_studio_sdk.converter.brush import decode_rle as decode_brush
-
-    return decode_brush(rle).reshape(height, width, 4)[:, :, 3] > 127
-
-
+# -- tasks -------------------------------------------------------------------------------------
 def model_version(sample: Sample) -> str:
     sources = sorted({"/".join(filter(None, (label.source.labeler, label.source.model, label.source.version)))
                       for label in sample.labels})
@@ -468,58 +421,6 @@ class PullResult:
     missing: list[str] = field(default_factory=list)  # routed samples whose task is gone (re-push)
 
 
-def latest_annotation(task) -> dict | None:
-    """The newest finished annotation of a task; skipped (cancelled) ones do not count."""
-    done = [a for a in (task.annotations or []) if not a.get("was_cancelled")]
-    return max(done, key=lambda a: (a.get("updated_at") or "", a["id"])) if done else None
-
-
-def results_to_labels(results: list[dict], sample: Sample, task: str) -> tuple[list[Label], bool]:
-    """A reviewer's regions as Labels, and whether the sample was rejected as a whole."""
-    rejected = any(r.get("from_name") == VERDICT and REJECT in r.get("value", {}).get("choices", []) for r in results)
-    if task == "keyword_spotting":
-        chosen = next((r["value"]["choices"][0] for r in results if r.get("from_name") == KEYWORD), None)
-        text = next((" ".join(r["value"].get("text", [])) for r in results if r.get("from_name") == TRANSCRIPT), None)
-        if chosen is None:
-            return [], rejected
-        auto = sample.labels[0] if sample.labels else None
-        span = auto.span if auto and auto.class_name == chosen else None
-        return [Label(class_name=chosen, span=span, transcript=text or None, source=HUMAN)], rejected
-    return _image_labels(results, sample), rejected
-
-
-def _image_labels(results: list[dict], sample: Sample) -> list[Label]:
-    assert isinstance(sample.shape, ImageShape)
-    width, height = sample.shape.width, sample.shape.height
-    labels = []
-    for region in results:
-        value = region.get("value", {})
-        if region.get("type") == "rectanglelabels":
-            box = (value["x"] * width / 100, value["y"] * height / 100,
-                   value["width"] * width / 100, value["height"] * height / 100)
-            labels.append(Label(class_name=value["rectanglelabels"][0], box=box, source=HUMAN))
-        elif region.get("type") == "brushlabels" and value.get("format") == "rle":
-            mask = brush_to_mask(value["rle"], width, height)
-            labels.append(Label(class_name=value["brushlabels"][0], box=mask_box(mask),
-                                mask=encode_rle(mask), source=HUMAN))
-    return _merge_masks_into_boxes(labels)
-
-
-def _merge_masks_into_boxes(labels: list[Label]) -> list[Label]:
-    """A brush region and the box of the same class that holds it are one object, not two."""
-    boxes = [label for label in labels if label.mask is None]
-    merged = list(boxes)
-    for masked in (label for label in labels if label.mask is not None):
-        host = next((b for b in boxes if b.class_name == masked.class_name and b.mask is None
-                     and masked.box and iou(b.box, masked.box) > 0.5), None)
-        if host is None:
-            merged.append(masked)
-        else:
-            merged[merged.index(host)] = host.model_copy(update={"mask": masked.mask})
-            boxes.remove(host)
-    return merged
-
-
 def iou(a: tuple[float, float, float, float] | None, b: tuple[float, float, float, float] | None) -> float:
     """IoU of two labels' xywh boxes; two labels without a box are the same region."""
     if a is None or b is None:
@@ -555,7 +456,7 @@ def _same_geometry(a: Label, b: Label, tolerance_px: float) -> bool:
 
 def verdict_of(annotation: dict, sample: Sample, task: str, reviewers: dict[int, str],
                settings: ReviewSettings) -> Verdict:
-    reviewed, rejected = results_to_labels(annotation.get("result") or [], sample, task)
+    reviewed, rejected = results_to_labels(annotation.get("result") or [], sample, task, HUMAN)
     if task == "keyword_spotting" and not reviewed:
         reviewed = sample.labels  # every clip has one class: a submit without a choice leaves it as it was
     reviewer = reviewers.get(annotation.get("completed_by"), f"user {annotation.get('completed_by')}")
@@ -587,7 +488,8 @@ def pull_reviews(dataset: Dataset, connection: Connection, settings: ReviewSetti
     tasks = existing_tasks(client, connection, project.id)
     users = _call(connection, "list users", lambda: list(client.users.list()))
     reviewers = {u.id: u.email or u.username or f"user {u.id}" for u in users}
-    annotations = {sid: a for sid, task in tasks.items() if (a := latest_annotation(task)) is not None}
+    annotations = {sid: a for sid, task in tasks.items()
+                   if (a := latest_annotation(task.annotations or [])) is not None}
     by_id = {s.id: s for s in samples}
     verdicts = {sid: verdict_of(a, by_id[sid], dataset.info.task, reviewers, settings)
                 for sid, a in annotations.items() if sid in by_id}
@@ -716,4 +618,5 @@ def review_progress(dataset: Dataset, connection: Connection, settings: ReviewSe
     client = connect(connection)
     project = pushed_project(dataset, client, connection, settings, masks=False)
     tasks = existing_tasks(client, connection, project.id)
-    return ReviewProgress(total=len(tasks), done=sum(1 for t in tasks.values() if latest_annotation(t) is not None))
+    done = sum(1 for task in tasks.values() if latest_annotation(task.annotations or []) is not None)
+    return ReviewProgress(total=len(tasks), done=done)

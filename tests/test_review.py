@@ -23,10 +23,10 @@ from PIL import Image
 from edgedistill.dataset import (Dataset, ImageShape, Label, LabelSource, OntologyClass, Provenance, Sample)
 from edgedistill.errors import EdgedistillError
 from edgedistill.recipe import ReviewSettings
+from edgedistill.formats.label_studio import brush_to_mask, coco_to_brush
 from edgedistill.masks import decode_rle, encode_rle
-from labelers.label_studio import (BOX, MASK, REJECT, VERDICT, Connection, coco_to_brush, brush_to_mask,
-                                   config_problems, existing_tasks, label_config, pull_reviews,
-                                   push_for_review, route)
+from labelers.label_studio import (BOX, MASK, REJECT, VERDICT, Connection, config_problems, existing_tasks,
+                                   label_config, pull_reviews, push_for_review, route)
 from labelers.teachers import find_packaged, get_adapter
 from photos import real_photos
 

@@ -2,8 +2,8 @@
 
 ultralytics is AGPL-3.0 and needs torchvision, which exists only for another torch than the one
 the project pins, so it never enters the project's environment. This module writes a dataset
-version as a YOLO folder, runs trainers/yolo_worker.py in the torchvision environment
-(edgedistill/extras.py), and scores the exported ONNX model here, with onnxruntime and
+version as a YOLO folder (edgedistill/formats/yolo.py), runs trainers/yolo_worker.py in the
+torchvision environment (edgedistill/extras.py), and scores the exported ONNX model here, with onnxruntime and
 faster-coco-eval (COCO mAP50 and mAP50-95) on the held-out split. The model is trained from a
 model YAML, never from downloaded weights, so nothing it learned comes from a licence we chose.
 """
@@ -14,16 +14,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from edgedistill.dataset import Dataset, Sample, write_atomic
+from edgedistill.dataset import Dataset, Sample
 from edgedistill.errors import EdgedistillError
 from edgedistill.extras import run_worker
+from edgedistill.formats.yolo import write_yolo_folder
 from edgedistill.recipe import DetectorTrainSettings
 from edgedistill.yolo import coco_map, detect_all, onnx_runner
 
 WORKER = Path(__file__).with_name("yolo_worker.py")
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -31,30 +29,6 @@ class YoloModel:
     onnx: Path
     program: Path  # the same model as a torch.export program, for int8 export (exporters/yolo_int8.py)
     metrics: dict  # held-out COCO mAP of the ONNX model, and ultralytics' own figures
-
-
-def write_yolo_folder(dataset: Dataset, samples: list[Sample], labels: list[str], folder: Path) -> Path:
-    """images/<split>/ (links to the media) and labels/<split>/ (class cx cy w h, 0-1); returns data.yaml."""
-    index = {label: i for i, label in enumerate(labels)}
-    for split in SPLITS:
-        (folder / "images" / split).mkdir(parents=True, exist_ok=True)
-        (folder / "labels" / split).mkdir(parents=True, exist_ok=True)
-    in_splits = [sample for sample in samples if sample.split in SPLITS]
-    for sample, path in zip(in_splits, dataset.media_paths(in_splits)):
-        media = path.resolve()
-        image = folder / "images" / sample.split / f"{sample.id}{media.suffix}"
-        if not image.is_symlink():
-            image.symlink_to(media)
-        width, height = sample.shape.width, sample.shape.height
-        lines = [f"{index[label.class_name]} {(x + w / 2) / width:.6f} {(y + h / 2) / height:.6f} "
-                 f"{w / width:.6f} {h / height:.6f}"
-                 for label in sample.labels if label.box and label.class_name in index
-                 for x, y, w, h in [label.box]]
-        (folder / "labels" / sample.split / f"{sample.id}.txt").write_text("\n".join(lines))
-    data = folder / "data.yaml"
-    write_atomic(data, yaml.safe_dump({"path": str(folder.resolve()), **{s: f"images/{s}" for s in SPLITS},
-                                       "names": dict(enumerate(labels))}).encode())
-    return data
 
 
 def train_yolo(dataset: Dataset, samples: list[Sample], labels: list[str], settings: DetectorTrainSettings,

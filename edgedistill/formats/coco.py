@@ -1,0 +1,101 @@
+"""COCO detection files and our labels, both ways: `read_coco` reads a COCO JSON's images, boxes and
+masks (RLE or polygons; crowd boxes are ignore regions), `coco_dict` and `write_coco` write samples as one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from edgedistill.dataset import Dataset, Label, LabelSource, Sample, write_atomic
+from edgedistill.errors import EdgedistillError
+from edgedistill.formats.labelled import LabelledImage, LabelledSet, checked_box, image_file, labelled_image, load_json
+from edgedistill.masks import decode_rle, encode_rle
+
+SOURCE = LabelSource(labeler="import:coco")
+
+
+def is_coco(data: object) -> bool:
+    return isinstance(data, dict) and {"images", "annotations"} <= set(data)
+
+
+def read_coco(path: Path) -> LabelledSet:
+    data = load_json(path)
+    if not is_coco(data):
+        raise EdgedistillError(f"{path} is not a COCO file: it has no `images` and `annotations`",
+                               "export the labels as COCO JSON, or import them with the importer of their format")
+    return coco_set(path, data)
+
+
+def coco_set(path: Path, data: dict) -> LabelledSet:
+    """The images and labels of a parsed COCO file; file names are relative to it or its images/ folder."""
+    names = {c["id"]: c["name"] for c in data.get("categories", [])}
+    images: dict[Any, LabelledImage] = {}
+    for image in data["images"]:
+        if "id" not in image or "file_name" not in image:
+            raise EdgedistillError(f"{path} lists an image without an id or file_name: {image}",
+                                   "export the labels again with their images")
+        images[image["id"]] = labelled_image(image_file(path.parent, image["file_name"]), f"{path} image {image['id']}")
+    for annotation in data["annotations"]:
+        where = f"{path} annotation {annotation.get('id')}"
+        if annotation.get("image_id") not in images or annotation.get("category_id") not in names:
+            raise EdgedistillError(f"{where} points to an image or category the file does not list",
+                                   "export the labels again with their images and categories")
+        image = images[annotation["image_id"]]
+        try:
+            x, y, w, h = (float(v) for v in annotation["bbox"])
+        except (KeyError, TypeError, ValueError):
+            raise EdgedistillError(f"{where} has no bbox of four numbers [x, y, width, height]: "
+                                   f"{annotation.get('bbox')}", "export the labels as COCO boxes (bbox)") from None
+        label = Label(class_name=names[annotation["category_id"]], box=checked_box((x, y, x + w, y + h), image, where),
+                      mask=_mask(annotation.get("segmentation"), image, where), source=SOURCE)
+        (image.ignore if annotation.get("iscrowd") else image.labels).append(label)
+    return LabelledSet(list(images.values()), [names[key] for key in sorted(names)])
+
+
+def _mask(segmentation: Any, image: LabelledImage, where: str) -> dict[str, Any] | None:
+    """A COCO segmentation (polygons, or RLE compressed or not) as our compressed RLE."""
+    if not segmentation:
+        return None
+    from pycocotools import mask as coco_mask
+
+    try:
+        if isinstance(segmentation, list):  # polygons: [[x0, y0, x1, y1, ...], ...]
+            rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, image.height, image.width))
+        elif list(segmentation["size"]) == [image.height, image.width]:
+            rle = segmentation
+        else:
+            raise ValueError(f"its size {segmentation['size']} is not the image's [{image.height}, {image.width}]")
+        return encode_rle(decode_rle(rle))
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        raise EdgedistillError(f"{where} has a segmentation that is neither polygons nor RLE of its image ({error})",
+                               "export the labels again, or remove the segmentation to keep the box only") from None
+
+
+def coco_dict(samples: list[Sample], classes: list[str]) -> dict[str, Any]:
+    """Samples as COCO: image ids 1.. in order, category ids 1.. in the order of `classes`, and the boxes (and
+    masks) of the labels of those classes; an image's file_name is its media file's name."""
+    category = {name: i for i, name in enumerate(classes, start=1)}
+    coco: dict[str, Any] = {"images": [], "annotations": [],
+                            "categories": [{"id": i, "name": name} for name, i in category.items()]}
+    for image_id, sample in enumerate(samples, start=1):
+        coco["images"].append({"id": image_id, "file_name": Path(sample.media).name,
+                               "width": sample.shape.width, "height": sample.shape.height})
+        for label in sample.labels:
+            if label.box and label.class_name in category:
+                coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image_id,
+                                            "category_id": category[label.class_name], "bbox": list(label.box),
+                                            "area": label.box[2] * label.box[3], "iscrowd": 0,
+                                            **({"segmentation": label.mask} if label.mask else {})})
+    return coco
+
+
+def write_coco(dataset: Dataset, samples: list[Sample], classes: list[str], folder: Path) -> Path:
+    """`annotations.json` and a copy of each image in `images/`; returns the JSON's path."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    for media in dataset.media_paths(samples):
+        shutil.copyfile(media, folder / "images" / media.name)
+    path = folder / "annotations.json"
+    write_atomic(path, json.dumps(coco_dict(samples, classes), indent=1).encode())
+    return path

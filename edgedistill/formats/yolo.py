@@ -1,0 +1,83 @@
+"""YOLO folders and our labels, both ways: `read_yolo` reads `images/` and `labels/` (one `class cx cy w h`
+line per box, in shares of the image; names from data.yaml or classes.txt), `write_yolo_folder` writes a
+dataset version as the folder ultralytics trains from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from edgedistill.dataset import Dataset, Label, LabelSource, Sample, write_atomic
+from edgedistill.errors import EdgedistillError
+from edgedistill.formats.labelled import LabelledSet, checked_box, labelled_image
+from edgedistill.images import IMAGE_SUFFIXES
+
+SOURCE = LabelSource(labeler="import:yolo")
+SPLITS = ("train", "val", "test")
+
+
+def read_yolo(root: Path) -> LabelledSet:
+    """Every image under root/images/, with the boxes of its namesake under root/labels/ (none: no object)."""
+    names = yolo_names(root)
+    images = []
+    for path in sorted(p for p in (root / "images").rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+        label_file = root / "labels" / path.relative_to(root / "images").with_suffix(".txt")
+        image = labelled_image(path, str(label_file))
+        lines = label_file.read_text().splitlines() if label_file.is_file() else []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{label_file} line {number}"
+            parts = line.split()
+            try:
+                index, cx, cy, w, h = int(parts[0]), *(float(v) for v in parts[1:5])
+            except (ValueError, IndexError):
+                raise EdgedistillError(f"{where} is not `class cx cy w h`: {line.strip()!r}",
+                                       "write one box per line, its centre and size as shares of the image") from None
+            if not 0 <= index < len(names):
+                raise EdgedistillError(f"{where} has class {index}, but {len(names)} class name(s) are given",
+                                       "list every class in data.yaml `names` or classes.txt")
+            corners = ((cx - w / 2) * image.width, (cy - h / 2) * image.height,
+                       (cx + w / 2) * image.width, (cy + h / 2) * image.height)
+            image.labels.append(Label(class_name=names[index], box=checked_box(corners, image, where), source=SOURCE))
+        images.append(image)
+    return LabelledSet(images, names)
+
+
+def yolo_names(root: Path) -> list[str]:
+    for name in ("data.yaml", "dataset.yaml"):
+        if (root / name).is_file():
+            names = (yaml.safe_load((root / name).read_text()) or {}).get("names")
+            if isinstance(names, dict):
+                return [str(names[key]) for key in sorted(names)]
+            if isinstance(names, list):
+                return [str(n) for n in names]
+    for name in ("classes.txt", "obj.names"):
+        if (root / name).is_file():
+            return [line.strip() for line in (root / name).read_text().splitlines() if line.strip()]
+    raise EdgedistillError(f"the YOLO folder {root} names no classes", "add data.yaml with `names: [...]` or classes.txt")
+
+
+def write_yolo_folder(dataset: Dataset, samples: list[Sample], labels: list[str], folder: Path) -> Path:
+    """images/<split>/ (links to the media) and labels/<split>/ (class cx cy w h, 0-1); returns data.yaml."""
+    index = {label: i for i, label in enumerate(labels)}
+    for split in SPLITS:
+        (folder / "images" / split).mkdir(parents=True, exist_ok=True)
+        (folder / "labels" / split).mkdir(parents=True, exist_ok=True)
+    in_splits = [sample for sample in samples if sample.split in SPLITS]
+    for sample, path in zip(in_splits, dataset.media_paths(in_splits)):
+        media = path.resolve()
+        image = folder / "images" / sample.split / f"{sample.id}{media.suffix}"
+        if not image.is_symlink():
+            image.symlink_to(media)
+        width, height = sample.shape.width, sample.shape.height
+        lines = [f"{index[label.class_name]} {(x + w / 2) / width:.6f} {(y + h / 2) / height:.6f} "
+                 f"{w / width:.6f} {h / height:.6f}"
+                 for label in sample.labels if label.box and label.class_name in index
+                 for x, y, w, h in [label.box]]
+        (folder / "labels" / sample.split / f"{sample.id}.txt").write_text("\n".join(lines))
+    data = folder / "data.yaml"
+    write_atomic(data, yaml.safe_dump({"path": str(folder.resolve()), **{s: f"images/{s}" for s in SPLITS},
+                                       "names": dict(enumerate(labels))}).encode())
+    return data
