@@ -25,7 +25,7 @@ from pathlib import Path
 from edgedistill.dataset import Dataset
 from edgedistill.recipe import load_recipe
 from flows import detection
-from flows.run import RunPaths
+from flows.runs import RunPaths
 from figures import bundle_rows, print_figures, with_face_free  # benchmarks/figures.py
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,8 +84,8 @@ def main() -> None:
     print_figures(f"detection: {recipe.name}, dataset at {dataset.location}", ("end to end", sum(times.values()), ""), times, [
         ("photos / with a teacher label", f"{len(photos)} / {sum(1 for s in photos if s.labels)}", ""),
         ("composites", f"{len(composites)}", ""),
-        ("float F1, held-out composites", f1(trained.extra["composites"]), ""),
-        ("float F1, held-out real photos vs teacher", f1(trained.extra["photos"]), ""),
+        ("float F1, held-out composites", f1(trained.held_out["composites"]), ""),
+        ("float F1, held-out real photos vs teacher", f1(trained.held_out["photos"]), ""),
         ("int8 F1, all held-out images", f"{manifest.metrics['int8'].get('f1', 0):.3f}", ""),
         ("training", f"{trained.epochs_run} epochs (best {trained.best_epoch}), {trained.seconds:.0f} s", ""),
         ("score threshold (best F1 on validation)", f"{manifest.input.frontend['heatmap']['threshold']}", ""),

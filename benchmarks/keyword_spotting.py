@@ -23,7 +23,8 @@ from edgedistill.bundle import load_bundle
 from edgedistill.dataset import Dataset
 from edgedistill.recipe import load_recipe
 from flows.cli import prefect_defaults
-from flows.run import RunPaths, TrainedModel, newest, recipe_flow
+from flows.run import recipe_flow
+from flows.runs import RunPaths, TrainedModel, newest
 from figures import bundle_rows, print_figures  # benchmarks/figures.py
 from real_speech import DEFAULT_REAL, print_real_table  # benchmarks/real_speech.py
 

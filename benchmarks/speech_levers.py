@@ -32,7 +32,7 @@ from edgedistill.metrics import classification_metrics
 from edgedistill.real_speech import evaluate_on_real, read_labelled_clips
 from edgedistill.recipe import KeywordSpottingRecipe, is_keyword, load_recipe
 from flows.keyword_spotting import frontend_for, open_dataset, split_step, training_set_step
-from flows.run import RunPaths, newest
+from flows.runs import RunPaths, newest
 from real_speech import DEFAULT_REAL  # benchmarks/real_speech.py
 from trainers.keyword_spotter import (FeatureSet, clip_features, load_model, negative_kind, predict_logits,
                                       save_model, train_keyword_spotter)

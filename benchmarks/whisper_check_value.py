@@ -18,7 +18,7 @@ from rich.table import Table
 from edgedistill.recipe import load_recipe
 from flows.keyword_spotting import (check_step, frontend_for, open_dataset, synthesize_step, train_step,
                                     training_set_step)
-from flows.run import RunPaths
+from flows.runs import RunPaths
 from trainers.keyword_spotter import clip_features, evaluate, load_model
 
 ROOT = Path(__file__).resolve().parents[1]

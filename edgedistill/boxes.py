@@ -1,13 +1,44 @@
-"""Box helpers shared by the detection labelers and trainers: IoU, non-maximum suppression, conversions.
+"""What a detector found in one image (`Detections`), and the box helpers: IoU, NMS, conversions.
 
+Every detector here (OWL, a teacher, YOLO) hands back `Detections`, as supervision's detectors do.
 Boxes are float arrays of shape (n, 4) in (x0, y0, x1, y1) pixel corners unless a name says
 otherwise; a Label stores (x, y, width, height), so `xyxy_to_xywh` is the last step.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
+
+
+@dataclass
+class Detections:
+    """Boxes found in one image, with their scores and the detector's class ids (OWL's are its prompts)."""
+
+    boxes: np.ndarray  # (n, 4) x0, y0, x1, y1
+    scores: np.ndarray  # (n,)
+    class_ids: np.ndarray  # (n,) int
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
+        self.scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
+        self.class_ids = np.asarray(self.class_ids, dtype=np.int64).reshape(-1)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def __getitem__(self, which: np.ndarray | slice) -> Detections:
+        return Detections(self.boxes[which], self.scores[which], self.class_ids[which])
+
+    @classmethod
+    def merge(cls, parts: list[Detections]) -> Detections:
+        return cls(np.concatenate([p.boxes for p in parts]), np.concatenate([p.scores for p in parts]),
+                   np.concatenate([p.class_ids for p in parts]))
+
+    def with_boxes(self, boxes: np.ndarray) -> Detections:
+        return Detections(boxes, self.scores, self.class_ids)
 
 
 def iou_matrix(first: np.ndarray, second: np.ndarray) -> np.ndarray:

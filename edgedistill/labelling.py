@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgedistill.boxes import clip_boxes, non_max_suppression, xyxy_to_xywh
+from edgedistill.boxes import Detections, clip_boxes, non_max_suppression, xyxy_to_xywh
 from edgedistill.dataset import Dataset, Label, LabelSource, Sample
 from edgedistill.images import load_image
 from edgedistill.recipe import AutoLabelSettings, DetectionClass
@@ -131,11 +131,10 @@ class BoxLabeler(Labeler):
         size = self.settings.batch_size
         return [labels for start in range(0, len(images), size) for labels in worker.boxes(images[start:start + size])]
 
-    def select(self, boxes: np.ndarray, scores: np.ndarray, class_names: np.ndarray, width: int,
-               height: int) -> list[Label]:
-        """Boxes (x0, y0, x1, y1 pixels) of ontology classes ("" for none) -> labels: each class's
-        threshold, boxes of no area dropped, then NMS (per class unless class-agnostic)."""
-        boxes = clip_boxes(boxes, width, height)
+    def select(self, found: Detections, class_names: np.ndarray, width: int, height: int) -> list[Label]:
+        """Detections in an image's pixels, each named an ontology class ("" for none) -> labels: each
+        class's threshold, boxes of no area dropped, then NMS (per class unless class-agnostic)."""
+        boxes, scores = clip_boxes(found.boxes, width, height), found.scores
         keep = np.flatnonzero(self.confident(scores, class_names) & (xyxy_to_xywh(boxes)[:, 2:].min(axis=1) > 0))
         groups = None if self.settings.class_agnostic_nms else np.unique(class_names[keep], return_inverse=True)[1]
         keep = keep[non_max_suppression(boxes[keep], scores[keep], self.settings.nms_iou, groups)]

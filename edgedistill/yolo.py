@@ -13,7 +13,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from edgedistill.boxes import clip_boxes, non_max_suppression, xyxy_to_xywh
+from edgedistill.boxes import Detections, clip_boxes, non_max_suppression, xyxy_to_xywh
 from edgedistill.dataset import Dataset, Sample
 from edgedistill.formats.coco import coco_dict
 from edgedistill.images import Placement, load_image, place
@@ -30,8 +30,8 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Placement]:
 
 
 def decode(output: np.ndarray, placement: Placement, width: int, height: int, min_score: float = 0.001,
-           iou: float = 0.7, max_boxes: int = 300) -> list[tuple[int, float, list[float]]]:
-    """One (4 + classes, anchors) ONNX output -> [(class, score, [x, y, w, h] in image pixels)]."""
+           iou: float = 0.7, max_boxes: int = 300) -> Detections:
+    """One (4 + classes, anchors) ONNX output -> detections in image pixels, per-class NMS applied."""
     scores_all = output[4:].T
     classes, scores = scores_all.argmax(1), scores_all.max(1)
     keep = scores > min_score
@@ -39,8 +39,7 @@ def decode(output: np.ndarray, placement: Placement, width: int, height: int, mi
     boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
     boxes = placement.boxes_to_original(boxes)
     kept = non_max_suppression(boxes, scores[keep], iou, groups=classes[keep])[:max_boxes]
-    boxes = xyxy_to_xywh(clip_boxes(boxes[kept], width, height))
-    return [(int(c), float(s), b.tolist()) for c, s, b in zip(classes[keep][kept], scores[keep][kept], boxes)]
+    return Detections(clip_boxes(boxes[kept], width, height), scores[keep][kept], classes[keep][kept])
 
 
 # a YOLO model as run here: letterboxed input (1, 3, size, size) -> output (4 + classes, anchors)
@@ -52,7 +51,7 @@ def onnx_runner(onnx: Path) -> Runner:
     return lambda inputs: model.run(inputs)[0][0]
 
 
-def detect_all(run: Runner, dataset: Dataset, samples: list[Sample], size: int) -> list[list]:
+def detect_all(run: Runner, dataset: Dataset, samples: list[Sample], size: int) -> list[Detections]:
     found = []
     for path in dataset.media_paths(samples):
         image = load_image(path)
@@ -61,13 +60,15 @@ def detect_all(run: Runner, dataset: Dataset, samples: list[Sample], size: int) 
     return found
 
 
-def coco_map(dataset: Dataset, samples: list[Sample], labels: list[str], found: list[list]) -> dict:
-    """COCO mAP50 and mAP50-95 (faster-coco-eval) of detections against the samples' boxes."""
+def coco_map(dataset: Dataset, samples: list[Sample], labels: list[str], found: list[Detections]) -> dict:
+    """COCO mAP50 and mAP50-95 (faster-coco-eval) of each sample's detections (class ids index `labels`)
+    against its boxes."""
     from faster_coco_eval import COCO, COCOeval_faster
 
     truth = coco_dict(samples, labels)
-    detections = [{"image_id": image_id, "category_id": c + 1, "score": s, "bbox": b}
-                  for image_id, boxes in enumerate(found, start=1) for c, s, b in boxes]
+    detections = [{"image_id": image_id, "category_id": int(c) + 1, "score": float(s), "bbox": b.tolist()}
+                  for image_id, image in enumerate(found, start=1)
+                  for c, s, b in zip(image.class_ids, image.scores, xyxy_to_xywh(image.boxes))]
     counts = {"images": len(samples), "boxes": len(truth["annotations"])}
     if not truth["annotations"] or not detections:  # nothing to find, or nothing found
         return {"map50_95": 0.0, "map50": 0.0, **counts} if truth["annotations"] else {"map50_95": None,

@@ -37,7 +37,8 @@ def prefect_defaults() -> None:
 
 def _load(recipe_path: Path, out: Path | None):
     """The recipe, its pipeline module, and where its run lives."""
-    from flows.run import RunPaths, open_recipe, pipeline_for
+    from flows.run import open_recipe, pipeline_for
+    from flows.runs import RunPaths
 
     recipe = open_recipe(recipe_path)
     return recipe, pipeline_for(recipe), RunPaths.of(recipe, out or Path("runs") / recipe.name)
@@ -193,14 +194,13 @@ def _print_counts(paths, version_id: str) -> None:
 
 
 def _closing_table(manifest, bundle: Path) -> None:
-    from flows.run import summary_markdown
+    from flows.run import summary_rows
 
     table = Table(title=f"{manifest.name}: bundle ready")
     table.add_column("figure")
     table.add_column("value", justify="right")
-    for line in summary_markdown(manifest, bundle).splitlines()[2:]:
-        _, key, value, _ = line.split("|")
-        table.add_row(key.strip(), value.strip())
+    for key, value in summary_rows(manifest, bundle):
+        table.add_row(key, value)
     console.print(table)
     console.print(f"report: {bundle / 'report.html'}")
 

@@ -21,7 +21,7 @@ from edgedistill.errors import EdgedistillError
 from edgedistill.real_photos import RealPhotoCheck
 from edgedistill.recipe import DetectionRecipe
 from edgedistill.registry import load_plugin
-from flows.run import Progress, RunPaths, TrainedModel, newest
+from flows.runs import Progress, RunPaths, TrainedModel, newest
 
 SPLITS = ("train", "val", "test")
 
@@ -88,67 +88,16 @@ def label(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = Non
                                                             train.test_share, train.seed)).id
 
 
-PHOTO_BACKGROUNDS = 200  # per split: enough scenes for variety, few enough to hold in memory
-
-
 def composite_step(recipe: DetectionRecipe, dataset: Dataset, labelled: VersionInfo,
                    progress: Progress = None) -> VersionInfo:
-    """Add composites to the labelled sources, made per split from that split's own inputs.
-
-    Cut-outs come from the recipe's folder, else from the labelled photos of the same split
-    (their masks, or an ellipse in their boxes), else they are drawn. Backgrounds come from the
-    recipe's folder, else from the split's photos in which nothing was labelled, mixed with
-    generated ones. Folder and generated inputs are given splits by their content id, so an
-    object or a background never appears in two splits.
-    """
-    from generators.compositing import (GENERATED_BACKGROUNDS, SYNTHETIC_CUTOUTS_PER_CLASS, backgrounds_from_photos,
-                                        composite_images, cutouts_from_labels, generated_backgrounds,
-                                        load_backgrounds, load_cutouts, synthetic_cutouts)
-    from edgedistill.splits import assign_splits
+    """Add composites to the labelled sources, made per split from that split's own inputs."""
+    from generators.compositing import PHOTO_BACKGROUNDS, composites_by_split
 
     settings, train = recipe.compositing, recipe.train
     params = {"compositing": settings.model_dump(mode="json"), "seed": recipe.seed,
               "shares": [train.val_share, train.test_share], "photo_backgrounds": PHOTO_BACKGROUNDS}
-
-    def by_content_split(items: list) -> dict[str, list]:
-        pool = assign_splits((item.id for item in items), train.val_share, train.test_share, recipe.seed)
-        return {split: [item for item in items if pool[item.id] == split] for split in SPLITS}
-
-    def make(samples: list[Sample], work: Path) -> list[Sample]:
-        if not settings.enabled or settings.images == 0:
-            return samples
-        by_split = {split: [s for s in samples if s.split == split and s.review.status != "rejected"]
-                    for split in SPLITS}
-        if settings.cutouts:
-            cutouts_of = by_content_split(load_cutouts(settings.cutouts))
-        else:
-            cutouts_of = {split: cutouts_from_labels(dataset, by_split[split]) for split in SPLITS}
-            if not any(cutouts_of.values()):  # nothing labelled to cut out: draw objects
-                cutouts_of = by_content_split(synthetic_cutouts(recipe.class_names, SYNTHETIC_CUTOUTS_PER_CLASS,
-                                                                recipe.seed))
-        if settings.backgrounds:
-            folder = load_backgrounds(settings.backgrounds)
-            backgrounds_of = {split: chosen or folder for split, chosen in by_content_split(folder).items()}
-        else:
-            backgrounds_of = by_content_split(generated_backgrounds(GENERATED_BACKGROUNDS, settings.image_size,
-                                                                    recipe.seed))
-        shares = {"train": 1 - train.val_share - train.test_share, "val": train.val_share, "test": train.test_share}
-        composites: list[Sample] = []
-        for split in SPLITS:
-            count = round(settings.images * shares[split])
-            if not cutouts_of[split] or count == 0:
-                continue  # e.g. no labelled photo in this split to cut from
-            backgrounds = backgrounds_of[split]
-            if not settings.backgrounds:  # decoded per split, so only one split's photos are in memory
-                backgrounds = backgrounds_from_photos(dataset, by_split[split], PHOTO_BACKGROUNDS,
-                                                      recipe.seed) + backgrounds
-            per_split = recipe.model_copy(update={"compositing": settings.model_copy(update={"images": count}),
-                                                  "seed": recipe.seed + SPLITS.index(split)})
-            made = composite_images(dataset, per_split, cutouts_of[split], backgrounds, work / split, progress)
-            composites += [s.model_copy(update={"split": split}) for s in made]
-        return samples + composites
-
-    return dataset.derive(labelled, "composite", params, make)
+    return dataset.derive(labelled, "composite", params,
+                          lambda samples, work: samples + composites_by_split(dataset, recipe, samples, work, progress))
 
 
 def _arrays(dataset: Dataset, samples: list[Sample], labels: list[str]):
@@ -161,7 +110,7 @@ def train(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = Non
           progress: Progress = None) -> TrainedModel:
     import torch
 
-    from trainers.fomo import evaluate_fomo, prepare, save_fomo, train_fomo
+    from trainers.fomo import evaluate_held_out, save_fomo, train_fomo
 
     torch.set_num_threads(1)
     dataset = open_dataset(recipe, paths.dataset)
@@ -176,24 +125,17 @@ def train(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = Non
                         (lambda epoch, total, *_: progress(epoch, total)) if progress else None)
     save_fomo(result, paths.model, labels, recipe.train)
 
-    def held_out(source: str | None) -> dict:
-        chosen = [s for s in samples if s.split == "test" and (source is None or s.provenance.source == source)]
-        arrays = _arrays(dataset, chosen, labels)["test"]
-        if not arrays.images:
-            return {}
-        return evaluate_fomo(result.model, prepare(arrays, result.frontend), result.frontend, result.decoding,
-                             labels, recipe.train.centroid_distance)
-
-    extra = {"composites": held_out("compositing"), "photos": held_out("photos")}
+    overall, held_out = evaluate_held_out(result.model, dataset, samples, labels, result.frontend, result.decoding,
+                                          recipe.train.centroid_distance, sources=("compositing", "photos"))
+    yolo = None
     if recipe.train.yolo:  # the larger model, for an NPU or a Linux board (trainers/yolo.py)
         from trainers.yolo import train_yolo
 
         yolo = train_yolo(dataset, samples, labels, recipe.train,
                           paths.model_dir / "yolo" / stage_key(version.id, "yolo", recipe.train.model_dump()))
-        extra["yolo"] = {"onnx": str(yolo.onnx), "program": str(yolo.program), **yolo.metrics}
-    trained = TrainedModel(path=paths.model, version=version.id, float_metrics=held_out(None),
-                           best_epoch=result.best_epoch, epochs_run=result.epochs_run, seconds=result.seconds,
-                           samples_per_second=0.0, extra=extra)
+    trained = TrainedModel(path=paths.model, version=version.id, float_metrics=overall, best_epoch=result.best_epoch,
+                           epochs_run=result.epochs_run, seconds=result.seconds, samples_per_second=0.0,
+                           held_out={"composites": held_out["compositing"], "photos": held_out["photos"]}, yolo=yolo)
     trained.save(paths)
     return trained
 
@@ -211,14 +153,12 @@ def export(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None) 
     if not data["test"].images:
         raise EdgedistillError("the test split is empty, so the int8 model cannot be checked",
                                "add photos or composites (compositing.images), or raise train.test_share")
-    held_out_float = {k: v for k, v in trained.extra.items() if k != "yolo"}
     companions = []
-    if yolo := trained.extra.get("yolo"):
+    if yolo := trained.yolo:
         from exporters.yolo_int8 import yolo_companions
 
         companions = yolo_companions(
-            recipe.name, Path(yolo["onnx"]), Path(yolo["program"]),
-            {k: v for k, v in yolo.items() if k not in ("onnx", "program")}, dataset,
+            recipe.name, yolo.onnx, yolo.program, yolo.metrics, dataset,
             [s for s in samples if s.split == "train"], [s for s in samples if s.split == "test"], labels,
             recipe.train.yolo_image_size, recipe.export, paths.model_dir / "yolo" / "int8")
     return export_detection_bundle(
@@ -227,7 +167,7 @@ def export(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None) 
         test_images=data["test"].images, test_boxes=data["test"].boxes, test_classes=data["test"].classes,
         centroid_distance=recipe.train.centroid_distance, settings=recipe.export,
         dataset_ref={"path": dataset.location, "version": version.id, "counts": version.counts,
-                     "held_out_float": held_out_float},
+                     "held_out_float": trained.held_out},
         recipe=recipe.model_dump(mode="json"), companions=companions, real=real_photo_check(recipe, labels))
 
 

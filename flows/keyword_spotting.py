@@ -14,7 +14,7 @@ from edgedistill.bundle import Manifest
 from edgedistill.dataset import Dataset, MediaPolicy, OntologyClass, VersionInfo, stage_key
 from edgedistill.frontend import MfccFrontEnd
 from edgedistill.recipe import KeywordSpottingRecipe
-from flows.run import Progress, RunPaths, TrainedModel, newest
+from flows.runs import Progress, RunPaths, TrainedModel, newest
 
 
 def frontend_for(recipe: KeywordSpottingRecipe) -> MfccFrontEnd:

@@ -1,4 +1,4 @@
-"""What every pipeline shares: where a run keeps things, the trained-model record, the flow.
+"""The flow that runs any recipe, and the closing figures of a run.
 
 A pipeline module (flows/keyword_spotting.py, flows/detection.py) offers four functions with
 the same shape, `generate`, `label`, `train` and `export`; the CLI runs them one at a time and
@@ -7,83 +7,14 @@ the Prefect flow below runs them as tasks, with the review step between labellin
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Callable
 
-from edgedistill.dataset import Dataset, VersionInfo, write_atomic
 from edgedistill.errors import EdgedistillError
 from edgedistill.recipe import AnyRecipe, DetectionRecipe, KeywordSpottingRecipe, load_recipe
 from edgedistill.shards import RunShard, ShardMapper, ShardOutput, shards_run_by
-
-Progress = Callable[[int, int], None] | None
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """Where one run keeps things: under its --out folder, and the dataset wherever the recipe says."""
-
-    out: Path
-    dataset_location: str | None = None  # the recipe's `dataset:` (a folder or an fsspec URL)
-
-    @classmethod
-    def of(cls, recipe: AnyRecipe, out: str | Path) -> "RunPaths":
-        return cls(Path(out), recipe.dataset)
-
-    @property
-    def dataset(self) -> str:
-        return self.dataset_location or str(self.out / "dataset")
-
-    @property
-    def model_dir(self) -> Path:
-        return self.out / "model"
-
-    @property
-    def model(self) -> Path:
-        return self.model_dir / "model.pt"
-
-    @property
-    def trained(self) -> Path:
-        return self.model_dir / "trained.json"
-
-    @property
-    def bundle(self) -> Path:
-        return self.out / "bundle"
-
-
-@dataclass
-class TrainedModel:
-    """What training leaves for export: the model, the version it learned from, its test figures."""
-
-    path: Path
-    version: str
-    float_metrics: dict
-    best_epoch: int
-    epochs_run: int
-    seconds: float
-    samples_per_second: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def save(self, paths: RunPaths) -> None:
-        write_atomic(paths.trained, json.dumps(asdict(self) | {"path": str(self.path)}, indent=2).encode())
-
-    @classmethod
-    def load(cls, paths: RunPaths) -> "TrainedModel":
-        if not paths.trained.exists():
-            raise EdgedistillError(f"no trained model in {paths.model_dir}", "run `edgedistill train RECIPE` first")
-        record = json.loads(paths.trained.read_text())
-        return cls(**(record | {"path": Path(record["path"])}))
-
-
-def newest(dataset: Dataset, *stages: str) -> VersionInfo:
-    """The newest version one of `stages` made, for the one-stage-at-a-time commands."""
-    for version in reversed(dataset.info.versions):
-        if version.stage in stages:
-            return version
-    raise EdgedistillError(f"dataset {dataset.location} has no {' or '.join(stages)} version yet",
-                           "run the stages before it first (`edgedistill generate`, then `label`)")
+from flows.runs import RunPaths
 
 
 def open_recipe(path: str | Path) -> AnyRecipe:
@@ -206,14 +137,14 @@ def check_evaluation_set(recipe: AnyRecipe) -> None:
         read_labelled_photos(recipe.evaluate.real, recipe.class_names, recipe.evaluate.min_share)
 
 
-def summary_markdown(manifest, bundle: Path) -> str:
-    """The closing figures of a run, as a markdown table (the Prefect artifact and the CLI table)."""
+def summary_rows(manifest, bundle: Path) -> list[tuple[str, str]]:
+    """The closing figures of a run: the CLI's table and the Prefect artifact show these rows."""
     int8 = manifest.metrics.get("int8", {})
     floating = manifest.metrics.get("float", {})
     tflm = manifest.targets.get("tflite_micro", {})
     vela = manifest.targets.get("vela", {})
     quality = "accuracy" if "accuracy" in int8 else "f1"
-    rows = [
+    return [
         ("bundle", str(bundle)),
         (f"float {quality} (held out)", _pct(floating.get(quality))),
         (f"int8 {quality} (held out)", _pct(int8.get(quality))),
@@ -223,7 +154,10 @@ def summary_markdown(manifest, bundle: Path) -> str:
         ("Ethos-U SRAM / flash", f"{vela.get('sram_bytes', 0) / 1024:.1f} / {vela.get('flash_bytes', 0) / 1024:.1f} KiB"
          if vela.get("sram_bytes") is not None else "not compiled"),
     ]
-    return "| figure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def summary_markdown(manifest, bundle: Path) -> str:
+    return "| figure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in summary_rows(manifest, bundle))
 
 
 def _streaming_and_real_rows(manifest) -> list[tuple[str, str]]:

@@ -642,14 +642,56 @@ SYNTHETIC_CUTOUTS_PER_CLASS = 12
 GENERATED_BACKGROUNDS = 48
 
 
-def generate_composites(dataset: Dataset, recipe: DetectionRecipe, work_dir: Path,
-                        progress: Callable[[int, int], None] | None = None,
-                        workers: int | None = None) -> list[Sample]:
-    """The compositing plugin: cut-outs and backgrounds from the recipe's folders, or, where it
-    names none, synthetic cut-outs and generated backgrounds, so the default recipe runs offline."""
-    settings = recipe.compositing
-    cutouts = (load_cutouts(settings.cutouts) if settings.cutouts
-               else synthetic_cutouts(recipe.class_names, SYNTHETIC_CUTOUTS_PER_CLASS, recipe.seed))
-    backgrounds = (load_backgrounds(settings.backgrounds) if settings.backgrounds
-                   else generated_backgrounds(GENERATED_BACKGROUNDS, settings.image_size, recipe.seed))
-    return composite_images(dataset, recipe, cutouts, backgrounds, work_dir, progress, workers)
+PHOTO_BACKGROUNDS = 200  # per split: enough scenes for variety, few enough to hold in memory
+SPLITS = ("train", "val", "test")
+
+
+def composites_by_split(dataset: Dataset, recipe: DetectionRecipe, samples: list[Sample], work_dir: Path,
+                        progress: Callable[[int, int], None] | None = None) -> list[Sample]:
+    """Composites for the labelled sources, made per split from that split's own inputs, in the
+    recipe's split shares.
+
+    Cut-outs come from the recipe's folder, else from the labelled photos of the same split
+    (their masks, or an ellipse in their boxes), else they are drawn. Backgrounds come from the
+    recipe's folder, else from the split's photos in which nothing was labelled, mixed with
+    generated ones. Folder and generated inputs are given splits by their content id, so an
+    object or a background never appears in two splits.
+    """
+    from edgedistill.splits import assign_splits
+
+    settings, train = recipe.compositing, recipe.train
+    if not settings.enabled or settings.images == 0:
+        return []
+
+    def by_content_split(items: list) -> dict[str, list]:
+        pool = assign_splits((item.id for item in items), train.val_share, train.test_share, recipe.seed)
+        return {split: [item for item in items if pool[item.id] == split] for split in SPLITS}
+
+    by_split = {split: [s for s in samples if s.split == split and s.review.status != "rejected"] for split in SPLITS}
+    if settings.cutouts:
+        cutouts_of = by_content_split(load_cutouts(settings.cutouts))
+    else:
+        cutouts_of = {split: cutouts_from_labels(dataset, by_split[split]) for split in SPLITS}
+        if not any(cutouts_of.values()):  # nothing labelled to cut out: draw objects
+            cutouts_of = by_content_split(synthetic_cutouts(recipe.class_names, SYNTHETIC_CUTOUTS_PER_CLASS,
+                                                            recipe.seed))
+    if settings.backgrounds:
+        folder = load_backgrounds(settings.backgrounds)
+        backgrounds_of = {split: chosen or folder for split, chosen in by_content_split(folder).items()}
+    else:
+        backgrounds_of = by_content_split(generated_backgrounds(GENERATED_BACKGROUNDS, settings.image_size,
+                                                                recipe.seed))
+    shares = {"train": 1 - train.val_share - train.test_share, "val": train.val_share, "test": train.test_share}
+    composites: list[Sample] = []
+    for split in SPLITS:
+        count = round(settings.images * shares[split])
+        if not cutouts_of[split] or count == 0:
+            continue  # e.g. no labelled photo in this split to cut from
+        backgrounds = backgrounds_of[split]
+        if not settings.backgrounds:  # decoded per split, so only one split's photos are in memory
+            backgrounds = backgrounds_from_photos(dataset, by_split[split], PHOTO_BACKGROUNDS, recipe.seed) + backgrounds
+        per_split = recipe.model_copy(update={"compositing": settings.model_copy(update={"images": count}),
+                                              "seed": recipe.seed + SPLITS.index(split)})
+        made = composite_images(dataset, per_split, cutouts_of[split], backgrounds, Path(work_dir) / split, progress)
+        composites += [s.model_copy(update={"split": split}) for s in made]
+    return composites

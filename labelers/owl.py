@@ -23,7 +23,7 @@ from edgedistill.errors import EdgedistillError
 from edgedistill.labelling import BoxLabeler
 from edgedistill.models import default_device, load_config, model_source, model_unavailable
 from edgedistill.recipe import DetectionClass
-from edgedistill.boxes import clip_boxes, iou_matrix
+from edgedistill.boxes import Detections, clip_boxes, iou_matrix
 
 OWL_KINDS = ("owlv2", "owlvit")  # transformers model_type values, and our labeler names
 SETTING = "autolabel.model"  # the recipe field that names the OWL model
@@ -107,17 +107,9 @@ def load_owl(model: str, device: str | None = None) -> OwlDetector:
 
 
 # -- detection ---------------------------------------------------------------------------------
-@dataclass
-class RawDetections:
-    """Every candidate box of one image with its best-matching query (index into PromptQuery.texts)."""
-
-    boxes: np.ndarray  # (n, 4) x0, y0, x1, y1 in pixels of the original image
-    scores: np.ndarray  # (n,)
-    queries: np.ndarray  # (n,) int
-
-
-def detect_batch(detector: OwlDetector, images: list[np.ndarray], texts: list[str]) -> list[RawDetections]:
-    """Run the model once on a batch of RGB images, every image with the same text queries."""
+def detect_batch(detector: OwlDetector, images: list[np.ndarray], texts: list[str]) -> list[Detections]:
+    """Run the model once on a batch of RGB images, every image with the same text queries: every
+    candidate box, in the image's pixels, with its best-matching query (index into `texts`) as class id."""
     import torch
 
     # prompts are padded (and, when long, cut) to the text model's fixed length, as OWL was trained
@@ -130,25 +122,24 @@ def detect_batch(detector: OwlDetector, images: list[np.ndarray], texts: list[st
     sizes = [image.shape[:2] for image in images]
     # threshold 0: keep every candidate; the ontology's thresholds are applied per class afterwards
     results = detector.processor.post_process_grounded_object_detection(outputs, threshold=0.0, target_sizes=sizes)
-    return [RawDetections(result["boxes"].float().cpu().numpy().astype(np.float64),
-                          result["scores"].float().cpu().numpy().astype(np.float64),
-                          result["labels"].cpu().numpy().astype(np.int64)) for result in results]
+    return [Detections(result["boxes"].float().cpu().numpy(), result["scores"].float().cpu().numpy(),
+                       result["labels"].cpu().numpy()) for result in results]
 
 
-def suppressed_by_negatives(raw: RawDetections, query: PromptQuery, classes: np.ndarray,
+def suppressed_by_negatives(raw: Detections, query: PromptQuery, classes: np.ndarray,
                             candidates: np.ndarray) -> np.ndarray:
     """For each candidate box (indices of positive boxes), whether a more confident negative
     detection of its class covers it."""
     if len(candidates) == 0:
         return np.zeros(0, dtype=bool)
-    is_negative = np.array([bool(query.guarded[q]) for q in raw.queries], dtype=bool)
+    is_negative = np.array([bool(query.guarded[q]) for q in raw.class_ids], dtype=bool)
     # only a negative more confident than some candidate can suppress anything
     negative = np.flatnonzero(is_negative & (raw.scores > raw.scores[candidates].min()))
     if len(negative) == 0:
         return np.zeros(len(candidates), dtype=bool)
     overlaps = iou_matrix(raw.boxes[candidates], raw.boxes[negative]) > NEGATIVE_IOU
     stronger = raw.scores[negative][None, :] > raw.scores[candidates][:, None]
-    guards = np.array([[classes[p] in query.guarded[raw.queries[n]] for n in negative] for p in candidates],
+    guards = np.array([[classes[p] in query.guarded[raw.class_ids[n]] for n in negative] for p in candidates],
                       dtype=bool)
     return (overlaps & stronger & guards).any(axis=1)
 
@@ -170,10 +161,10 @@ class OwlLabeler(BoxLabeler):
         return [self.select_raw(raw, image.shape[1], image.shape[0])
                 for image, raw in zip(images, detect_batch(self.detector, images, self.query.texts))]
 
-    def select_raw(self, raw: RawDetections, width: int, height: int) -> list[Label]:
-        """Map raw boxes to ontology classes: thresholds, negative prompts, then NMS."""
-        raw = RawDetections(clip_boxes(raw.boxes, width, height), raw.scores, raw.queries)
-        classes = np.array([self.query.classes[q] or "" for q in raw.queries], dtype=object)
+    def select_raw(self, raw: Detections, width: int, height: int) -> list[Label]:
+        """Map every candidate to its prompt's class: thresholds, negative prompts, then NMS."""
+        raw = raw.with_boxes(clip_boxes(raw.boxes, width, height))
+        classes = np.array([self.query.classes[q] or "" for q in raw.class_ids], dtype=object)
         candidates = np.flatnonzero(self.confident(raw.scores, classes))
         classes[candidates[suppressed_by_negatives(raw, self.query, classes, candidates)]] = ""
-        return self.select(raw.boxes, raw.scores, classes, width, height)
+        return self.select(raw, classes, width, height)

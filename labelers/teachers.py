@@ -27,6 +27,7 @@ from typing import Callable, Literal
 
 import numpy as np
 
+from edgedistill.boxes import Detections
 from edgedistill.dataset import Label, LabelSource, sha256_file, write_atomic
 from edgedistill.errors import EdgedistillError
 from edgedistill.images import Placement, place
@@ -38,8 +39,8 @@ LABELER = "teacher"
 MODELS_ENV = "EDGEDISTILL_MODELS"
 PACKAGED = "packaged"  # autolabel.model value meaning "the adapter's packaged weights"
 
-# raw model outputs -> boxes (n, 4) x0, y0, x1, y1 as shares of the model input, scores (n,), class ids (n,)
-Decoder = Callable[[list[np.ndarray]], tuple[np.ndarray, np.ndarray, np.ndarray]]
+# raw model outputs -> detections, their boxes (x0, y0, x1, y1) as shares of the model input
+Decoder = Callable[[list[np.ndarray]], Detections]
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ def ssd_decoder(input_size: int, strides: list[int], anchors_per_layer: int, coo
     (n, k, 2), all as shares of the input, into the detections' boxes."""
     anchors = ssd_anchor_centres(input_size, strides, anchors_per_layer)
 
-    def decode(outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def decode(outputs: list[np.ndarray]) -> Detections:
         regressors = next(o for o in outputs if o.shape[-1] == coords).reshape(-1, coords)
         logits = next(o for o in outputs if o.shape[-1] == 1).reshape(-1).astype(np.float64)
         if len(regressors) != len(anchors):
@@ -129,7 +130,7 @@ def ssd_decoder(input_size: int, strides: list[int], anchors_per_layer: int, coo
         keypoints = regressors[:, 4:].reshape(len(anchors), -1, 2) / input_size + anchors[:, None]
         boxes = to_boxes(np.concatenate([centre - size / 2, centre + size / 2], axis=1), keypoints)
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -100.0, 100.0)))  # MediaPipe clips logits at 100
-        return boxes, scores, np.zeros(len(scores), dtype=np.int64)
+        return Detections(boxes, scores, np.zeros(len(scores), dtype=np.int64))
 
     return decode
 
@@ -257,8 +258,8 @@ def boxes_to_image(boxes: np.ndarray, spec: Preprocess, placement: Placement) ->
 
 
 def teach_batch(adapter: TeacherAdapter, runtime: TfliteModel | OnnxModel, images: list[np.ndarray],
-                views: tuple[str, ...] = ()) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Each image's (boxes in its pixels, scores, teacher class ids), before thresholds and NMS.
+                views: tuple[str, ...] = ()) -> list[Detections]:
+    """Each image's detections in its pixels (class ids are the teacher's), before thresholds and NMS.
 
     `views` adds test-time augmentation: "flip" (the mirrored image) and "tiles" (four overlapping
     corner tiles, each seen at about 1.6 times the scale, for small objects); every view's boxes come
@@ -267,12 +268,12 @@ def teach_batch(adapter: TeacherAdapter, runtime: TfliteModel | OnnxModel, image
     seen = [(index, view, to_image) for index, image in enumerate(images) for view, to_image in _views(image, views)]
     prepared = [prepare_input(view, adapter.preprocess) for _, view, _ in seen]
     outputs = runtime.run_batch(np.stack([tensor for tensor, _ in prepared]))
-    found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in images]
+    found: list[list[Detections]] = [[] for _ in images]
     for (index, view, to_image), (_, placement), raw in zip(seen, prepared, outputs):
-        boxes, scores, classes = adapter.decode(raw)
-        boxes, keep = to_image(boxes_to_image(boxes, adapter.preprocess, placement))
-        found[index].append((boxes[keep], scores[keep], classes[keep]))
-    return [tuple(np.concatenate(parts) for parts in zip(*per_image)) for per_image in found]
+        decoded = adapter.decode(raw)
+        boxes, keep = to_image(boxes_to_image(decoded.boxes, adapter.preprocess, placement))
+        found[index].append(decoded.with_boxes(boxes)[keep])
+    return [Detections.merge(per_image) for per_image in found]
 
 
 TILE_SHARE = 0.625  # a tile's side as a share of the image's: 2x2 tiles overlap by a quarter
@@ -339,9 +340,9 @@ class TeacherLabeler(BoxLabeler):
 
     def boxes(self, images: list[np.ndarray]) -> list[list[Label]]:
         found = teach_batch(self.adapter, self.runtime, images, tuple(self.settings.views))
-        return [self.select(boxes, scores, np.array([self.mapping.get(int(c), "") for c in ids], dtype=object),
-                            image.shape[1], image.shape[0])
-                for image, (boxes, scores, ids) in zip(images, found)]
+        return [self.select(detections, np.array([self.mapping.get(int(c), "") for c in detections.class_ids],
+                                                 dtype=object), image.shape[1], image.shape[0])
+                for image, detections in zip(images, found)]
 
 
 if __name__ == "__main__":

@@ -311,12 +311,13 @@ def test_ingest_photos_with_nothing_readable_is_an_error(tmp_path):
 
 
 def test_the_default_recipe_composites_with_no_input_at_all(tmp_path):
-    from generators.compositing import generate_composites
+    from generators.compositing import composites_by_split
 
     recipe = _recipe(images=8)
     dataset = _dataset(tmp_path, recipe)
-    samples = generate_composites(dataset, recipe, tmp_path / "work", workers=1)
-    assert len(samples) == 8 and all(s.labels for s in samples)
+    samples = composites_by_split(dataset, recipe, [], tmp_path / "work")
+    # drawn cut-outs on generated backgrounds, in the split shares (0.65, 0.15, 0.2 of 8)
+    assert [s.split for s in samples] == ["train"] * 5 + ["val"] + ["test"] * 2 and all(s.labels for s in samples)
     version = dataset.commit(samples, None, "compositing", {"images": 8})
     assert dataset.samples(version.id) == samples
 

@@ -298,7 +298,7 @@ RECIPE = {"task": "detection", "name": "pets", "classes": {"cat": ["a cat"], "do
 def test_label_adds_the_imports_to_the_auto_labels_and_train_uses_them(tmp_path):
     from edgedistill.recipe import parse_recipe
     from flows import detection
-    from flows.run import RunPaths, newest
+    from flows.runs import RunPaths, newest
 
     photos = tmp_path / "photos"
     for seed in range(3):

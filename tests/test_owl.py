@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from edgedistill.boxes import Detections
 from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, MediaPolicy, OntologyClass, Provenance, Sample
 from edgedistill.errors import EdgedistillError
 from edgedistill.images import image_bytes
 from edgedistill.recipe import AutoLabelSettings, DetectionClass
 from edgedistill.labelling import loaded, run_labeler
 from edgedistill.shards import shard_path
-from labelers.owl import OwlLabeler, RawDetections, build_prompt_query, detect_batch, load_owl
+from labelers.owl import OwlLabeler, build_prompt_query, detect_batch, load_owl
 from tiny_models import save_tiny_owl
 
 ONTOLOGY = {
@@ -74,8 +75,8 @@ def test_ambiguous_ontology_is_refused(ontology, message):
 
 
 # -- thresholds, negatives, NMS on hand-made detections -------------------------------------------
-def raw(boxes, scores, queries) -> RawDetections:
-    return RawDetections(np.array(boxes, float), np.array(scores, float), np.array(queries))
+def raw(boxes, scores, queries) -> Detections:
+    return Detections(boxes, scores, queries)  # class ids: the query each box matched best
 
 
 def selector(**settings) -> OwlLabeler:
@@ -85,7 +86,7 @@ def selector(**settings) -> OwlLabeler:
     return labeler
 
 
-def select(detections: RawDetections, **settings) -> list[tuple[str, float]]:
+def select(detections: Detections, **settings) -> list[tuple[str, float]]:
     return [(label.class_name, label.score) for label in selector(**settings).select_raw(detections, 200, 200)]
 
 
@@ -142,7 +143,7 @@ def test_labels_map_model_outputs_to_classes(tiny_owl, photo_dataset, tmp_path):
             assert x + w <= sample.shape.width + 0.01 and y + h <= sample.shape.height + 0.01
             match = int(np.argmin(np.abs(found.scores - label.score)))  # the candidate box it came from
             assert abs(found.scores[match] - label.score) < 1e-5
-            assert query.classes[found.queries[match]] == label.class_name  # the class of its best prompt
+            assert query.classes[found.class_ids[match]] == label.class_name  # the class of its best prompt
             assert label.source == LabelSource(labeler=detector.kind, model=tiny_owl, version=detector.version)
             assert label.class_name != "person" or label.score >= 0.3
         assert sample.review.status == "auto"

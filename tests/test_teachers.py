@@ -12,7 +12,7 @@ from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, MediaPo
 from edgedistill.errors import EdgedistillError
 from edgedistill.images import image_bytes, load_image
 from edgedistill.recipe import AutoLabelSettings, DetectionClass
-from edgedistill.boxes import iou_matrix, xywh_to_xyxy
+from edgedistill.boxes import Detections, iou_matrix, xywh_to_xyxy
 from edgedistill.labelling import run_labeler
 from labelers.teachers import (ADAPTERS, PackagedWeights, Preprocess, TeacherAdapter, TeacherLabeler, find_packaged,
                                get_adapter, register_adapter, resolve_teacher_model, ssd_anchor_centres)
@@ -186,9 +186,9 @@ def bright_square_onnx(tmp_path_factory) -> Path:
     return path
 
 
-def decode_quarter(outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def decode_quarter(outputs: list[np.ndarray]) -> Detections:
     boxes, scores = outputs
-    return boxes.reshape(-1, 4), scores.reshape(-1), np.zeros(scores.size, dtype=np.int64)
+    return Detections(boxes, scores, np.zeros(scores.size, dtype=np.int64))
 
 
 def test_an_onnx_detector_with_a_registered_adapter(bright_square_onnx, tmp_path):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from edgedistill.boxes import Detections, xywh_to_xyxy
 from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, OntologyClass, Provenance, Sample
 from edgedistill.errors import EdgedistillError
 from edgedistill.images import Placement, image_bytes, load_image
@@ -67,17 +68,17 @@ def test_decode_undoes_the_letterbox_and_suppresses_duplicates():
     output[:, 2] = [10, 30, 4, 4, 0.0001, 0.0]
     found = decode(output, placement, 120, 60)
     assert len(found) == 1
-    class_index, score, box = found[0]
-    assert (class_index, score) == (0, pytest.approx(0.9))
-    np.testing.assert_allclose(box, [30, 10, 30, 30], atol=1e-4)
+    assert (found.class_ids[0], found.scores[0]) == (0, pytest.approx(0.9))
+    np.testing.assert_allclose(found.boxes[0], [30, 10, 60, 40], atol=1e-4)
 
 
 def test_coco_map_is_one_for_the_truth_and_zero_for_nothing(tmp_path):
     dataset, samples = shapes_dataset(tmp_path / "shapes", count=6)
-    truth = [[(LABELS.index(l.class_name), 1.0, list(l.box)) for l in s.labels] for s in samples]
+    truth = [Detections(xywh_to_xyxy([l.box for l in s.labels]), np.ones(len(s.labels)),
+                        [LABELS.index(l.class_name) for l in s.labels]) for s in samples]
     assert coco_map(dataset, samples, LABELS, truth)["map50"] == pytest.approx(1.0)
     assert coco_map(dataset, samples, LABELS, truth)["map50_95"] == pytest.approx(1.0)
-    assert coco_map(dataset, samples, LABELS, [[] for _ in samples])["map50"] == 0.0
+    assert coco_map(dataset, samples, LABELS, [Detections([], [], []) for _ in samples])["map50"] == 0.0
 
 
 def test_missing_yolo_environment_is_a_clear_error(tmp_path, monkeypatch):

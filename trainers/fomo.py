@@ -204,6 +204,21 @@ def evaluate_fomo(model: nn.Module, data: PreparedSet, frontend: ImageFrontEnd, 
     return centroid_f1(data.truth(), found, labels, radius=centroid_distance * frontend.size)
 
 
+def evaluate_held_out(model: nn.Module, dataset: Dataset, samples: list[Sample], labels: list[str],
+                      frontend: ImageFrontEnd, decoding: HeatmapDecoding, centroid_distance: float,
+                      sources: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
+    """Centroid F1 on the test split, and on its samples of each source (e.g. composites, photos; {} for
+    a source with none)."""
+    def figures(chosen: list[Sample]) -> dict:
+        arrays = detection_arrays(dataset, chosen, labels)
+        if not arrays.images:
+            return {}
+        return evaluate_fomo(model, prepare(arrays, frontend), frontend, decoding, labels, centroid_distance)
+
+    test = [s for s in samples if s.split == "test"]
+    return figures(test), {source: figures([s for s in test if s.provenance.source == source]) for source in sources}
+
+
 def at_best_threshold(model: nn.Module, data: PreparedSet, frontend: ImageFrontEnd, decoding: HeatmapDecoding,
                       labels: list[str], centroid_distance: float) -> dict:
     """Centroid F1 metrics on `data` at the score threshold (of THRESHOLDS) that gives the best F1,

@@ -1,0 +1,90 @@
+"""What a run keeps and where: the run folder, the record training leaves for export, the newest version.
+
+The pipeline modules (flows/keyword_spotting.py, flows/detection.py) and the flow that runs them
+(flows/run.py) all read these; they live apart from the flow so that no module imports its importer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from edgedistill.dataset import Dataset, VersionInfo, write_atomic
+from edgedistill.errors import EdgedistillError
+from edgedistill.recipe import AnyRecipe
+from trainers.yolo import YoloModel
+
+Progress = Callable[[int, int], None] | None
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one run keeps things: under its --out folder, and the dataset wherever the recipe says."""
+
+    out: Path
+    dataset_location: str | None = None  # the recipe's `dataset:` (a folder or an fsspec URL)
+
+    @classmethod
+    def of(cls, recipe: AnyRecipe, out: str | Path) -> "RunPaths":
+        return cls(Path(out), recipe.dataset)
+
+    @property
+    def dataset(self) -> str:
+        return self.dataset_location or str(self.out / "dataset")
+
+    @property
+    def model_dir(self) -> Path:
+        return self.out / "model"
+
+    @property
+    def model(self) -> Path:
+        return self.model_dir / "model.pt"
+
+    @property
+    def trained(self) -> Path:
+        return self.model_dir / "trained.json"
+
+    @property
+    def bundle(self) -> Path:
+        return self.out / "bundle"
+
+
+@dataclass
+class TrainedModel:
+    """What training leaves for export: the model, the version it learned from, its test figures."""
+
+    path: Path
+    version: str
+    float_metrics: dict  # on the whole held-out (test) split
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+    samples_per_second: float
+    held_out: dict[str, dict] = field(default_factory=dict)  # detection: float figures per source (composites, photos)
+    yolo: YoloModel | None = None  # detection with train.yolo: the larger model
+
+    def save(self, paths: RunPaths) -> None:
+        write_atomic(paths.trained, json.dumps(asdict(self), indent=2, default=str).encode())
+
+    @classmethod
+    def load(cls, paths: RunPaths) -> TrainedModel:
+        if not paths.trained.exists():
+            raise EdgedistillError(f"no trained model in {paths.model_dir}", "run `edgedistill train RECIPE` first")
+        record = json.loads(paths.trained.read_text())
+        if "extra" in record:  # a record from before the typed fields: train again to write one
+            raise EdgedistillError(f"{paths.trained} was written by an older edgedistill",
+                                   "run `edgedistill train RECIPE` again (it resumes from its checkpoint)")
+        yolo = record.pop("yolo")
+        return cls(**(record | {"path": Path(record["path"])}),
+                   yolo=yolo and YoloModel(Path(yolo["onnx"]), Path(yolo["program"]), yolo["metrics"]))
+
+
+def newest(dataset: Dataset, *stages: str) -> VersionInfo:
+    """The newest version one of `stages` made, for the one-stage-at-a-time commands."""
+    for version in reversed(dataset.info.versions):
+        if version.stage in stages:
+            return version
+    raise EdgedistillError(f"dataset {dataset.location} has no {' or '.join(stages)} version yet",
+                           "run the stages before it first (`edgedistill generate`, then `label`)")
