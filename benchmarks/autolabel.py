@@ -130,8 +130,10 @@ def main() -> None:
                 rows.append(("teacher", "blazeface_short_range (TFLite)", batch, speed))
         if args.runners:
             settings = AutoLabelSettings(model=model, batch_size=max(args.batch_sizes), threshold=0.1)
+            labeler = OwlLabeler(ONTOLOGY, settings)
+            labeler.shard_size = settings.batch_size  # enough shards for every worker
             for runner in ("this process", "2 processes", "Dask, 2 workers"):
-                speed = runner_speed(runner, OwlLabeler(ONTOLOGY, settings), dataset, samples, root / runner)
+                speed = runner_speed(runner, labeler, dataset, samples, root / runner)
                 rows.append((f"{kind}, {runner}", label, settings.batch_size, speed))
     print_table(rows, args)
 

@@ -52,6 +52,13 @@ def iou_matrix(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
 
 
+def label_iou(a: tuple[float, float, float, float] | None, b: tuple[float, float, float, float] | None) -> float:
+    """IoU of two labels' (x, y, width, height) boxes; two labels without a box are the same region."""
+    if a is None or b is None:
+        return 1.0 if a is None and b is None else 0.0
+    return float(iou_matrix(xywh_to_xyxy(a), xywh_to_xyxy(b))[0, 0])
+
+
 def box_areas(boxes: np.ndarray) -> np.ndarray:
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)

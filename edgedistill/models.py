@@ -61,6 +61,21 @@ def load_config(model: str, setting: str) -> Any:
         raise model_unavailable(model, setting, f"{type(error).__name__}: {str(error).splitlines()[0][:200]}") from None
 
 
+def load_pretrained(model: str, setting: str, network_class: Any) -> tuple[Any, Any, str]:
+    """A transformers model at `model` with its processor, on the device, in eval mode: (network,
+    processor, device); when its files are missing, the one error that says how to get them."""
+    from transformers import AutoProcessor
+
+    source, local_only = model_source(model, setting)
+    try:
+        processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
+        network = network_class.from_pretrained(source, local_files_only=local_only)
+    except (OSError, ValueError) as error:
+        raise model_unavailable(model, setting, f"weights or processor: {type(error).__name__}") from None
+    device = default_device()
+    return network.to(device).eval(), processor, device
+
+
 DEVICE_ENV = "EDGEDISTILL_DEVICE"  # the recipe's `device:`, in the environment so worker processes see it too
 
 

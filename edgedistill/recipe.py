@@ -157,25 +157,30 @@ class ExportSettings(_Section):
     vela_accelerator: str = "ethos-u55-128"
 
 
-class KeywordSpottingRecipe(_Section):
-    task: Literal["keyword_spotting"]
+class _Recipe(_Section):
+    """What every recipe has besides its task's sections."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    keywords: list[str]
-    sample_rate: int = Field(16000, ge=8000)
-    clip_seconds: float = Field(1.0, gt=0.2, le=3.0)
     seed: int = 0
     # where the dataset lives: a folder or an fsspec URL (s3://bucket/faces); default <out>/dataset
     dataset: str | None = None
     # where every model runs (foundation models, our trainers, YOLO): cpu, cuda, cuda:1; default a GPU if any
     device: str | None = Field(None, pattern=r"^(cpu|cuda(:\d+)?|mps)$")
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
+    export: ExportSettings = Field(default_factory=ExportSettings)
+
+
+class KeywordSpottingRecipe(_Recipe):
+    task: Literal["keyword_spotting"]
+    keywords: list[str]
+    sample_rate: int = Field(16000, ge=8000)
+    clip_seconds: float = Field(1.0, gt=0.2, le=3.0)
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
     whisper_check: WhisperCheckSettings = Field(default_factory=WhisperCheckSettings)
-    review: ReviewSettings = Field(default_factory=ReviewSettings)
     frontend: FrontEndSettings = Field(default_factory=FrontEndSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     detect: StreamingSettings = Field(default_factory=StreamingSettings)
-    export: ExportSettings = Field(default_factory=ExportSettings)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
 
     @field_validator("keywords")
@@ -313,23 +318,15 @@ class DetectorTrainSettings(_Section):
     yolo_image_size: int = Field(320, ge=32)
 
 
-class DetectionRecipe(_Section):
+class DetectionRecipe(_Recipe):
     task: Literal["detection"]
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     classes: dict[str, DetectionClass]
     images: str | None = None  # the team's own unlabelled photos
-    seed: int = 0
-    # where the dataset lives: a folder or an fsspec URL (s3://bucket/faces); default <out>/dataset
-    dataset: str | None = None
-    # where every model runs (foundation models, our trainers, YOLO): cpu, cuda, cuda:1; default a GPU if any
-    device: str | None = Field(None, pattern=r"^(cpu|cuda(:\d+)?|mps)$")
     compositing: CompositingSettings = Field(default_factory=CompositingSettings)
     diffusion: DiffusionSettings = Field(default_factory=DiffusionSettings)
     autolabel: AutoLabelSettings = Field(default_factory=AutoLabelSettings)
-    review: ReviewSettings = Field(default_factory=ReviewSettings)
     train: DetectorTrainSettings = Field(default_factory=DetectorTrainSettings)
     evaluate: DetectionEvaluateSettings = Field(default_factory=DetectionEvaluateSettings)
-    export: ExportSettings = Field(default_factory=ExportSettings)
 
     @field_validator("classes", mode="before")
     @classmethod

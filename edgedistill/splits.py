@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
-from edgedistill.dataset import Sample, Split
+from edgedistill.dataset import Dataset, Sample, Split, VersionInfo
 
 
 def hash_rank(key: str, seed: int) -> float:
@@ -40,3 +40,13 @@ def split_by_group(samples: list[Sample], val_share: float, test_share: float, s
     for stratum in (labelled, set(group.values()) - labelled):
         split_of.update(assign_splits(stratum, val_share, test_share, seed))
     return [s.model_copy(update={"split": split_of[group[s.id]]}) for s in samples]
+
+
+def split_version(dataset: Dataset, parent: VersionInfo, val_share: float, test_share: float, seed: int,
+                  params: dict[str, Any] | None = None,
+                  adding: Callable[[list[Sample]], list[Sample]] = lambda samples: samples) -> VersionInfo:
+    """The "split" stage of both pipelines: `parent`'s samples (with what `adding` adds) split by group.
+    `params`: what else decides the split, for its stage key."""
+    key = {"val_share": val_share, "test_share": test_share, "seed": seed} | (params or {})
+    return dataset.derive(parent, "split", key,
+                          lambda samples, _: split_by_group(adding(samples), val_share, test_share, seed))

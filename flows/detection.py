@@ -60,7 +60,7 @@ def label(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = Non
     and split them all by photo (or prompt)."""
     from edgedistill.formats.importer import newest_imports, with_imports
     from edgedistill.labelling import run_labeler
-    from edgedistill.splits import split_by_group
+    from edgedistill.splits import split_version
     from labelers.sam import SamLabeler
 
     dataset = open_dataset(recipe, paths.dataset)
@@ -77,15 +77,12 @@ def label(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = Non
             masks = SamLabeler(settings.sam_model, settings.batch_size)
             labelled = dataset.derive(labelled, "masks", {"sam_model": settings.sam_model},
                                       lambda samples, work: run_labeler(masks, dataset, samples, work, progress).samples)
-    train = recipe.train
     imports = newest_imports(dataset)
-    params = {"val_share": train.val_share, "test_share": train.test_share, "seed": train.seed,
-              "strata": "labelled, empty"}
+    params = {"strata": "labelled, empty"}
     if imports:  # named only when there are some, so that a dataset without imports keeps its split
         params["imports"] = [version.id for version in imports]
-    return dataset.derive(labelled, "split", params,
-                          lambda samples, _: split_by_group(with_imports(dataset, samples, imports), train.val_share,
-                                                            train.test_share, train.seed)).id
+    return split_version(dataset, labelled, recipe.train.val_share, recipe.train.test_share, recipe.train.seed,
+                         params, lambda samples: with_imports(dataset, samples, imports)).id
 
 
 def composite_step(recipe: DetectionRecipe, dataset: Dataset, labelled: VersionInfo,

@@ -66,12 +66,9 @@ def check_step(recipe: KeywordSpottingRecipe, dataset: Dataset, parent: VersionI
 
 
 def split_step(recipe: KeywordSpottingRecipe, dataset: Dataset, parent: VersionInfo) -> VersionInfo:
-    from edgedistill.splits import split_by_group
+    from edgedistill.splits import split_version
 
-    train = recipe.train
-    params = {"val_share": train.val_share, "test_share": train.test_share, "seed": train.seed}
-    return dataset.derive(parent, "split", params,
-                          lambda samples, _: split_by_group(samples, train.val_share, train.test_share, train.seed))
+    return split_version(dataset, parent, recipe.train.val_share, recipe.train.test_share, recipe.train.seed)
 
 
 def augment_step(recipe: KeywordSpottingRecipe, dataset: Dataset, parent: VersionInfo,

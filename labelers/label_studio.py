@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
-from edgedistill.boxes import iou_matrix, xywh_to_xyxy
+from edgedistill.boxes import label_iou
 from edgedistill.dataset import Dataset, Label, LabelSource, Review, Sample, VersionInfo
 from edgedistill.errors import EdgedistillError
 from edgedistill.formats.label_studio import (AUDIO, BOX, IMAGE, KEYWORD, MASK, REJECT, TRANSCRIPT, VERDICT,
@@ -421,13 +421,6 @@ class PullResult:
     missing: list[str] = field(default_factory=list)  # routed samples whose task is gone (re-push)
 
 
-def iou(a: tuple[float, float, float, float] | None, b: tuple[float, float, float, float] | None) -> float:
-    """IoU of two labels' xywh boxes; two labels without a box are the same region."""
-    if a is None or b is None:
-        return 1.0 if a is None and b is None else 0.0
-    return float(iou_matrix(xywh_to_xyxy(a), xywh_to_xyxy(b))[0, 0])
-
-
 def same_labels(auto: list[Label], reviewed: list[Label], tolerance_px: float) -> bool:
     """Whether the reviewer left the auto-labels as they were (within rounding of the UI)."""
     if sorted(l.class_name for l in auto) != sorted(l.class_name for l in reviewed):
@@ -585,9 +578,9 @@ def _matches(auto: list[Label], reviewed: list[Label], min_iou: float = 0.5) -> 
     found: dict[str, int] = {}
     left = list(reviewed)
     for label in sorted(auto, key=lambda l: -(l.score or 0.0)):
-        best = max((r for r in left if r.class_name == label.class_name), key=lambda r: iou(label.box, r.box),
+        best = max((r for r in left if r.class_name == label.class_name), key=lambda r: label_iou(label.box, r.box),
                    default=None)
-        if best is not None and iou(label.box, best.box) >= min_iou:
+        if best is not None and label_iou(label.box, best.box) >= min_iou:
             left.remove(best)
             found[label.class_name] = found.get(label.class_name, 0) + 1
     return found

@@ -21,7 +21,7 @@ import numpy as np
 from edgedistill.dataset import Label, LabelSource
 from edgedistill.errors import EdgedistillError
 from edgedistill.labelling import BoxLabeler
-from edgedistill.models import default_device, load_config, model_source, model_unavailable
+from edgedistill.models import load_config, load_pretrained
 from edgedistill.recipe import DetectionClass
 from edgedistill.boxes import Detections, clip_boxes, iou_matrix
 
@@ -84,26 +84,20 @@ class OwlDetector:
 
 
 @cache
-def load_owl(model: str, device: str | None = None) -> OwlDetector:
+def load_owl(model: str) -> OwlDetector:
     """The OWL-ViT or OWLv2 detector at `model` (hub id or folder), once per process."""
     import transformers
-    from transformers import AutoProcessor, Owlv2ForObjectDetection, OwlViTForObjectDetection
+    from transformers import Owlv2ForObjectDetection, OwlViTForObjectDetection
 
     config = load_config(model, SETTING)
     kind = getattr(config, "model_type", None)
     if kind not in OWL_KINDS:
         raise EdgedistillError(f"{model} is a '{kind}' model, not an OWL-ViT or OWLv2 detector",
                                "set autolabel.model to an OWL model, e.g. google/owlv2-base-patch16-ensemble")
-    source, local_only = model_source(model, SETTING)
-    model_class = Owlv2ForObjectDetection if kind == "owlv2" else OwlViTForObjectDetection
-    try:
-        processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
-        network = model_class.from_pretrained(source, local_files_only=local_only)
-    except (OSError, ValueError) as error:
-        raise model_unavailable(model, SETTING, f"weights or processor: {type(error).__name__}") from None
-    device = device or default_device()
+    network, processor, device = load_pretrained(
+        model, SETTING, Owlv2ForObjectDetection if kind == "owlv2" else OwlViTForObjectDetection)
     version = getattr(config, "_commit_hash", None) or f"transformers {transformers.__version__}"
-    return OwlDetector(network.to(device).eval(), processor, kind, model, version, device)
+    return OwlDetector(network, processor, kind, model, version, device)
 
 
 # -- detection ---------------------------------------------------------------------------------

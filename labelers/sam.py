@@ -20,7 +20,7 @@ from edgedistill.images import load_image
 from edgedistill.labelling import Labeler
 from edgedistill.masks import encode_rle
 from edgedistill.boxes import xywh_to_xyxy
-from edgedistill.models import default_device, load_config, model_source, model_unavailable
+from edgedistill.models import load_config, load_pretrained
 from labelers.sam_meta import MetaSamSegmenter, load_meta_sam
 
 SETTING = "autolabel.sam_model"  # the recipe field that names the SAM model
@@ -30,32 +30,25 @@ SETTING = "autolabel.sam_model"  # the recipe field that names the SAM model
 class SamSegmenter:
     model: Any
     processor: Any
-    model_id: str
     device: str
+    model_id: str
 
     def segment(self, images: list[np.ndarray], boxes: list[np.ndarray]) -> list[np.ndarray]:
         return segment_boxes(self, images, boxes)
 
 
 @cache
-def load_sam(model: str, device: str | None = None) -> SamSegmenter | MetaSamSegmenter:
+def load_sam(model: str) -> SamSegmenter | MetaSamSegmenter:
     """The Segment Anything model at `model` (hub id, folder or Meta .pth checkpoint), once per process."""
     if model.endswith(".pth"):
         return load_meta_sam(model)
-    from transformers import AutoProcessor, SamModel
+    from transformers import SamModel
 
     config = load_config(model, SETTING)
     if getattr(config, "model_type", None) != "sam":
         raise EdgedistillError(f"{model} is a '{getattr(config, 'model_type', None)}' model, not Segment Anything",
                                "set autolabel.sam_model to a SAM model, e.g. facebook/sam-vit-base")
-    source, local_only = model_source(model, SETTING)
-    try:
-        processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
-        network = SamModel.from_pretrained(source, local_files_only=local_only)
-    except (OSError, ValueError) as error:
-        raise model_unavailable(model, SETTING, f"weights or processor: {type(error).__name__}") from None
-    device = device or default_device()
-    return SamSegmenter(network.to(device).eval(), processor, model, device)
+    return SamSegmenter(*load_pretrained(model, SETTING, SamModel), model)
 
 
 def segment_boxes(segmenter: SamSegmenter, images: list[np.ndarray],

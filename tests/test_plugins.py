@@ -14,6 +14,7 @@ from edgedistill.images import image_bytes
 PLUGIN = '''
 import numpy as np
 
+from edgedistill.boxes import Detections
 from edgedistill.dataset import LabelSource
 from edgedistill.labelling import BoxLabeler
 
@@ -26,7 +27,7 @@ class WholeImage(BoxLabeler):
 
     def boxes(self, images):
         first = next(iter(self.ontology))
-        return [self.select(np.array([[0, 0, im.shape[1], im.shape[0]]], float), np.array([im.mean() / 255]),
+        return [self.select(Detections([[0, 0, im.shape[1], im.shape[0]]], [im.mean() / 255], [0]),
                             np.array([first], dtype=object), im.shape[1], im.shape[0]) for im in images]
 '''
 

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import numpy as np
 
-from edgedistill.boxes import iou_matrix, xywh_to_xyxy
+from edgedistill.boxes import label_iou
 from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, Sample, write_atomic
 from edgedistill.errors import EdgedistillError
 from edgedistill.formats.labelled import LabelledSet, checked_box, image_file, labelled_image, load_json
@@ -119,17 +119,13 @@ def _merge_masks_into_boxes(labels: list[Label]) -> list[Label]:
     merged = list(boxes)
     for masked in (label for label in labels if label.mask is not None):
         host = next((b for b in boxes if b.class_name == masked.class_name and b.mask is None
-                     and masked.box and _iou(b.box, masked.box) > 0.5), None)
+                     and masked.box and label_iou(b.box, masked.box) > 0.5), None)
         if host is None:
             merged.append(masked)
         else:
             merged[merged.index(host)] = host.model_copy(update={"mask": masked.mask})
             boxes.remove(host)
     return merged
-
-
-def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    return float(iou_matrix(xywh_to_xyxy(a), xywh_to_xyxy(b))[0, 0])
 
 
 # -- JSON exports -------------------------------------------------------------------------------
