@@ -14,8 +14,8 @@ drift too far to use alone). A clip left without words is transcribed again on i
 from __future__ import annotations
 
 import functools
-import logging
 import hashlib
+import logging
 import os
 import re
 import unicodedata
@@ -130,9 +130,8 @@ def hub_model(model: str) -> str:
 def load_whisper(model: str):
     """One WhisperModel per model setting and process (resolved once: a hub id may touch the
     network); on the GPU in float16 when there is one, else int8 on the CPU as OFFLINE.md measured."""
-    from faster_whisper import WhisperModel
-
     import ctranslate2
+    from faster_whisper import WhisperModel
 
     device, _, index = default_device().partition(":")
     path = resolve_whisper_model(model)
@@ -363,7 +362,7 @@ class WhisperLabeler(Labeler):
 
 
 def check_speech(dataset: Dataset, samples: list[Sample], settings: WhisperCheckSettings, work_dir: Path,
-                 progress: Callable[[int, int], None] | None = None, workers: int = 1) -> CheckResult:
+                 progress: Callable[[int, int], None] | None = None) -> CheckResult:
     """Centre keyword clips on their speech and drop (voice, keyword) groups Whisper does not hear right.
 
     Negative clips (`_unknown_`, `_silence_`) pass through untouched; keyword clips with no
@@ -375,13 +374,13 @@ def check_speech(dataset: Dataset, samples: list[Sample], settings: WhisperCheck
     sizes = Counter((voice_of(s), s.class_name) for s in keyword)
     total = len(keyword) + sum(min(per_group, size) for size in sizes.values())  # centred, then heard
     centring = run_shards(keyword, functools.partial(centre_shard, dataset.location), Path(work_dir) / "centre",
-                          CENTRE_SHARD_SIZE, workers, progress and (lambda done, _: progress(done, total)))
+                          CENTRE_SHARD_SIZE, 1, progress and (lambda done, _: progress(done, total)))
     groups: dict[tuple[str, str], list[Sample]] = defaultdict(list)
     for sample in sorted((s for output in centring.outputs for s in output.samples), key=lambda s: s.id):
         groups[(voice_of(sample), sample.class_name)].append(sample)
     chosen = [s for members in groups.values() for s in [m for m in members if m.labels[0].span][:per_group]]
     heard = run_labeler(WhisperLabeler(settings), dataset, chosen, Path(work_dir) / "whisper",
-                        progress and (lambda done, _: progress(len(keyword) + done, total)), workers)
+                        progress and (lambda done, _: progress(len(keyword) + done, total)))
     result = verdicts(groups, {s.id: s for s in heard.samples}, settings,
                       [s for s in samples if not is_keyword_sample(s)])
     result.clips_per_second = heard.per_second
