@@ -24,10 +24,6 @@ def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
-def default_threads() -> int:
-    return min(4, os.cpu_count() or 1)
-
-
 class TfliteModel:
     """A .tflite model (a path or its bytes). TFLite models here take batch 1: `run` invokes once per input."""
 
@@ -83,11 +79,11 @@ class OnnxModel:
         return [self.run(inputs[i:i + 1]) for i in range(len(inputs))]
 
 
-def open_model(path: Path, threads: int | None = None) -> TfliteModel | OnnxModel:
-    """An .onnx or .tflite file as a model to run."""
+def open_model(path: Path) -> TfliteModel | OnnxModel:
+    """An .onnx or .tflite file as a model to run (a TFLite one on up to 4 threads)."""
     if path.suffix.lower() == ".onnx":
         return OnnxModel(path)
-    return TfliteModel(path, threads or default_threads())
+    return TfliteModel(path, min(4, os.cpu_count() or 1))
 
 
 def unreadable(model: Path | bytes, error: Exception) -> EdgedistillError:

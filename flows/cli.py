@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from edgedistill.errors import EdgedistillError
-from flows.progress import console, progress_bar
+from flows.progress import console, print_table, progress_bar
 from flows.review import review_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -81,13 +80,8 @@ def train(recipe: RecipeArg, out: OutOpt = None) -> None:
     parsed, pipeline, paths = _load(recipe, out)
     with progress_bar("train") as update:
         trained = pipeline.train(parsed, paths, None, update)
-    table = Table(title=f"model {trained.path}")
-    table.add_column("held-out figure")
-    table.add_column("value", justify="right")
-    for key, value in trained.float_metrics.items():
-        if isinstance(value, float):
-            table.add_row(key, f"{value:.3f}")
-    console.print(table)
+    print_table(f"model {trained.path}", [(key, f"{value:.3f}") for key, value in trained.float_metrics.items()
+                                          if isinstance(value, float)], "held-out figure")
 
 
 @app.command()
@@ -166,16 +160,11 @@ def import_labels(
 
     imported = import_files(label_format.value, path, dataset)
     report, version = imported.report, imported.version
-    table = Table(title=f"dataset {imported.dataset.location} version {version.id} (import)")
-    table.add_column("count")
-    table.add_column("value", justify="right")
-    rows = [("images", report["images"]), ("images with no object", report["empty_images"]),
-            *((f"boxes: {name}", count) for name, count in report["objects"].items()),
-            ("crowd regions left out", report["crowd_regions_left_out"]),
-            ("duplicate images left out", len(report["duplicate_images_left_out"]))]
-    for key, value in rows:
-        table.add_row(key, str(value))
-    console.print(table)
+    print_table(f"dataset {imported.dataset.location} version {version.id} (import)",
+                [("images", report["images"]), ("images with no object", report["empty_images"]),
+                 *((f"boxes: {name}", count) for name, count in report["objects"].items()),
+                 ("crowd regions left out", report["crowd_regions_left_out"]),
+                 ("duplicate images left out", len(report["duplicate_images_left_out"]))], "count")
     if imported.found:
         console.print("these files were imported before: their version was found, nothing new was written")
     console.print(f"report: {imported.dataset.location}/{version.report}")
@@ -185,23 +174,13 @@ def _print_counts(paths, version_id: str) -> None:
     from edgedistill.dataset import Dataset
 
     version = Dataset.open(paths.dataset).version(version_id)
-    table = Table(title=f"dataset {paths.dataset} version {version.id} ({version.stage})")
-    table.add_column("count")
-    table.add_column("value", justify="right")
-    for key, value in version.counts.items():
-        table.add_row(key, str(value))
-    console.print(table)
+    print_table(f"dataset {paths.dataset} version {version.id} ({version.stage})", version.counts.items(), "count")
 
 
 def _closing_table(manifest, bundle: Path) -> None:
     from flows.run import summary_rows
 
-    table = Table(title=f"{manifest.name}: bundle ready")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for key, value in summary_rows(manifest, bundle):
-        table.add_row(key, value)
-    console.print(table)
+    print_table(f"{manifest.name}: bundle ready", summary_rows(manifest, bundle))
     console.print(f"report: {bundle / 'report.html'}")
 
 

@@ -16,14 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from edgedistill.bundle import Manifest
-from edgedistill.dataset import Dataset, MediaPolicy, OntologyClass, Sample, Store, VersionInfo, stage_key
+from edgedistill.dataset import Dataset, MediaPolicy, OntologyClass, SPLITS, Sample, Store, VersionInfo, stage_key
 from edgedistill.errors import EdgedistillError
 from edgedistill.real_photos import RealPhotoCheck
 from edgedistill.recipe import DetectionRecipe
 from edgedistill.registry import load_plugin
 from flows.runs import Progress, RunPaths, TrainedModel, newest
 
-SPLITS = ("train", "val", "test")
 
 
 def open_dataset(recipe: DetectionRecipe, location: str) -> Dataset:
@@ -122,8 +121,10 @@ def train(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = Non
                         (lambda epoch, total, *_: progress(epoch, total)) if progress else None)
     save_fomo(result, paths.model, labels, recipe.train)
 
-    overall, held_out = evaluate_held_out(result.model, dataset, samples, labels, result.frontend, result.decoding,
-                                          recipe.train.centroid_distance, sources=("compositing", "photos"))
+    test_sources = [s.provenance.source for s in samples if s.split == "test"]  # in data["test"]'s order
+    overall, held_out = evaluate_held_out(result.model, data["test"], test_sources, labels, result.frontend,
+                                          result.decoding, recipe.train.centroid_distance,
+                                          sources=("compositing", "photos"))
     yolo = None
     if recipe.train.yolo:  # the larger model, for an NPU or a Linux board (trainers/yolo.py)
         from trainers.yolo import train_yolo

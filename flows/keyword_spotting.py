@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from edgedistill.bundle import Manifest
-from edgedistill.dataset import Dataset, MediaPolicy, OntologyClass, VersionInfo, stage_key
+from edgedistill.dataset import Dataset, MediaPolicy, OntologyClass, SPLITS, VersionInfo, stage_key
 from edgedistill.frontend import MfccFrontEnd
 from edgedistill.recipe import KeywordSpottingRecipe
 from flows.runs import Progress, RunPaths, TrainedModel, newest
@@ -107,7 +107,7 @@ def train_step(recipe: KeywordSpottingRecipe, dataset: Dataset, version: Version
     frontend = frontend_for(recipe)
     samples = [s for s in dataset.samples(version.id) if s.review.status != "rejected"]
     data = {split: clip_features(dataset, [s for s in samples if s.split == split], frontend, recipe.classes)
-            for split in ("train", "val", "test")}
+            for split in SPLITS}
     # keyed by data and settings: a rerun of the same training resumes, a changed one starts fresh
     checkpoints = paths.model_dir / "checkpoints" / stage_key(version.id, "train", recipe.train.model_dump())
     checkpoints.mkdir(parents=True, exist_ok=True)

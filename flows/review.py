@@ -21,7 +21,7 @@ from rich.table import Table
 
 from edgedistill.dataset import Dataset
 from edgedistill.errors import EdgedistillError
-from flows.progress import console
+from flows.progress import console, print_table
 from edgedistill.recipe import ReviewSettings
 from labelers.label_studio import (ReviewProgress, connection_from_env, pull_reviews,
                                    push_for_review, report_table, review_progress)
@@ -47,15 +47,11 @@ def push(dataset: DatasetArg, version: VersionOpt = None, project: ProjectOpt = 
     """Send the doubtful samples (and a quality-control share) to Label Studio; safe to repeat."""
     result = push_for_review(Dataset.open(dataset), connection_from_env(), _settings(project, threshold, qc_share),
                              version)
-    table = Table(title=f"review push: {result.project_url}")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for key, value in [("to review (low confidence)", result.routes["review"]),
-                       ("quality control", result.routes["quality_control"]),
-                       ("accepted automatically", result.routes["auto"]),
-                       ("new tasks", result.imported), ("tasks already there", result.already_there)]:
-        table.add_row(key, str(value))
-    console.print(table)
+    print_table(f"review push: {result.project_url}",
+                [("to review (low confidence)", result.routes["review"]),
+                 ("quality control", result.routes["quality_control"]),
+                 ("accepted automatically", result.routes["auto"]),
+                 ("new tasks", result.imported), ("tasks already there", result.already_there)])
     if result.config_edited:
         console.print("note: the project's labelling config was edited by hand; it was left as it is")
 

@@ -22,7 +22,7 @@ import soxr
 from scipy.signal import butter, fftconvolve, istft, sosfiltfilt, stft
 
 from edgedistill.audio import fit_to_length, load_audio, wav_bytes
-from edgedistill.dataset import Dataset, Provenance, Sample
+from edgedistill.dataset import Dataset, Provenance, SPLITS, Sample
 from edgedistill.recipe import SILENCE, AugmentSettings
 from generators.background_noise import NoiseFile, find_noise, noise_excerpt, noise_split
 from edgedistill.shards import ShardOutput, run_shards
@@ -330,7 +330,7 @@ def noise_by_split(settings: AugmentSettings, seed: int) -> dict[str | None, tup
         return {}
     files = find_noise(tuple(settings.noise_folders) if settings.noise_folders is not None else None)
     by_split: dict[str | None, tuple[NoiseFile, ...]] = {None: files}
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         by_split[split] = tuple(f for f in files if noise_split(f, seed) == split)
     return by_split
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Literal
 import cv2
 import numpy as np
 
-from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, Provenance, Sample
+from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, Provenance, SPLITS, Sample
 from edgedistill.errors import EdgedistillError
 from edgedistill.images import IMAGE_SUFFIXES, decode_image, decode_rgba, image_bytes, load_image
 from edgedistill.recipe import CompositingSettings, DetectionRecipe
@@ -643,7 +643,6 @@ GENERATED_BACKGROUNDS = 48
 
 
 PHOTO_BACKGROUNDS = 200  # per split: enough scenes for variety, few enough to hold in memory
-SPLITS = ("train", "val", "test")
 
 
 def composites_by_split(dataset: Dataset, recipe: DetectionRecipe, samples: list[Sample], work_dir: Path,

@@ -61,6 +61,13 @@ class DetectionArrays:
     def __len__(self) -> int:
         return len(self.images)
 
+    def subset(self, keep: list[int]) -> DetectionArrays:
+        def pick(parts: list) -> list:
+            return [parts[i] for i in keep]
+
+        return DetectionArrays(pick(self.images), pick(self.boxes), pick(self.classes),
+                               self.scores and pick(self.scores))
+
 
 @dataclass
 class PreparedSet:
@@ -204,19 +211,18 @@ def evaluate_fomo(model: nn.Module, data: PreparedSet, frontend: ImageFrontEnd, 
     return centroid_f1(data.truth(), found, labels, radius=centroid_distance * frontend.size)
 
 
-def evaluate_held_out(model: nn.Module, dataset: Dataset, samples: list[Sample], labels: list[str],
+def evaluate_held_out(model: nn.Module, test: DetectionArrays, source_of: list[str], labels: list[str],
                       frontend: ImageFrontEnd, decoding: HeatmapDecoding, centroid_distance: float,
                       sources: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
-    """Centroid F1 on the test split, and on its samples of each source (e.g. composites, photos; {} for
-    a source with none)."""
-    def figures(chosen: list[Sample]) -> dict:
-        arrays = detection_arrays(dataset, chosen, labels)
+    """Centroid F1 on the test images, and on those of each source (`source_of`: each image's; e.g.
+    composites, photos; {} for a source with none)."""
+    def figures(arrays: DetectionArrays) -> dict:
         if not arrays.images:
             return {}
         return evaluate_fomo(model, prepare(arrays, frontend), frontend, decoding, labels, centroid_distance)
 
-    test = [s for s in samples if s.split == "test"]
-    return figures(test), {source: figures([s for s in test if s.provenance.source == source]) for source in sources}
+    return figures(test), {source: figures(test.subset([i for i, s in enumerate(source_of) if s == source]))
+                           for source in sources}
 
 
 def at_best_threshold(model: nn.Module, data: PreparedSet, frontend: ImageFrontEnd, decoding: HeatmapDecoding,

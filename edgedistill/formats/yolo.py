@@ -8,13 +8,12 @@ from pathlib import Path
 
 import yaml
 
-from edgedistill.dataset import Dataset, Label, LabelSource, Sample, write_atomic
+from edgedistill.dataset import Dataset, Label, LabelSource, SPLITS, Sample, write_atomic
 from edgedistill.errors import EdgedistillError
 from edgedistill.formats.labelled import LabelledSet, checked_box, labelled_image
 from edgedistill.images import IMAGE_SUFFIXES
 
 SOURCE = LabelSource(labeler="import:yolo")
-SPLITS = ("train", "val", "test")
 
 
 def read_yolo(root: Path) -> LabelledSet:
