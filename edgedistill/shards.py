@@ -1,9 +1,10 @@
 """Run a list of jobs in shards across processes, keeping each finished shard on disk.
 
-Each finished shard is written atomically as `shard-00012.jsonl` (one Sample per line) next to
-`shard-00012.failures.json`, so a crash or Ctrl-C loses at most the shards in flight and a rerun
-redoes only the missing ones. A `plan.json` fingerprint keeps shards of a different plan from
-being mistaken for this one's.
+A shard is named by its content: `shard-<key>.jsonl` (one Sample per line, next to
+`shard-<key>.failures.json`), the key a hash of the jobs it holds. Each is written atomically
+once done, so a crash or Ctrl-C loses at most the shards in flight, a rerun redoes only the missing
+ones, and a plan that changed keeps every shard whose jobs it still holds (a shard of other jobs
+can never be mistaken for one of these).
 
 Where the shards run is the caller's choice: by default a process pool on this machine; inside
 `shards_run_by(mapper)` the mapper runs them (the Prefect flow maps them as tasks onto its task
@@ -17,7 +18,6 @@ import contextlib
 import functools
 import hashlib
 import json
-import logging
 import multiprocessing
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -30,7 +30,6 @@ from pydantic import BaseModel
 
 from edgedistill.dataset import Sample, write_atomic
 
-logger = logging.getLogger(__name__)
 Job = TypeVar("Job")
 
 
@@ -63,53 +62,37 @@ def shards_run_by(mapper: ShardMapper) -> Iterator[None]:
         _mapper.reset(token)
 
 
-def plan_fingerprint(jobs: Sequence[Any], shard_size: int) -> str:
-    """The jobs and how they are cut: shard 12 of another cut holds other jobs."""
-    blob = json.dumps([shard_size, [asdict(job) if is_dataclass(job) else job for job in jobs]], sort_keys=True,
-                      default=_as_json)
-    return hashlib.sha256(blob.encode()).hexdigest()
+def shard_key(jobs: Sequence[Any]) -> str:
+    """What names a shard: a hash of its jobs (dataclasses and samples by their content)."""
+    blob = json.dumps([asdict(job) if is_dataclass(job) else job for job in jobs], sort_keys=True, default=_as_json)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _as_json(value: Any) -> Any:
     return value.model_dump(mode="json") if isinstance(value, BaseModel) else str(value)  # samples: their content
 
 
-def shard_path(work_dir: Path, index: int) -> Path:
-    return work_dir / f"shard-{index:05d}.jsonl"
+def shard_path(work_dir: Path, jobs: Sequence[Any]) -> Path:
+    return work_dir / f"shard-{shard_key(jobs)}.jsonl"
 
 
-def _failures_path(work_dir: Path, index: int) -> Path:
-    return work_dir / f"shard-{index:05d}.failures.json"
+def _failures_path(samples_path: Path) -> Path:
+    return samples_path.with_suffix(".failures.json")
 
 
-def _prepare(work_dir: Path, fingerprint: str) -> None:
-    """Forget shards left by a different plan: they would mix in other clips."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    marker = work_dir / "plan.json"
-    if marker.exists() and json.loads(marker.read_text()).get("fingerprint") == fingerprint:
-        return
-    stale = sorted(work_dir.glob("shard-*.jsonl")) + sorted(work_dir.glob("shard-*.failures.json"))
-    if stale:
-        logger.warning("%s holds %d shards of another plan; they are discarded", work_dir, len(stale))
-    for path in stale:
-        path.unlink()
-    write_atomic(marker, json.dumps({"fingerprint": fingerprint}).encode())
-
-
-def _load(work_dir: Path, index: int) -> ShardOutput | None:
-    path = shard_path(work_dir, index)
+def _load(path: Path) -> ShardOutput | None:
     if not path.exists():
         return None
     samples = [Sample.model_validate_json(line) for line in path.read_text().splitlines() if line]
-    failures_file = _failures_path(work_dir, index)
+    failures_file = _failures_path(path)
     failures = json.loads(failures_file.read_text()) if failures_file.exists() else []
     return ShardOutput(samples, failures)
 
 
-def _save(work_dir: Path, index: int, output: ShardOutput) -> None:
+def _save(path: Path, output: ShardOutput) -> None:
     # failures first: the samples file is what marks the shard as done
-    write_atomic(_failures_path(work_dir, index), json.dumps(output.failures).encode())
-    write_atomic(shard_path(work_dir, index), "".join(s.model_dump_json() + "\n" for s in output.samples).encode())
+    write_atomic(_failures_path(path), json.dumps(output.failures).encode())
+    write_atomic(path, "".join(s.model_dump_json() + "\n" for s in output.samples).encode())
 
 
 def run_shards(jobs: Sequence[Job], run_shard: RunShard, work_dir: Path, shard_size: int, workers: int,
@@ -120,10 +103,10 @@ def run_shards(jobs: Sequence[Job], run_shard: RunShard, work_dir: Path, shard_s
     the shards in this process. `keep_here` keeps them in this process even inside
     `shards_run_by` (the diffusion generator keeps its one loaded pipeline here).
     """
-    work_dir = Path(work_dir)
-    _prepare(work_dir, plan_fingerprint(jobs, shard_size))
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
     shards = [list(jobs[i:i + shard_size]) for i in range(0, len(jobs), shard_size)]
-    outputs: list[ShardOutput | None] = [_load(work_dir, i) for i in range(len(shards))]
+    paths = [shard_path(Path(work_dir), shard) for shard in shards]
+    outputs: list[ShardOutput | None] = [_load(path) for path in paths]
     todo = [i for i, output in enumerate(outputs) if output is None]
     done = sum(len(shards[i]) for i, output in enumerate(outputs) if output is not None)
     if progress:
@@ -131,7 +114,7 @@ def run_shards(jobs: Sequence[Job], run_shard: RunShard, work_dir: Path, shard_s
 
     def finish(index: int, output: ShardOutput) -> None:
         nonlocal done
-        _save(work_dir, index, output)
+        _save(paths[index], output)
         outputs[index] = output
         done += len(shards[index])
         if progress:

@@ -48,7 +48,7 @@ def test_shards_run_as_prefect_tasks_elsewhere_and_are_kept_here(tmp_path, runne
     assert result["ran"] == [0, 1, 2, 3]
     assert sorted(result["task_runs"]) == [["squares-shard", "COMPLETED"]] * 4
     # the shards were saved by the flow, so a run without Prefect finds them all and computes nothing
-    assert all(shard_path(work, index).exists() for index in range(4))
+    assert all(shard_path(work, list(range(10))[i:i + 3]).exists() for i in range(0, 10, 3))
     again = run_shards(list(range(10)), _never_called, work, shard_size=3, workers=2)
     assert again.ran == [] and len(again.outputs) == 4
 
@@ -61,12 +61,16 @@ def _square_shard(jobs):
     return ShardOutput(failures=[{"square": job * job} for job in jobs])
 
 
-def test_shards_cut_another_way_are_not_mistaken_for_this_cut(tmp_path):
+def test_a_shard_is_kept_while_the_plan_still_holds_its_jobs_and_never_mistaken_for_another(tmp_path):
     run_shards(list(range(10)), _square_shard, tmp_path, shard_size=3, workers=1)
+    changed = [0, 1, 2, 3, 40, 5, 6, 7, 8, 9]  # only the second shard holds other jobs now
+    rerun = run_shards(changed, _square_shard, tmp_path, shard_size=3, workers=1)
+    assert rerun.ran == [1]
+    assert [record["square"] for output in rerun.outputs for record in output.failures] == [j * j for j in changed]
+    # cut another way, no shard holds the same jobs: shard 0 of the old cut held jobs 0-2, of this one 0-3
     recut = run_shards(list(range(10)), _square_shard, tmp_path, shard_size=4, workers=1)
-    assert recut.ran == [0, 1, 2]  # shard 0 of the old cut held jobs 0-2, of this one jobs 0-3
+    assert recut.ran == [0, 1, 2]
     assert [record["square"] for output in recut.outputs for record in output.failures] == [j * j for j in range(10)]
-    assert not shard_path(tmp_path, 3).exists()
 
 
 LABEL_SCRIPT = """

@@ -13,7 +13,6 @@ from edgedistill.errors import EdgedistillError
 from edgedistill.images import image_bytes
 from edgedistill.recipe import AutoLabelSettings, DetectionClass
 from edgedistill.labelling import loaded, run_labeler
-from edgedistill.shards import shard_path
 from labelers.owl import OwlLabeler, build_prompt_query, detect_batch, load_owl
 from tiny_models import save_tiny_owl
 
@@ -169,11 +168,13 @@ def test_rerun_resumes_from_shards_and_keeps_other_labels(tiny_owl, photo_datase
     work = tmp_path / "work"
     first = label_with_owl(dataset, samples, settings, work)
     assert first[0].labels[0] == person
-    assert sorted(path.name for path in work.glob("shard-*")) == ["shard-00000.failures.json", "shard-00000.jsonl"]
+    (shard,) = work.glob("shard-*.jsonl")  # three samples, one shard
+    assert sorted(path.name for path in work.glob("shard-*")) == [shard.name.replace(".jsonl", ".failures.json"),
+                                                                  shard.name]
     # a rerun reads the finished shard instead of running the model: prove it by marking the shard
-    stored = [json.loads(line) for line in shard_path(work, 0).read_text().splitlines()]
+    stored = [json.loads(line) for line in shard.read_text().splitlines()]
     stored[1]["labels"] = []
-    shard_path(work, 0).write_text("".join(json.dumps(item) + "\n" for item in stored))
+    shard.write_text("".join(json.dumps(item) + "\n" for item in stored))
     again = label_with_owl(dataset, samples, settings, work)
     assert again[1].labels == [] and again[0] == first[0]
     # labelling its own output again replaces its labels instead of doubling them
