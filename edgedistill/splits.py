@@ -1,4 +1,5 @@
-"""Train/val/test splits by group: no voice, photo or cut-out in validation or test is in training."""
+"""Train/val/test splits by group (no voice, photo or cut-out in validation or test is in training), and
+the training samples int8 quantisation calibrates on."""
 
 from __future__ import annotations
 
@@ -50,3 +51,12 @@ def split_version(dataset: Dataset, parent: VersionInfo, val_share: float, test_
     key = {"val_share": val_share, "test_share": test_share, "seed": seed} | (params or {})
     return dataset.derive(parent, "split", key,
                           lambda samples, _: split_by_group(adding(samples), val_share, test_share, seed))
+
+
+def calibration_set(samples: list[Sample], count: int, seed: int) -> list[Sample]:
+    """The training samples int8 quantisation calibrates on, chosen alike in every pipeline: `count`
+    of them by seeded hash over the whole training split (every class and source has its share, not
+    only the first few), in dataset order. Adding samples leaves the old choices in place."""
+    train = [s for s in samples if s.split == "train"]
+    chosen = {s.id for s in sorted(train, key=lambda s: hash_rank(s.id, seed))[:count]}
+    return [s for s in train if s.id in chosen]

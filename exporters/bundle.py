@@ -190,7 +190,7 @@ def _build_bundle(build: _Build, model: torch.nn.Module, task: _Task, name: str,
                                             build.root / f"{name}.onnx")
         build.files.append((f"{name}.onnx", "model_float_onnx"))
     say("quantising to full-int8 TFLite")
-    content = quantize_to_int8_tflite(model, _evenly_spaced(calibration, settings.calibration_samples))
+    content = quantize_to_int8_tflite(model, calibration)
     classifier = Int8Classifier(content)
     if classifier.output_shape[-1] != len(task.labels):
         raise EdgedistillError(f"the model has {classifier.output_shape[-1]} outputs but {len(task.labels)} labels "
@@ -358,8 +358,8 @@ def export_detection_bundle(model: torch.nn.Module, *, out_dir: Path, name: str,
     test = _detection_test(frontend, test_images, test_boxes, test_classes)
     say = progress or (lambda message: None)
     radius = centroid_distance * frontend.size
-    # a black and a white image at the ends (which the calibration subset always keeps): the int8 input
-    # then spans the whole pixel range, not only what the calibration photos happened to contain
+    # with a black and a white image the int8 input spans the whole pixel range, not only what the
+    # calibration photos happened to contain
     extremes = [frontend.normalise(np.full((1, *frontend.input_shape), value, np.uint8)) for value in (0, 255)]
     calibration = np.concatenate([extremes[0], np.asarray(calibration, np.float32), extremes[1]])
     found: dict[str, list] = {}

@@ -51,21 +51,20 @@ def load_program(path: Path) -> torch.nn.Module:
     return _ChannelsLast(torch.fx.GraphModule(module, module.graph))  # a plain module: eval() works on it
 
 
-def calibration_inputs(dataset: Dataset, samples: list[Sample], size: int, count: int) -> np.ndarray:
-    """Letterboxed images (n, size, size, 3) in 0-1, spread over `samples`."""
-    picks = np.unique(np.linspace(0, len(samples) - 1, min(count, len(samples))).round().astype(int))
+def calibration_inputs(dataset: Dataset, samples: list[Sample], size: int) -> np.ndarray:
+    """The samples' images letterboxed, (n, size, size, 3) in 0-1."""
     return np.concatenate([letterbox(load_image(path), size)[0].transpose(0, 2, 3, 1)
-                           for path in dataset.media_paths([samples[i] for i in picks])])
+                           for path in dataset.media_paths(samples)])
 
 
 def yolo_companions(name: str, onnx: Path, program: Path, float_metrics: dict, dataset: Dataset,
-                    train: list[Sample], test: list[Sample], labels: list[str], size: int,
+                    calibration: list[Sample], test: list[Sample], labels: list[str], size: int,
                     settings: ExportSettings, work_dir: Path) -> list[Companion]:
     """The YOLO files of a bundle: float ONNX, full-int8 TFLite with its held-out mAP, and the
-    Vela-compiled int8 model for Ethos-U. Raises, so that no bundle is written, when int8 loses more
-    mAP50 than `settings.max_int8_accuracy_drop`."""
-    content = quantize_to_int8_tflite(load_program(program), calibration_inputs(
-        dataset, train, size, min(CALIBRATION_IMAGES, settings.calibration_samples)))
+    Vela-compiled int8 model for Ethos-U. `calibration`: the training samples to calibrate on (at most
+    CALIBRATION_IMAGES). Raises, so that no bundle is written, when int8 loses more mAP50 than
+    `settings.max_int8_accuracy_drop`."""
+    content = quantize_to_int8_tflite(load_program(program), calibration_inputs(dataset, calibration, size))
     int8_metrics = coco_map(dataset, test, labels, detect_all(Int8Yolo(content), dataset, test, size))
     if float_metrics["map50"] is not None:
         check_accuracy_drop(float_metrics["map50"], int8_metrics["map50"], settings, "YOLO mAP50", "images")

@@ -96,17 +96,11 @@ def composite_step(recipe: DetectionRecipe, dataset: Dataset, labelled: VersionI
                           lambda samples, work: samples + composites_by_split(dataset, recipe, samples, work, progress))
 
 
-def _arrays(dataset: Dataset, samples: list[Sample], labels: list[str]):
-    from trainers.fomo import detection_arrays
-
-    return {split: detection_arrays(dataset, [s for s in samples if s.split == split], labels) for split in SPLITS}
-
-
 def train(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = None,
           progress: Progress = None) -> TrainedModel:
     import torch
 
-    from trainers.fomo import evaluate_held_out, save_fomo, train_fomo
+    from trainers.fomo import detection_arrays, evaluate_held_out, save_fomo, train_fomo
 
     torch.set_num_threads(1)
     dataset = open_dataset(recipe, paths.dataset)
@@ -114,7 +108,7 @@ def train(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = Non
     version = composite_step(recipe, dataset, labelled, progress)
     labels = recipe.class_names
     samples = [s for s in dataset.samples(version.id) if s.review.status != "rejected"]
-    data = _arrays(dataset, samples, labels)
+    data = {split: detection_arrays(dataset, [s for s in samples if s.split == split], labels) for split in SPLITS}
     checkpoints = paths.model_dir / "checkpoints" / stage_key(version.id, "train", recipe.train.model_dump())
     checkpoints.mkdir(parents=True, exist_ok=True)
     result = train_fomo(data["train"], data["val"], labels, recipe.train, checkpoints,
@@ -139,30 +133,33 @@ def train(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = Non
 
 
 def export(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None) -> Manifest:
+    from edgedistill.splits import calibration_set
     from exporters.bundle import export_detection_bundle
-    from trainers.fomo import load_fomo, model_inputs
+    from trainers.fomo import detection_arrays, load_fomo, model_inputs
 
     dataset = open_dataset(recipe, paths.dataset)
     trained = TrainedModel.load(paths)
     version = dataset.version(trained.version)
     model, labels, frontend, decoding = load_fomo(trained.path)
     samples = [s for s in dataset.samples(version.id) if s.review.status != "rejected"]
-    data = _arrays(dataset, samples, labels)
-    if not data["test"].images:
+    test_samples = [s for s in samples if s.split == "test"]
+    if not test_samples:
         raise EdgedistillError("the test split is empty, so the int8 model cannot be checked",
                                "add photos or composites (compositing.images), or raise train.test_share")
+    test = detection_arrays(dataset, test_samples, labels)
+    calibration = calibration_set(samples, recipe.export.calibration_samples, recipe.seed)
     companions = []
     if yolo := trained.yolo:
-        from exporters.yolo_int8 import yolo_companions
+        from exporters.yolo_int8 import CALIBRATION_IMAGES, yolo_companions
 
         companions = yolo_companions(
             recipe.name, yolo.onnx, yolo.program, yolo.metrics, dataset,
-            [s for s in samples if s.split == "train"], [s for s in samples if s.split == "test"], labels,
-            recipe.train.yolo_image_size, recipe.export, paths.model_dir / "yolo" / "int8")
+            calibration_set(samples, min(CALIBRATION_IMAGES, recipe.export.calibration_samples), recipe.seed),
+            test_samples, labels, recipe.train.yolo_image_size, recipe.export, paths.model_dir / "yolo" / "int8")
     return export_detection_bundle(
         model, out_dir=paths.bundle, name=recipe.name, labels=labels, frontend=frontend, decoding=decoding,
-        calibration=model_inputs(data["train"], frontend)[: recipe.export.calibration_samples],
-        test_images=data["test"].images, test_boxes=data["test"].boxes, test_classes=data["test"].classes,
+        calibration=model_inputs(detection_arrays(dataset, calibration, labels), frontend),
+        test_images=test.images, test_boxes=test.boxes, test_classes=test.classes,
         centroid_distance=recipe.train.centroid_distance, settings=recipe.export,
         dataset_ref={"path": dataset.location, "version": version.id, "counts": version.counts,
                      "held_out_float": trained.held_out},

@@ -123,9 +123,8 @@ def train_step(recipe: KeywordSpottingRecipe, dataset: Dataset, version: Version
 
 def export_step(recipe: KeywordSpottingRecipe, dataset: Dataset, trained: TrainedModel, paths: RunPaths,
                 progress: Callable[[str], None] | None = None) -> Manifest:
-    import numpy as np
-
     from edgedistill.real_speech import read_labelled_clips
+    from edgedistill.splits import calibration_set
     from exporters.bundle import export_keyword_bundle
     from trainers.keyword_spotter import clip_features, held_out_audio, load_model, negative_kind
 
@@ -134,9 +133,8 @@ def export_step(recipe: KeywordSpottingRecipe, dataset: Dataset, trained: Traine
     model, labels = load_model(trained.path)
     version = dataset.version(trained.version)
     samples = [s for s in dataset.samples(version.id) if s.review.status != "rejected"]
-    train = [s for s in samples if s.split == "train"]
-    picks = np.random.default_rng(recipe.seed).permutation(len(train))[: recipe.export.calibration_samples]
-    calibration = clip_features(dataset, [train[i] for i in sorted(picks)], frontend, labels)
+    calibration = clip_features(dataset, calibration_set(samples, recipe.export.calibration_samples, recipe.seed),
+                                frontend, labels)
     test_samples = [s for s in samples if s.split == "test"]
     test = clip_features(dataset, test_samples, frontend, labels)
     return export_keyword_bundle(

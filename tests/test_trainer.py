@@ -7,7 +7,7 @@ from edgedistill.frontend import MfccFrontEnd
 from edgedistill.recipe import TrainSettings
 from trainers.fitting import CHECKPOINT, fit
 from trainers.keyword_spotter import FeatureSet, clip_features, evaluate, train_keyword_spotter
-from edgedistill.splits import split_by_group
+from edgedistill.splits import calibration_set, split_by_group
 
 LABELS = ["low", "high", "_unknown_", "_silence_"]
 
@@ -77,6 +77,30 @@ def test_a_few_labelled_photos_among_many_empty_ones_reach_every_split():
     assert labelled.count("val") == 1 and labelled.count("test") == 1 and labelled.count("train") == 5
     empty = [s.split for s in split if not s.labels]
     assert empty.count("val") == round(293 * 0.15) and empty.count("test") == round(293 * 0.2)
+
+
+def test_the_calibration_set_spreads_over_the_training_split_and_keeps_its_choices():
+    from edgedistill.dataset import ImageShape, Label, LabelSource, Provenance, Sample
+
+    def photo(i: int, class_name: str | None, split: str) -> Sample:
+        labels = [Label(class_name=class_name, box=(1, 1, 4, 4), source=LabelSource(labeler="human"))] if class_name else []
+        return Sample(id=f"photo{i}", media=f"m/{i}.png", kind="image", shape=ImageShape(width=8, height=8),
+                      provenance=Provenance(source="photos"), labels=labels, split=split)
+
+    # in dataset order: all the cats first, then the dogs, then empty photos; every tenth is a test photo
+    samples = [photo(i, "cat" if i < 100 else "dog" if i < 200 else None, "test" if i % 10 == 0 else "train")
+               for i in range(300)]
+    chosen = calibration_set(samples, 30, seed=0)
+    assert len(chosen) == 30 and all(s.split == "train" for s in chosen)
+    assert [samples.index(s) for s in chosen] == sorted(samples.index(s) for s in chosen)
+    kinds = {s.labels[0].class_name if s.labels else "empty" for s in chosen}
+    assert kinds == {"cat", "dog", "empty"}  # not the first thirty, which are all cats
+    assert calibration_set(samples, 30, seed=0) == chosen and calibration_set(samples, 30, seed=1) != chosen
+    assert calibration_set(samples, 1000, seed=0) == [s for s in samples if s.split == "train"]
+    # new photos take some places, and every old photo still chosen was chosen before
+    more = samples + [photo(i, "dog", "train") for i in range(300, 400)]
+    again = calibration_set(more, 30, seed=0)
+    assert {s.id for s in again if int(s.id[5:]) < 300} <= {s.id for s in chosen}
 
 
 def test_a_checkpoint_of_another_model_is_not_resumed_but_trained_over(tmp_path, caplog):
