@@ -1,6 +1,7 @@
 """What a detector found in one image (`Detections`), and the box helpers: IoU, NMS, conversions.
 
-Every detector here (OWL, a teacher, YOLO) hands back `Detections`, as supervision's detectors do.
+Every detector here (OWL, a teacher, YOLO, FOMO's heat-map decoding) hands back `Detections`, as
+supervision's detectors do.
 Boxes are float arrays of shape (n, 4) in (x0, y0, x1, y1) pixel corners unless a name says
 otherwise; a Label stores (x, y, width, height), so `xyxy_to_xywh` is the last step.
 """
@@ -8,6 +9,7 @@ otherwise; a Label stores (x, y, width, height), so `xyxy_to_xywh` is the last s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -40,16 +42,29 @@ class Detections:
     def with_boxes(self, boxes: np.ndarray) -> Detections:
         return Detections(boxes, self.scores, self.class_ids)
 
+    @property
+    def centres(self) -> np.ndarray:
+        """(n, 2) x, y of each box's centre (a FOMO detection's centroid)."""
+        return (self.boxes[:, :2] + self.boxes[:, 2:]) / 2
 
-def iou_matrix(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Intersection over union of every box in `first` (n, 4) with every box in `second` (m, 4)."""
+    def of_class(self, class_id: int) -> Detections:
+        return self[self.class_ids == class_id]
+
+
+def iou_matrix(first: np.ndarray, second: np.ndarray, over: Literal["union", "smaller"] = "union") -> np.ndarray:
+    """Intersection over union of every box in `first` (n, 4) with every box in `second` (m, 4); or,
+    `over="smaller"`, over the smaller box's area (how much of one box the other covers)."""
     first = np.asarray(first, dtype=np.float64).reshape(-1, 4)
     second = np.asarray(second, dtype=np.float64).reshape(-1, 4)
     top_left = np.maximum(first[:, None, :2], second[None, :, :2])
     bottom_right = np.minimum(first[:, None, 2:], second[None, :, 2:])
     intersection = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
-    union = box_areas(first)[:, None] + box_areas(second)[None, :] - intersection
-    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+    first_areas, second_areas = box_areas(first)[:, None], box_areas(second)[None, :]
+    if over == "union":
+        denominator = first_areas + second_areas - intersection
+    else:
+        denominator = np.minimum(first_areas, second_areas)
+    return np.divide(intersection, denominator, out=np.zeros_like(intersection), where=denominator > 0)
 
 
 def label_iou(a: tuple[float, float, float, float] | None, b: tuple[float, float, float, float] | None) -> float:

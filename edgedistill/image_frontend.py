@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from edgedistill.boxes import Detections
 from edgedistill.images import Placement, place, placement
 
 BACKGROUND = "_background_"  # output channel 0 of a FOMO heat map
@@ -81,18 +82,8 @@ class ImageFrontEnd:
 
 
 @dataclass(frozen=True)
-class Centroid:
-    """One detected object: its class index (into the labels without background), where, how sure."""
-
-    class_index: int
-    x: float
-    y: float
-    score: float
-
-
-@dataclass(frozen=True)
 class HeatmapDecoding:
-    """How a FOMO heat map (grid_h, grid_w, 1 + classes) of probabilities becomes centroids."""
+    """How a FOMO heat map (grid_h, grid_w, 1 + classes) of probabilities becomes detections."""
 
     stride: int = 8  # input pixels per grid cell
     threshold: float = 0.5
@@ -105,11 +96,13 @@ class HeatmapDecoding:
     def from_spec(cls, spec: dict) -> HeatmapDecoding:
         return cls(**spec)
 
-    def decode(self, probabilities: np.ndarray, placement: Placement | None = None) -> list[Centroid]:
-        """Per class, cells at or above the threshold; touching cells (8-neighbours) are one object,
-        its centre the probability-weighted mean of the cell centres, its score the highest cell.
-        Positions are in input pixels, or in the original image's pixels given its placement."""
-        found = []
+    def decode(self, probabilities: np.ndarray, placement: Placement | None = None) -> Detections:
+        """Per class, cells at or above the threshold; touching cells (8-neighbours) are one object. Its
+        box is centred on the probability-weighted mean of the cell centres (the centroid, which is what
+        FOMO finds) and as wide and high as the cells; its score is the highest cell's; its class id
+        indexes the labels without background. Best first; in input pixels, or in the original image's
+        pixels given its placement."""
+        boxes, scores, class_ids = [], [], []
         classes = [c for c in range(probabilities.shape[-1]) if c != self.background_index]
         for index, channel in enumerate(classes):
             heat = probabilities[..., channel]
@@ -117,12 +110,17 @@ class HeatmapDecoding:
             for region in range(1, count + 1):
                 rows, columns = np.nonzero(regions == region)
                 weights = heat[rows, columns].astype(np.float64)
-                x = float(((columns + 0.5) * self.stride * weights).sum() / weights.sum())
-                y = float(((rows + 0.5) * self.stride * weights).sum() / weights.sum())
-                if placement is not None:
-                    x, y = (float(v) for v in placement.to_original(np.float64(x), np.float64(y)))
-                found.append(Centroid(index, x, y, float(weights.max())))
-        return sorted(found, key=lambda c: -c.score)
+                x = ((columns + 0.5) * self.stride * weights).sum() / weights.sum()
+                y = ((rows + 0.5) * self.stride * weights).sum() / weights.sum()
+                half_width = (columns.max() - columns.min() + 1) * self.stride / 2
+                half_height = (rows.max() - rows.min() + 1) * self.stride / 2
+                boxes.append((x - half_width, y - half_height, x + half_width, y + half_height))
+                scores.append(weights.max())
+                class_ids.append(index)
+        found = Detections(boxes, scores, class_ids)
+        if placement is not None:
+            found = found.with_boxes(placement.boxes_to_original(found.boxes))
+        return found[np.argsort(-found.scores, kind="stable")]
 
 
 def _match_count(truth: np.ndarray, predicted: np.ndarray, radius: float) -> int:
@@ -144,9 +142,10 @@ def _f1(tp: int, fp: int, fn: int) -> dict:
     return {"f1": f1, "precision": precision, "recall": recall, "tp": tp, "fp": fp, "fn": fn}
 
 
-def centroid_f1(truth: list[list[tuple[int, float, float]]], predicted: list[list[Centroid]],
+def centroid_f1(truth: list[list[tuple[int, float, float]]], predicted: list[Detections],
                 labels: list[str], radius: float) -> dict:
-    """F1 of predicted centroids against true object centres, per class and overall (micro).
+    """F1 of predicted centroids (the centres of the detections' boxes) against true object centres,
+    per class and overall (micro).
 
     truth: per image, (class_index, x, y) of each object's box centre. A prediction is a true
     positive when matched one-to-one to a true centre of its class within `radius` pixels.
@@ -155,7 +154,7 @@ def centroid_f1(truth: list[list[tuple[int, float, float]]], predicted: list[lis
     for true_objects, found in zip(truth, predicted, strict=True):
         for index in range(len(labels)):
             true_points = np.array([(x, y) for c, x, y in true_objects if c == index], np.float64).reshape(-1, 2)
-            found_points = np.array([(p.x, p.y) for p in found if p.class_index == index], np.float64).reshape(-1, 2)
+            found_points = found.of_class(index).centres
             tp = _match_count(true_points, found_points, radius)
             counts[index] += (tp, len(found_points) - tp, len(true_points) - tp)
     overall = _f1(*(int(v) for v in counts.sum(axis=0)))

@@ -15,7 +15,8 @@ from edgedistill.audio import audio_blocks, fit_to_length, load_audio
 from edgedistill.bundle import Manifest, Quantization, load_bundle
 from edgedistill.errors import EdgedistillError
 from edgedistill.frontend import MfccFrontEnd
-from edgedistill.image_frontend import Centroid, HeatmapDecoding, ImageFrontEnd
+from edgedistill.boxes import Detections
+from edgedistill.image_frontend import HeatmapDecoding, ImageFrontEnd
 from edgedistill.images import load_image
 from edgedistill.runtimes import TfliteModel, dequantize, quantize
 from edgedistill.streaming import detect, posterior_track, smooth
@@ -90,8 +91,8 @@ def _classify_file(path: Path, manifest: Manifest, frontend: MfccFrontEnd, class
 
 
 def detect_centroids(classifier: Int8Classifier, frontend: ImageFrontEnd, decoding: HeatmapDecoding,
-                     image: np.ndarray) -> list[Centroid]:
-    """A heat-map model's objects in one RGB image, in that image's pixels."""
+                     image: np.ndarray) -> Detections:
+    """A heat-map model's objects in one RGB image, in that image's pixels (their centres are the centroids)."""
     inputs, placement = frontend(image)
     return decoding.decode(softmax(classifier.logits(inputs[None]))[0], placement)
 
@@ -99,8 +100,9 @@ def detect_centroids(classifier: Int8Classifier, frontend: ImageFrontEnd, decodi
 def _detect_file(path: Path, manifest: Manifest, frontend: ImageFrontEnd, decoding: HeatmapDecoding,
                  classifier: Int8Classifier) -> dict:
     classes = [label for index, label in enumerate(manifest.labels) if index != decoding.background_index]
-    objects = [{"label": classes[c.class_index], "score": c.score, "x": c.x, "y": c.y}
-               for c in detect_centroids(classifier, frontend, decoding, load_image(path))]
+    found = detect_centroids(classifier, frontend, decoding, load_image(path))
+    objects = [{"label": classes[class_id], "score": float(score), "x": float(x), "y": float(y)}
+               for class_id, score, (x, y) in zip(found.class_ids, found.scores, found.centres)]
     return {"file": str(path), "objects": objects}
 
 

@@ -30,7 +30,7 @@ from edgedistill.formats.coco import coco_set, is_coco
 from edgedistill.formats.label_studio import is_label_studio, label_studio_set
 from edgedistill.formats.labelled import LabelledImage, checked_box, image_file, labelled_image, load_json
 from edgedistill.formats.yolo import read_yolo
-from edgedistill.image_frontend import Centroid
+from edgedistill.boxes import Detections
 from edgedistill.images import load_image
 
 CSV_SOURCE = LabelSource(labeler="evaluate.real")
@@ -163,9 +163,6 @@ def _corners(label: Label) -> tuple[float, float, float, float]:
 
 
 # -- measuring ------------------------------------------------------------------------------------
-Point = tuple[int, float, float]  # class index, x, y in the photo's pixels
-
-
 def match_in_boxes(boxes: np.ndarray, ignore: np.ndarray, points: np.ndarray) -> tuple[int, int, int]:
     """(true positives, false positives, misses) of found centres against true boxes of one class.
 
@@ -204,17 +201,17 @@ def _scores(tp: int, fp: int, fn: int) -> dict:
     return {"f1": f1, "precision": precision, "recall": recall, "tp": tp, "fp": fp, "fn": fn}
 
 
-def score_on_photos(photos: list[LabelledPhoto], found: list[list[Point]], labels: list[str]) -> dict:
-    """Precision, recall and F1 (overall and per class) of found centres, and false alarms on the photos
-    with no object (nor ignore region) at all."""
+def score_on_photos(photos: list[LabelledPhoto], found: list[Detections], labels: list[str]) -> dict:
+    """Precision, recall and F1 (overall and per class) of the centres of what was found in each photo,
+    and false alarms on the photos with no object (nor ignore region) at all."""
     counts = np.zeros((len(labels), 3), np.int64)
     empty_alarms = 0
-    for photo, points in zip(photos, found, strict=True):
+    for photo, detections in zip(photos, found, strict=True):
         for index in range(len(labels)):
-            mine = np.array([(x, y) for c, x, y in points if c == index], np.float64).reshape(-1, 2)
-            counts[index] += match_in_boxes(photo.boxes[photo.classes == index], photo.ignore, mine)
+            counts[index] += match_in_boxes(photo.boxes[photo.classes == index], photo.ignore,
+                                            detections.of_class(index).centres)
         if len(photo.boxes) == 0 and len(photo.ignore) == 0:
-            empty_alarms += len(points)
+            empty_alarms += len(detections)
     empty = sum(1 for p in photos if len(p.boxes) == 0 and len(p.ignore) == 0)
     return {**_scores(*(int(v) for v in counts.sum(axis=0))),
             "per_class": {label: _scores(*(int(v) for v in row)) for label, row in zip(labels, counts)},
@@ -223,7 +220,7 @@ def score_on_photos(photos: list[LabelledPhoto], found: list[list[Point]], label
             "false_alarms_per_empty_photo": empty_alarms / empty if empty else None}
 
 
-def compare_with_teacher(photos: list[LabelledPhoto], student: list[list[Point]], teacher: list[list[Point]] | None,
+def compare_with_teacher(photos: list[LabelledPhoto], student: list[Detections], teacher: list[Detections] | None,
                          labels: list[str], min_share: float) -> dict:
     """The student's figures on real photos beside its teacher's, and the share of the teacher's F1 it keeps."""
     result = {"student": score_on_photos(photos, student, labels), "min_share": min_share}
@@ -232,12 +229,6 @@ def compare_with_teacher(photos: list[LabelledPhoto], student: list[list[Point]]
         student_f1, teacher_f1 = result["student"]["f1"], result["teacher"]["f1"]
         result["student_to_teacher_f1"] = student_f1 / teacher_f1 if student_f1 is not None and teacher_f1 else None
     return result
-
-
-def box_centres(boxes_of: list[tuple[np.ndarray, np.ndarray]]) -> list[list[Point]]:
-    """Per photo, (xyxy boxes, class indices) -> the boxes' centres as found points."""
-    return [[(int(c), float((b[0] + b[2]) / 2), float((b[1] + b[3]) / 2)) for b, c in zip(boxes, classes)]
-            for boxes, classes in boxes_of]
 
 
 def load_photos(photos: list[LabelledPhoto]) -> list[np.ndarray]:
@@ -259,14 +250,12 @@ class RealPhotoCheck:
     photos: list[LabelledPhoto]
     images: list[np.ndarray]  # upright RGB, one per photo
     min_share: float
-    teacher: list[tuple[np.ndarray, np.ndarray]] | None = None  # per photo: its boxes (xyxy) and class indices
+    teacher: list[Detections] | None = None  # per photo, what the teacher found (class ids index the labels)
 
 
 def measure_student(check: RealPhotoCheck, labels: list[str],
-                    detect: Callable[[np.ndarray], list[Centroid]]) -> tuple[dict, list[list[Centroid]]]:
+                    detect: Callable[[np.ndarray], Detections]) -> tuple[dict, list[Detections]]:
     """The student's figures on the check's photos beside its teacher's, and what it found in each photo.
-    `detect`: an RGB photo -> the student's centroids in its pixels, as `edgedistill predict` reports them."""
+    `detect`: an RGB photo -> the student's detections in its pixels, as `edgedistill predict` reports them."""
     found = [detect(image) for image in check.images]
-    points = [[(c.class_index, c.x, c.y) for c in image] for image in found]
-    teacher = box_centres(check.teacher) if check.teacher is not None else None
-    return compare_with_teacher(check.photos, points, teacher, labels, check.min_share), found
+    return compare_with_teacher(check.photos, found, check.teacher, labels, check.min_share), found

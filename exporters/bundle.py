@@ -27,7 +27,7 @@ from edgedistill.bundle import MANIFEST, BundleFile, InputSpec, Manifest, Output
 from edgedistill.boxes import xyxy_to_xywh
 from edgedistill.errors import EdgedistillError
 from edgedistill.frontend import MfccFrontEnd
-from edgedistill.image_frontend import BACKGROUND, Centroid, HeatmapDecoding, ImageFrontEnd, centroid_f1
+from edgedistill.image_frontend import BACKGROUND, HeatmapDecoding, ImageFrontEnd, centroid_f1
 from edgedistill.images import Placement
 from edgedistill.inference import Int8Classifier, detect_centroids, softmax
 from edgedistill.runtimes import quantize
@@ -383,10 +383,11 @@ def export_detection_bundle(model: torch.nn.Module, *, out_dir: Path, name: str,
     def report_images(classifier: Int8Classifier) -> list[tuple[str, bytes]]:
         figures = []
         for i in _evenly_spaced(np.arange(len(test.images)), REPORT_SAMPLE_IMAGES):
-            centroids = [_in_original(c, test.placements[i]) for c in found["int8"][i]]
-            figures.append((f"test image {i}", detection_sample_jpeg(test.images[i], test.boxes[i], centroids, labels)))
+            int8 = found["int8"][i]
+            in_image = int8.with_boxes(test.placements[i].boxes_to_original(int8.boxes))
+            figures.append((f"test image {i}", detection_sample_jpeg(test.images[i], test.boxes[i], in_image, labels)))
         for i in _evenly_spaced(np.arange(len(real.images) if real else 0), REAL_SAMPLE_IMAGES):
-            teacher_boxes = real.teacher[i][0] if real.teacher is not None else None
+            teacher_boxes = real.teacher[i].boxes if real.teacher is not None else None
             figures.append((f"real photo {real.photos[i].path.name}",
                             detection_sample_jpeg(real.images[i], xyxy_to_xywh(real.photos[i].boxes), found["real"][i],
                                                   labels, teacher_boxes=teacher_boxes)))
@@ -399,7 +400,3 @@ def export_detection_bundle(model: torch.nn.Module, *, out_dir: Path, name: str,
     return _export(model, task, out_dir=out_dir, name=name, calibration=calibration, settings=settings,
                    dataset_ref=dataset_ref, recipe=recipe, progress=progress)
 
-
-def _in_original(centroid: Centroid, placement: Placement) -> Centroid:
-    x, y = placement.to_original(np.float64(centroid.x), np.float64(centroid.y))
-    return Centroid(centroid.class_index, float(x), float(y), centroid.score)

@@ -15,6 +15,7 @@ import jinja2
 import numpy as np
 import yaml
 
+from edgedistill.boxes import Detections
 from edgedistill.bundle import Manifest
 from edgedistill.recipe import SILENCE, UNKNOWN
 from exporters.c_header import c_identifier
@@ -627,7 +628,7 @@ camera. Measure there before relying on it.</p>
 _CLASS_COLOURS = [(230, 25, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230)]
 
 
-def detection_sample_jpeg(image: np.ndarray, boxes: np.ndarray, centroids: list, labels: list[str],
+def detection_sample_jpeg(image: np.ndarray, boxes: np.ndarray, found: Detections, labels: list[str],
                           width: int = 320, teacher_boxes: np.ndarray | None = None) -> bytes:
     """An RGB image with its true boxes (green), the teacher's boxes (orange, drawn 2 px outside) and predicted
     centroids (class colour, label, score) as JPEG (photos and noisy composites are several times larger as PNG,
@@ -641,12 +642,12 @@ def detection_sample_jpeg(image: np.ndarray, boxes: np.ndarray, centroids: list,
         cv2.rectangle(canvas, (round(x), round(y)), (round(x + w), round(y + h)), (40, 200, 40), 1)
     for x0, y0, x1, y1 in np.asarray(teacher_boxes if teacher_boxes is not None else [], np.float64).reshape(-1, 4) * scale:
         cv2.rectangle(canvas, (round(x0) - 2, round(y0) - 2), (round(x1) + 2, round(y1) + 2), (255, 150, 0), 1)
-    for centroid in centroids:
-        colour = _CLASS_COLOURS[centroid.class_index % len(_CLASS_COLOURS)]
-        point = (round(centroid.x * scale), round(centroid.y * scale))
+    for class_id, score, (x, y) in zip(found.class_ids, found.scores, found.centres):
+        colour = _CLASS_COLOURS[class_id % len(_CLASS_COLOURS)]
+        point = (round(x * scale), round(y * scale))
         cv2.circle(canvas, point, 4, colour, -1)
         cv2.circle(canvas, point, 5, (255, 255, 255), 1)
-        text = f"{labels[centroid.class_index]} {centroid.score:.2f}"
+        text = f"{labels[class_id]} {score:.2f}"
         (text_width, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
         left = point[0] + 6 if point[0] + 6 + text_width < width else point[0] - 6 - text_width  # stay inside
         cv2.putText(canvas, text, (left, point[1] - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, colour, 1, cv2.LINE_AA)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from edgedistill.bundle import Manifest
 from edgedistill.dataset import Dataset, MediaPolicy, OntologyClass, SPLITS, Sample, Store, VersionInfo, stage_key
 from edgedistill.errors import EdgedistillError
@@ -169,7 +167,7 @@ def export(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None) 
 def real_photo_check(recipe: DetectionRecipe, labels: list[str]) -> RealPhotoCheck | None:
     """The recipe's labelled real photos, with what the teacher finds on them, for export to measure the
     student against (evaluate.real); None without them."""
-    from edgedistill.boxes import xywh_to_xyxy
+    from edgedistill.boxes import Detections, xywh_to_xyxy
     from edgedistill.real_photos import load_photos, read_labelled_photos
 
     if not recipe.evaluate.real:
@@ -179,6 +177,6 @@ def real_photo_check(recipe: DetectionRecipe, labels: list[str]) -> RealPhotoChe
     if recipe.autolabel.labeler == "none":  # no teacher: the student alone
         return RealPhotoCheck(photos, images, recipe.evaluate.min_share)
     found = load_plugin("labelers", recipe.autolabel.labeler)(recipe.classes, recipe.autolabel).label_images(images)
-    teacher = [(xywh_to_xyxy([label.box for label in image]),
-                np.array([labels.index(label.class_name) for label in image], np.int64)) for image in found]
+    teacher = [Detections(xywh_to_xyxy([label.box for label in image]), [label.score for label in image],
+                          [labels.index(label.class_name) for label in image]) for image in found]
     return RealPhotoCheck(photos, images, recipe.evaluate.min_share, teacher)

@@ -21,6 +21,7 @@ from typing import Any, Callable, Literal
 import cv2
 import numpy as np
 
+from edgedistill.boxes import iou_matrix
 from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, Provenance, SPLITS, Sample
 from edgedistill.errors import EdgedistillError
 from edgedistill.images import IMAGE_SUFFIXES, decode_image, decode_rgba, image_bytes, load_image
@@ -417,29 +418,22 @@ def _transform_cutout(rgba: np.ndarray, longest: float, settings: CompositingSet
     return np.dstack([np.clip(out_rgb, 0, 255), out_alpha]).astype(np.uint8)
 
 
-def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    """Intersection area over the smaller box's area."""
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
-    inter = max(0, x1 - x0) * max(0, y1 - y0)
-    return inter / max(1, min(a[2] * a[3], b[2] * b[3]))
-
-
 def _place(size: tuple[int, int], object_size: tuple[int, int], placed: list[tuple[int, int, int, int]],
            occlude: bool, rng: np.random.Generator) -> tuple[int, int]:
-    """Top-left corner: overlapping an earlier object when `occlude`, else the least crowded try."""
+    """Top-left corner: overlapping an earlier object (`placed`: their x0, y0, x1, y1) when `occlude`,
+    else the least crowded try (by intersection over the smaller box)."""
     width, height = size
     w, h = object_size
     free_x, free_y = max(0, width - w), max(0, height - h)
     if occlude and placed:
-        target = placed[int(rng.integers(len(placed)))]
-        cx = target[0] + target[2] * rng.uniform(0.1, 0.9)
-        cy = target[1] + target[3] * rng.uniform(0.1, 0.9)
+        x0, y0, x1, y1 = placed[int(rng.integers(len(placed)))]
+        cx = x0 + (x1 - x0) * rng.uniform(0.1, 0.9)
+        cy = y0 + (y1 - y0) * rng.uniform(0.1, 0.9)
         return int(np.clip(cx - w / 2, 0, free_x)), int(np.clip(cy - h / 2, 0, free_y))
     best, best_overlap = (0, 0), np.inf
     for _ in range(PLACEMENT_TRIES):
         corner = (int(rng.integers(0, free_x + 1)), int(rng.integers(0, free_y + 1)))
-        overlap = max((_overlap((*corner, w, h), box) for box in placed), default=0.0)
+        overlap = iou_matrix([(*corner, corner[0] + w, corner[1] + h)], placed, over="smaller").max(initial=0.0)
         if overlap < best_overlap:
             best, best_overlap = corner, overlap
         if overlap == 0:
@@ -551,7 +545,7 @@ def compose(job: CompositeJob, background: np.ndarray, cutouts: dict[str, Cutout
         occlude = rng.random() < settings.occlusion_probability
         corner = _place(size, (rgba.shape[1], rgba.shape[0]), placed, occlude, rng)
         canvas, mask = _paste(canvas, rgba, corner, job.blending)
-        placed.append((*corner, rgba.shape[1], rgba.shape[0]))
+        placed.append((*corner, corner[0] + rgba.shape[1], corner[1] + rgba.shape[0]))
         layers.append(Layer(cutout.class_name, cutout.id, mask))
     labels, hidden = visible_labels(layers)
     return canvas, labels, hidden

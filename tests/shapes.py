@@ -3,7 +3,14 @@
 import cv2
 import numpy as np
 
+from edgedistill.boxes import Detections
 from trainers.fomo import DetectionArrays
+
+
+def centroids(*found: tuple[int, float, float]) -> Detections:
+    """Detections centred on each (class id, x, y), as FOMO's heat-map decoding makes them."""
+    return Detections([(x - 4, y - 4, x + 4, y + 4) for _, x, y in found], [0.9] * len(found),
+                      [class_id for class_id, _, _ in found])
 
 
 def synthetic_shapes(count: int, seed: int, width: int = 128, height: int = 96) -> DetectionArrays:

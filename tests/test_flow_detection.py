@@ -18,6 +18,7 @@ from edgedistill.yolo import coco_map, detect_all, onnx_runner
 from generators.compositing import backgrounds_from_photos
 from labelers.teachers import find_packaged, get_adapter
 from photos import OTHERS, real_photos
+from shapes import centroids
 
 RECIPE = """
 task: detection
@@ -138,5 +139,5 @@ def test_detection_run_labels_real_photos_and_makes_a_bundle(tmp_path):
     answers = [json.loads(line) for line in predicted.stdout.strip().splitlines()]
     assert [answer["file"] for answer in answers] == [str(photo.path) for photo in truth]
     assert all(found["label"] == "face" for answer in answers for found in answer["objects"])
-    points = [[(0, found["x"], found["y"]) for found in answer["objects"]] for answer in answers]
-    assert score_on_photos(truth, points, ["face"]) == real["student"]
+    found = [centroids(*[(0, found["x"], found["y"]) for found in answer["objects"]]) for answer in answers]
+    assert score_on_photos(truth, found, ["face"]) == real["student"]

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from edgedistill.errors import EdgedistillError
-from edgedistill.image_frontend import Centroid, HeatmapDecoding, ImageFrontEnd, centroid_f1
+from edgedistill.image_frontend import HeatmapDecoding, ImageFrontEnd, centroid_f1
 from edgedistill.recipe import DetectorTrainSettings
-from shapes import synthetic_shapes
+from shapes import centroids, synthetic_shapes
 from trainers.fomo import (THRESHOLDS, DetectionArrays, FomoNet, evaluate_fomo, heatmap_targets, load_fomo, prepare,
                            save_fomo, train_fomo)
 
@@ -65,32 +65,35 @@ def test_decoding_merges_touching_cells_into_a_weighted_centroid():
     heat[8, 8, :] = (0.1, 0.0, 0.9)  # one cell of class 1
     heat[10, 1, :] = (0.6, 0.4, 0.0)  # below threshold
     found = HeatmapDecoding(stride=8, threshold=0.5).decode(heat)
-    assert [c.class_index for c in found] == [1, 0]  # best score first
-    circle, square = found
-    assert (circle.x, circle.y, circle.score) == pytest.approx((68, 68, 0.9))
-    assert square.x == pytest.approx((3.5 * 8 * 0.8 + 4.5 * 8 * 0.6) / 1.4)
-    assert square.y == pytest.approx(20) and square.score == pytest.approx(0.8)
+    assert list(found.class_ids) == [1, 0]  # best score first
+    assert found.scores == pytest.approx([0.9, 0.8])
+    circle_x = 68
+    square_x = (3.5 * 8 * 0.8 + 4.5 * 8 * 0.6) / 1.4
+    assert found.centres == pytest.approx(np.array([[circle_x, 68], [square_x, 20]]))
+    # each box as wide and high as its cells: one cell for the circle, two side by side for the square
+    assert found.boxes == pytest.approx(np.array([[64, 64, 72, 72], [square_x - 8, 16, square_x + 8, 24]]))
 
 
 def test_decoding_maps_to_original_pixels():
     heat = np.zeros((12, 12, 2), np.float32)
     heat[6, 6, 1] = 1.0  # input pixel (52, 52)
     _, placement = ImageFrontEnd(size=96)(np.zeros((100, 200, 3), np.uint8))
-    (found,) = HeatmapDecoding().decode(heat, placement)
-    assert (found.x, found.y) == pytest.approx((52 / 0.48, (52 - 24) / 0.48))
+    found = HeatmapDecoding().decode(heat, placement)
+    assert found.centres == pytest.approx(np.array([[52 / 0.48, (52 - 24) / 0.48]]))
+    assert found.boxes == pytest.approx(np.array([[48 / 0.48, (48 - 24) / 0.48, 56 / 0.48, (56 - 24) / 0.48]]))
 
 
 def test_centroid_f1_matches_one_to_one_within_the_radius_and_class():
     truth = [[(0, 10, 10), (1, 50, 50)], [(0, 30, 30)]]
-    predicted = [[Centroid(0, 12, 11, 0.9), Centroid(0, 9, 9, 0.8), Centroid(0, 50, 50, 0.7)], []]
+    predicted = [centroids((0, 12, 11), (0, 9, 9), (0, 50, 50)), centroids()]
     metrics = centroid_f1(truth, predicted, LABELS, radius=5)
     square, circle = metrics["per_class"]["square"], metrics["per_class"]["circle"]
     assert (square["tp"], square["fp"], square["fn"]) == (1, 2, 1)  # a second hit on the same object is an fp
     assert (circle["tp"], circle["fp"], circle["fn"]) == (0, 0, 1)  # right place, wrong class
     assert (metrics["tp"], metrics["fp"], metrics["fn"]) == (1, 2, 2)
     assert metrics["f1"] == pytest.approx(2 * (1 / 3) * (1 / 3) / (2 / 3))
-    assert centroid_f1([[]], [[]], LABELS, 5)["f1"] == 1.0  # nothing there, nothing found
-    assert centroid_f1([[(0, 10, 10)]], [[Centroid(0, 17, 10, 1.0)]], LABELS, 5)["f1"] == 0.0
+    assert centroid_f1([[]], [centroids()], LABELS, 5)["f1"] == 1.0  # nothing there, nothing found
+    assert centroid_f1([[(0, 10, 10)]], [centroids((0, 17, 10))], LABELS, 5)["f1"] == 0.0
 
 
 def test_targets_mark_the_cell_of_each_centre_with_its_score():

@@ -10,6 +10,7 @@ from PIL import Image
 from edgedistill.errors import EdgedistillError
 from edgedistill.real_photos import (compare_with_teacher, load_photos, match_in_boxes, read_labelled_photos,
                                      score_on_photos)
+from shapes import centroids
 
 CLASSES = ["face", "hand"]
 # photo name -> (width, height), boxes (x0, y0, x1, y1, class)
@@ -178,17 +179,17 @@ def test_a_centre_finds_the_box_it_lies_in_once():
 def test_scores_false_alarms_and_the_share_of_the_teacher(tmp_path):
     photos = read_labelled_photos(_csv(tmp_path / "set"), CLASSES, min_share=0.05)
     by_name = {p.path.name: i for i, p in enumerate(photos)}
-    student = [[] for _ in photos]
-    student[by_name["crowd.jpg"]] = [(0, 30, 30), (1, 60, 60), (0, 151, 71)]  # face right, hand wrong, ignored
-    student[by_name["empty.jpg"]] = [(0, 10, 10), (0, 40, 20)]  # two false alarms on the empty photo
-    teacher = [[] for _ in photos]
-    teacher[by_name["crowd.jpg"]] = [(0, 30, 30), (1, 115, 35)]
-    teacher[by_name["street.png"]] = [(0, 30, 40)]
+    student = [centroids() for _ in photos]
+    student[by_name["crowd.jpg"]] = centroids((0, 30, 30), (1, 60, 60), (0, 151, 71))  # face right, hand wrong, ignored
+    student[by_name["empty.jpg"]] = centroids((0, 10, 10), (0, 40, 20))  # two false alarms on the empty photo
+    teacher = [centroids() for _ in photos]
+    teacher[by_name["crowd.jpg"]] = centroids((0, 30, 30), (1, 115, 35))
+    teacher[by_name["street.png"]] = centroids((0, 30, 40))
     result = compare_with_teacher(photos, student, teacher, CLASSES, 0.05)
     s, t = result["student"], result["teacher"]
     assert (s["tp"], s["fp"], s["fn"]) == (1, 3, 2) and (t["tp"], t["fp"], t["fn"]) == (3, 0, 0)
     assert s["false_alarms_per_empty_photo"] == 2.0 and t["false_alarms_per_empty_photo"] == 0.0
     assert s["per_class"]["hand"]["fp"] == 1 and s["objects"] == 3 and s["ignored_regions"] == 1
     assert result["student_to_teacher_f1"] == pytest.approx(s["f1"] / t["f1"])
-    assert score_on_photos(photos, [[] for _ in photos], CLASSES)["f1"] == 0.0
+    assert score_on_photos(photos, [centroids() for _ in photos], CLASSES)["f1"] == 0.0
 
