@@ -350,7 +350,11 @@ class Dataset:
     def media_file(self, relative: str) -> Path:
         """A stored media file (`media/<aa>/<sha256>.<ext>`) as a local file, fetched once if remote."""
         if self.store.is_local:
-            return Path(self.store.path(relative))
+            path = Path(self.store.path(relative))
+            if not path.is_file():
+                raise EdgedistillError(f"{self.location}/{relative} is missing",
+                                       "media are immutable: rerun the stage that made the sample to restore it")
+            return path
         cached = cache_dir() / relative
         if not cached.exists():
             self._cache(relative, self.store.read(relative))

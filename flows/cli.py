@@ -170,6 +170,26 @@ def import_labels(
     console.print(f"report: {imported.dataset.location}/{version.report}")
 
 
+@app.command("export-labels")
+def export_labels(
+        label_format: Annotated[LabelFormat, typer.Argument(metavar="FORMAT", help="coco, yolo or labelstudio")],
+        dataset: Annotated[str, typer.Argument(help="dataset folder or URL (s3://...), e.g. runs/faces/dataset")],
+        out: Annotated[Path, typer.Argument(help="a new folder for the labels and copies of the images")],
+        version: Annotated[Optional[str], typer.Option(help="version id or prefix (default: the newest)")] = None,
+) -> None:
+    """Write a dataset version's images and labels as COCO, YOLO or a Label Studio export, to use elsewhere."""
+    from edgedistill.formats.exporter import export_labels as export_files
+
+    exported = export_files(label_format.value, dataset, out, version)
+    report, version_info = exported.report, exported.version
+    print_table(f"dataset {exported.dataset.location} version {version_info.id} ({version_info.stage}) "
+                f"as {label_format.value}",
+                [("images", report["images"]), ("images with no object", report["empty_images"]),
+                 *((f"boxes: {name}", count) for name, count in report["objects"].items()),
+                 ("rejected in review, left out", report["rejected_left_out"])], "count")
+    console.print(f"written: {exported.path}")
+
+
 def _print_counts(paths, version_id: str) -> None:
     from edgedistill.dataset import Dataset
 

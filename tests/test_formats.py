@@ -14,12 +14,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, OntologyClass, Provenance, Sample
+from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, OntologyClass, Provenance, Review, Sample
 from edgedistill.errors import EdgedistillError
-from edgedistill.formats.coco import write_coco
+from edgedistill.formats.exporter import export_labels
 from edgedistill.formats.importer import import_labels
-from edgedistill.formats.label_studio import write_label_studio
-from edgedistill.formats.yolo import write_yolo_folder
 from edgedistill.masks import decode_rle, encode_rle, mask_box
 from flows.cli import app
 
@@ -61,21 +59,15 @@ def _dataset(root: Path) -> tuple[Dataset, list[Sample]]:
     return dataset, samples
 
 
-def _write(label_format: str, dataset: Dataset, samples: list[Sample], folder: Path) -> Path:
-    if label_format == "coco":
-        return write_coco(dataset, samples, CLASSES, folder)
-    if label_format == "yolo":
-        write_yolo_folder(dataset, samples, CLASSES, folder)
-        return folder
-    return write_label_studio(dataset, samples, folder)
-
-
 # YOLO keeps six decimals of shares of the image: a corner moves by at most 0.75e-6 of the side (64 px here)
 @pytest.mark.parametrize("label_format, tolerance_px, keeps_masks", [("coco", 1e-9, True), ("yolo", 64e-6, False),
                                                                       ("labelstudio", 1e-9, True)])
 def test_export_then_import_gives_the_same_labels(tmp_path, label_format, tolerance_px, keeps_masks):
     dataset, samples = _dataset(tmp_path / "pets")
-    imported = import_labels(label_format, _write(label_format, dataset, samples, tmp_path / label_format),
+    exported = export_labels(label_format, dataset.location, tmp_path / label_format)
+    assert exported.path.name == {"coco": "annotations.json", "yolo": "data.yaml", "labelstudio": "tasks.json"}[
+        label_format]
+    imported = import_labels(label_format, exported.path if label_format != "yolo" else exported.path.parent,
                              tmp_path / "back")
     back = {s.id: s for s in imported.dataset.samples(imported.version.id)}
     assert set(back) == {s.id for s in samples}  # the same image bytes
@@ -217,6 +209,51 @@ def test_the_cli_imports_once_and_finds_the_version_again_from_the_file_or_its_f
     assert "imported before" in again.output and _table(again.output) == _table(first.output)
     assert Dataset.open(tmp_path / "pets").info.versions == [version]
     assert len(list((tmp_path / "pets" / "versions").iterdir())) == 1
+
+
+def test_the_cli_exports_a_version_without_its_rejected_samples_into_a_new_folder_only(tmp_path):
+    dataset, samples = _dataset(tmp_path / "pets")
+    split = dataset.head
+    rejected = samples[1].model_copy(update={"review": Review(status="rejected")})
+    dataset.commit([samples[0], rejected, samples[2]], split.id, "review", {})
+    runner, out = CliRunner(), tmp_path / "yolo"
+    result = runner.invoke(app, ["export-labels", "yolo", dataset.location, str(out)], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    assert _table(result.output) == {"images": "2", "images with no object": "1", "boxes: cat": "1",
+                                     "boxes: dog": "1", "rejected in review, left out": "1"}
+    assert f"written: {out / 'data.yaml'}" in result.output.replace("\n", "")
+    train, test = samples[0].id, samples[2].id
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "data.yaml", f"images/test/{test}.png", f"images/train/{train}.png", f"labels/test/{test}.txt",
+        f"labels/train/{train}.txt"]
+    assert not any(p.is_symlink() for p in out.rglob("*"))  # copies: the export outlives the dataset
+    assert (out / "images" / "train" / f"{train}.png").read_bytes() == dataset.media_path(samples[0]).read_bytes()
+
+    # an older version by a prefix of its id, and never into a folder that holds files
+    coco = runner.invoke(app, ["export-labels", "coco", dataset.location, str(tmp_path / "coco"), "--version",
+                               split.id[:6]], env={"COLUMNS": "160"})
+    assert coco.exit_code == 0, coco.output
+    assert _table(coco.output)["images"] == "3" and _table(coco.output)["rejected in review, left out"] == "0"
+    with pytest.raises(EdgedistillError, match="already exists and is not an empty folder"):
+        export_labels("coco", dataset.location, out)
+
+    # an export that fails half way (a media file went missing) leaves no folder; the next one completes
+    media = dataset.media_path(samples[2])
+    kept = media.read_bytes()
+    media.unlink()
+    with pytest.raises(EdgedistillError, match="is missing"):
+        export_labels("labelstudio", dataset.location, tmp_path / "studio", split.id)
+    assert not any("studio" in p.name for p in tmp_path.iterdir())
+    media.write_bytes(kept)
+    assert export_labels("labelstudio", dataset.location, tmp_path / "studio", split.id).report["images"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir() if "studio" in p.name) == ["studio"]
+
+
+def test_a_keyword_dataset_is_not_exported_as_boxes(tmp_path):
+    Dataset.create(tmp_path / "words", "words", "keyword_spotting", [OntologyClass(name="yes")])
+    with pytest.raises(EdgedistillError, match="is a keyword_spotting dataset"):
+        export_labels("coco", tmp_path / "words", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_copies_of_an_image_count_once_and_a_changed_box_is_a_new_version(tmp_path):

@@ -41,7 +41,8 @@ def train_yolo(dataset: Dataset, samples: list[Sample], labels: list[str], setti
     out_dir.mkdir(parents=True, exist_ok=True)
     result_file = out_dir / "result.json"
     if not result_file.exists():
-        job = {"data": str(write_yolo_folder(dataset, samples, labels, out_dir / "data")),
+        data = write_yolo_folder(dataset, samples, labels, out_dir / "data", link_images=True)
+        job = {"data": str(data.resolve()),
                "model": settings.yolo_model, "epochs": settings.yolo_epochs, "image_size": settings.yolo_image_size,
                "batch_size": settings.batch_size, "seed": settings.seed, "out_dir": str(out_dir.resolve())}
         run_worker(WORKER, job, out_dir / "job.json", "YOLO training",

@@ -4,6 +4,7 @@ dataset version as the folder ultralytics trains from."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import yaml
@@ -58,25 +59,28 @@ def yolo_names(root: Path) -> list[str]:
     raise EdgedistillError(f"the YOLO folder {root} names no classes", "add data.yaml with `names: [...]` or classes.txt")
 
 
-def write_yolo_folder(dataset: Dataset, samples: list[Sample], labels: list[str], folder: Path) -> Path:
-    """images/<split>/ (links to the media) and labels/<split>/ (class cx cy w h, 0-1); returns data.yaml."""
+def write_yolo_folder(dataset: Dataset, samples: list[Sample], labels: list[str], folder: Path,
+                      link_images: bool = False) -> Path:
+    """images/<split>/ and labels/<split>/ (class cx cy w h, 0-1), samples not yet split under train;
+    returns data.yaml, whose folder is the dataset root. Images are copies, or links to the media
+    (`link_images`, for training, which reads them once and throws the folder away)."""
     index = {label: i for i, label in enumerate(labels)}
     for split in SPLITS:
         (folder / "images" / split).mkdir(parents=True, exist_ok=True)
         (folder / "labels" / split).mkdir(parents=True, exist_ok=True)
-    in_splits = [sample for sample in samples if sample.split in SPLITS]
-    for sample, path in zip(in_splits, dataset.media_paths(in_splits)):
-        media = path.resolve()
-        image = folder / "images" / sample.split / f"{sample.id}{media.suffix}"
-        if not image.is_symlink():
+    for sample, path in zip(samples, dataset.media_paths(samples)):
+        media, split = path.resolve(), sample.split or "train"
+        image = folder / "images" / split / f"{sample.id}{media.suffix}"
+        if link_images and not image.is_symlink():
             image.symlink_to(media)
+        elif not link_images:
+            shutil.copyfile(media, image)
         width, height = sample.shape.width, sample.shape.height
         lines = [f"{index[label.class_name]} {(x + w / 2) / width:.6f} {(y + h / 2) / height:.6f} "
                  f"{w / width:.6f} {h / height:.6f}"
                  for label in sample.labels if label.box and label.class_name in index
                  for x, y, w, h in [label.box]]
-        (folder / "labels" / sample.split / f"{sample.id}.txt").write_text("\n".join(lines))
+        (folder / "labels" / split / f"{sample.id}.txt").write_text("\n".join(lines))
     data = folder / "data.yaml"
-    write_atomic(data, yaml.safe_dump({"path": str(folder.resolve()), **{s: f"images/{s}" for s in SPLITS},
-                                       "names": dict(enumerate(labels))}).encode())
+    write_atomic(data, yaml.safe_dump({**{s: f"images/{s}" for s in SPLITS}, "names": dict(enumerate(labels))}).encode())
     return data
