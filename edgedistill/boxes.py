@@ -8,11 +8,15 @@ otherwise; a Label stores (x, y, width, height), so `xyxy_to_xywh` is the last s
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from edgedistill.dataset import Label
 
 
 @dataclass
@@ -33,6 +37,16 @@ class Detections:
 
     def __getitem__(self, which: np.ndarray | slice) -> Detections:
         return Detections(self.boxes[which], self.scores[which], self.class_ids[which])
+
+    @classmethod
+    def from_labels(cls, labels: Iterable[Label], class_names: list[str]) -> Detections:
+        """A sample's boxed labels of these classes, where dataset labels become detections: class ids
+        index `class_names`; a label without a score (people's) scores 1."""
+        index = {name: i for i, name in enumerate(class_names)}
+        kept = [label for label in labels if label.class_name in index and label.box is not None]
+        return cls(xywh_to_xyxy([label.box for label in kept]), [1.0 if label.score is None else label.score
+                                                                for label in kept],
+                   [index[label.class_name] for label in kept])
 
     @classmethod
     def merge(cls, parts: list[Detections]) -> Detections:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from edgedistill.bundle import MANIFEST, BundleFile, InputSpec, Manifest, OutputSpec, describe_file, write_manifest
-from edgedistill.boxes import xyxy_to_xywh
+from edgedistill.boxes import Detections
 from edgedistill.errors import EdgedistillError
 from edgedistill.frontend import MfccFrontEnd
 from edgedistill.image_frontend import BACKGROUND, HeatmapDecoding, ImageFrontEnd, centroid_f1
@@ -308,27 +308,21 @@ class _DetectionTest:
     inputs: np.ndarray  # (n, size, size, channels) float
     placements: list[Placement]
     truth: list[list[tuple[int, float, float]]]  # per image: (class index, x, y) in input pixels
-    boxes: list[np.ndarray]
-    classes: list[np.ndarray]
+    objects: list[Detections]  # per image, in its pixels
 
 
-def _detection_test(frontend: ImageFrontEnd, images: list[np.ndarray], boxes: list[np.ndarray],
-                    classes: list[np.ndarray]) -> _DetectionTest:
-    if len(images) == 0 or not len(images) == len(boxes) == len(classes):
-        raise EdgedistillError(f"export needs test images with their boxes and classes (got {len(images)} images, "
-                               f"{len(boxes)} box lists, {len(classes)} class lists)",
-                               "pass the held-out test split's images, boxes and classes")
+def _detection_test(frontend: ImageFrontEnd, images: list[np.ndarray], objects: list[Detections]) -> _DetectionTest:
+    if len(images) == 0 or len(images) != len(objects):
+        raise EdgedistillError(f"export needs test images with their objects (got {len(images)} images, "
+                               f"{len(objects)} object lists)", "pass the held-out test split's images and objects")
     inputs, placements, truth = [], [], []
-    for image, image_boxes, image_classes in zip(images, boxes, classes):
+    for image, image_objects in zip(images, objects):
         prepared, placement = frontend(image)
-        image_boxes = np.asarray(image_boxes, np.float64).reshape(-1, 4)
-        centres = image_boxes[:, :2] + image_boxes[:, 2:] / 2
-        xs, ys = placement.to_input(centres[:, 0], centres[:, 1])
+        xs, ys = placement.to_input(image_objects.centres[:, 0], image_objects.centres[:, 1])
         inputs.append(prepared)
         placements.append(placement)
-        truth.append([(int(c), float(x), float(y)) for c, x, y in zip(image_classes, xs, ys)])
-    return _DetectionTest(list(images), np.stack(inputs), placements, truth,
-                          [np.asarray(b, np.float64).reshape(-1, 4) for b in boxes], [np.asarray(c) for c in classes])
+        truth.append([(int(c), float(x), float(y)) for c, x, y in zip(image_objects.class_ids, xs, ys)])
+    return _DetectionTest(list(images), np.stack(inputs), placements, truth, list(objects))
 
 
 def _float_heatmaps(model: torch.nn.Module, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -339,8 +333,8 @@ def _float_heatmaps(model: torch.nn.Module, inputs: np.ndarray, batch_size: int 
 
 def export_detection_bundle(model: torch.nn.Module, *, out_dir: Path, name: str, labels: list[str],
                             frontend: ImageFrontEnd, decoding: HeatmapDecoding, calibration: np.ndarray,
-                            test_images: list[np.ndarray], test_boxes: list[np.ndarray],
-                            test_classes: list[np.ndarray], centroid_distance: float, settings: ExportSettings,
+                            test_images: list[np.ndarray], test_objects: list[Detections],
+                            centroid_distance: float, settings: ExportSettings,
                             dataset_ref: dict, recipe: dict, companions: list[Companion] = (),
                             real: RealPhotoCheck | None = None,
                             progress: Callable[[str], None] | None = None) -> Manifest:
@@ -348,14 +342,14 @@ def export_detection_bundle(model: torch.nn.Module, *, out_dir: Path, name: str,
 
     model: float inputs (n, size, size, channels) from `frontend` -> logits (n, grid, grid, 1 + classes).
     labels: the classes, without background. calibration: `frontend` outputs of training images.
-    test_*: held-out RGB images with their boxes (x, y, w, h in image pixels) and class indices.
+    test_*: held-out RGB images and the labelled objects in each (class ids index `labels`).
     `real`: labelled real photos (and the teacher's boxes on them) to measure the int8 model on, as
     `edgedistill predict` runs it; the figures go under metrics["real"] and the report draws a few.
     Metrics are centroid F1 within `centroid_distance` x input size, float and int8; raises
     EdgedistillError, leaving `out_dir` as it was, when int8 F1 drops more than
     `settings.max_int8_accuracy_drop` below float.
     """
-    test = _detection_test(frontend, test_images, test_boxes, test_classes)
+    test = _detection_test(frontend, test_images, test_objects)
     say = progress or (lambda message: None)
     radius = centroid_distance * frontend.size
     # with a black and a white image the int8 input spans the whole pixel range, not only what the
@@ -385,11 +379,11 @@ def export_detection_bundle(model: torch.nn.Module, *, out_dir: Path, name: str,
         for i in _evenly_spaced(np.arange(len(test.images)), REPORT_SAMPLE_IMAGES):
             int8 = found["int8"][i]
             in_image = int8.with_boxes(test.placements[i].boxes_to_original(int8.boxes))
-            figures.append((f"test image {i}", detection_sample_jpeg(test.images[i], test.boxes[i], in_image, labels)))
+            figures.append((f"test image {i}", detection_sample_jpeg(test.images[i], test.objects[i].boxes, in_image, labels)))
         for i in _evenly_spaced(np.arange(len(real.images) if real else 0), REAL_SAMPLE_IMAGES):
             teacher_boxes = real.teacher[i].boxes if real.teacher is not None else None
             figures.append((f"real photo {real.photos[i].path.name}",
-                            detection_sample_jpeg(real.images[i], xyxy_to_xywh(real.photos[i].boxes), found["real"][i],
+                            detection_sample_jpeg(real.images[i], real.photos[i].boxes, found["real"][i],
                                                   labels, teacher_boxes=teacher_boxes)))
         return figures
 

@@ -632,14 +632,14 @@ def detection_sample_jpeg(image: np.ndarray, boxes: np.ndarray, found: Detection
                           width: int = 320, teacher_boxes: np.ndarray | None = None) -> bytes:
     """An RGB image with its true boxes (green), the teacher's boxes (orange, drawn 2 px outside) and predicted
     centroids (class colour, label, score) as JPEG (photos and noisy composites are several times larger as PNG,
-    and the report embeds them). `boxes` are x, y, w, h; `teacher_boxes` x0, y0, x1, y1."""
+    and the report embeds them). Boxes are x0, y0, x1, y1."""
     import cv2
 
     scale = width / image.shape[1]
     canvas = cv2.resize(np.ascontiguousarray(image), (width, max(1, round(image.shape[0] * scale))),
                         interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    for x, y, w, h in np.asarray(boxes, np.float64).reshape(-1, 4) * scale:
-        cv2.rectangle(canvas, (round(x), round(y)), (round(x + w), round(y + h)), (40, 200, 40), 1)
+    for x0, y0, x1, y1 in np.asarray(boxes, np.float64).reshape(-1, 4) * scale:
+        cv2.rectangle(canvas, (round(x0), round(y0)), (round(x1), round(y1)), (40, 200, 40), 1)
     for x0, y0, x1, y1 in np.asarray(teacher_boxes if teacher_boxes is not None else [], np.float64).reshape(-1, 4) * scale:
         cv2.rectangle(canvas, (round(x0) - 2, round(y0) - 2), (round(x1) + 2, round(y1) + 2), (255, 150, 0), 1)
     for class_id, score, (x, y) in zip(found.class_ids, found.scores, found.centres):

@@ -157,7 +157,7 @@ def export(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None) 
     return export_detection_bundle(
         model, out_dir=paths.bundle, name=recipe.name, labels=labels, frontend=frontend, decoding=decoding,
         calibration=model_inputs(detection_arrays(dataset, calibration, labels), frontend),
-        test_images=test.images, test_boxes=test.boxes, test_classes=test.classes,
+        test_images=test.images, test_objects=test.objects,
         centroid_distance=recipe.train.centroid_distance, settings=recipe.export,
         dataset_ref={"path": dataset.location, "version": version.id, "counts": version.counts,
                      "held_out_float": trained.held_out},
@@ -167,7 +167,7 @@ def export(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None) 
 def real_photo_check(recipe: DetectionRecipe, labels: list[str]) -> RealPhotoCheck | None:
     """The recipe's labelled real photos, with what the teacher finds on them, for export to measure the
     student against (evaluate.real); None without them."""
-    from edgedistill.boxes import Detections, xywh_to_xyxy
+    from edgedistill.boxes import Detections
     from edgedistill.real_photos import load_photos, read_labelled_photos
 
     if not recipe.evaluate.real:
@@ -177,6 +177,5 @@ def real_photo_check(recipe: DetectionRecipe, labels: list[str]) -> RealPhotoChe
     if recipe.autolabel.labeler == "none":  # no teacher: the student alone
         return RealPhotoCheck(photos, images, recipe.evaluate.min_share)
     found = load_plugin("labelers", recipe.autolabel.labeler)(recipe.classes, recipe.autolabel).label_images(images)
-    teacher = [Detections(xywh_to_xyxy([label.box for label in image]), [label.score for label in image],
-                          [labels.index(label.class_name) for label in image]) for image in found]
+    teacher = [Detections.from_labels(image, labels) for image in found]
     return RealPhotoCheck(photos, images, recipe.evaluate.min_share, teacher)

@@ -36,8 +36,8 @@ def _export(trained, out_dir, progress=None, **settings):
     result, calibration, test = trained
     return export_detection_bundle(
         result.model, out_dir=out_dir, name="shapes", labels=LABELS, frontend=result.frontend,
-        decoding=result.decoding, calibration=calibration, test_images=test.images, test_boxes=test.boxes,
-        test_classes=test.classes, centroid_distance=SETTINGS.centroid_distance, settings=ExportSettings(**settings),
+        decoding=result.decoding, calibration=calibration, test_images=test.images, test_objects=test.objects,
+        centroid_distance=SETTINGS.centroid_distance, settings=ExportSettings(**settings),
         dataset_ref={"path": "datasets/shapes", "version": "def456"},
         recipe={"task": "detection", "name": "shapes"}, progress=progress)
 
@@ -187,8 +187,8 @@ def test_too_large_int8_drop_raises_and_writes_nothing(trained, tmp_path):
     with pytest.raises(EdgedistillError, match="centroid F1") as raised:
         export_detection_bundle(
             result.model, out_dir=tmp_path / "shapes", name="shapes", labels=LABELS, frontend=result.frontend,
-            decoding=result.decoding, calibration=calibration, test_images=test.images, test_boxes=test.boxes,
-            test_classes=test.classes, centroid_distance=SETTINGS.centroid_distance, settings=settings,
+            decoding=result.decoding, calibration=calibration, test_images=test.images, test_objects=test.objects,
+            centroid_distance=SETTINGS.centroid_distance, settings=settings,
             dataset_ref={}, recipe={})
     assert "max_int8_accuracy_drop" in raised.value.hint and "images" in raised.value.hint
     assert list(tmp_path.iterdir()) == []

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from edgedistill.boxes import Detections
 from edgedistill.errors import EdgedistillError
 from edgedistill.image_frontend import HeatmapDecoding, ImageFrontEnd, centroid_f1
 from edgedistill.recipe import DetectorTrainSettings
-from shapes import centroids, synthetic_shapes
+from shapes import centroids, shape_labels, synthetic_shapes
 from trainers.fomo import (THRESHOLDS, DetectionArrays, FomoNet, evaluate_fomo, heatmap_targets, load_fomo, prepare,
                            save_fomo, train_fomo)
 
@@ -159,9 +160,9 @@ def test_bad_settings_and_empty_data_are_clear_errors(tmp_path):
         train_fomo(synthetic_shapes(4, 0), synthetic_shapes(2, 1), LABELS, DetectorTrainSettings(input_size=100),
                    tmp_path)
     with pytest.raises(EdgedistillError, match="no training or no validation"):
-        train_fomo(synthetic_shapes(4, 0), DetectionArrays([], [], []), LABELS, SETTINGS, tmp_path)
+        train_fomo(synthetic_shapes(4, 0), DetectionArrays([], []), LABELS, SETTINGS, tmp_path)
     empty = synthetic_shapes(3, 1)
-    empty = DetectionArrays(empty.images, [np.zeros((0, 4))] * 3, [np.zeros(0, np.int64)] * 3)
+    empty = DetectionArrays(empty.images, [centroids()] * 3)
     with pytest.raises(EdgedistillError, match="validation images hold no labelled object"):
         train_fomo(synthetic_shapes(4, 0), empty, LABELS, SETTINGS, tmp_path)
 
@@ -177,19 +178,21 @@ def test_detection_arrays_load_images_and_boxes_from_a_dataset(tmp_path):
                              MediaPolicy(image_size=(128, 96)))
     data = synthetic_shapes(2, 5)
     samples = []
-    for index, (image, boxes, classes) in enumerate(zip(data.images, data.boxes, data.classes)):
+    for index, (image, objects) in enumerate(zip(data.images, data.objects)):
         digest, media = dataset.add_media(image_bytes(image, "PNG"), "png")
-        labels = [Label(class_name=LABELS[c], box=tuple(box), source=LabelSource(labeler="test"))
-                  for box, c in zip(boxes, classes)]
+        labels = shape_labels(objects, LABELS, LabelSource(labeler="test"))
         labels.append(Label(class_name="unknown-thing", box=(1, 1, 2, 2), source=LabelSource(labeler="test")))
+        labels.append(Label(class_name=LABELS[0], source=LabelSource(labeler="test")))  # no box: not an object
         samples.append(Sample(id=digest[:16], media=media, kind="image", shape=ImageShape(width=128, height=96),
                               provenance=Provenance(source="test", group=str(index)), labels=labels))
     loaded = detection_arrays(dataset, samples, LABELS)
     assert len(loaded) == 2
     for i in range(2):
         assert np.array_equal(loaded.images[i], data.images[i])  # PNG is lossless
-        np.testing.assert_allclose(loaded.boxes[i], data.boxes[i])
-        assert np.array_equal(loaded.classes[i], data.classes[i])  # the class outside the labels is left out
+        np.testing.assert_allclose(loaded.objects[i].boxes, data.objects[i].boxes)
+        # the class outside the labels and the label without a box are left out
+        assert np.array_equal(loaded.objects[i].class_ids, data.objects[i].class_ids)
+        assert np.array_equal(loaded.objects[i].scores, np.ones(len(data.objects[i])))  # people's labels: certain
 
 
 def test_the_shipped_score_threshold_is_the_best_one_on_validation(trained):
@@ -260,7 +263,7 @@ def test_soft_labels_teach_the_teachers_doubt():
 
 def test_a_student_with_soft_labels_and_mined_negatives_still_learns(tmp_path):
     train = synthetic_shapes(160, 0)
-    train = dataclasses.replace(train, scores=[np.full(len(c), 0.85, np.float32) for c in train.classes])
+    train = DetectionArrays(train.images, [Detections(o.boxes, np.full(len(o), 0.85), o.class_ids) for o in train.objects])
     settings = SETTINGS.model_copy(update={"soft_labels": True, "hard_negative_weight": 3.0})
     result = train_fomo(train, synthetic_shapes(40, 1), LABELS, settings, tmp_path)
     test = prepare(synthetic_shapes(60, 2), result.frontend)

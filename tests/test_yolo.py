@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from edgedistill.boxes import Detections, xywh_to_xyxy
-from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, OntologyClass, Provenance, Sample
+from edgedistill.dataset import Dataset, ImageShape, LabelSource, OntologyClass, Provenance, Sample
 from edgedistill.errors import EdgedistillError
 from edgedistill.images import Placement, image_bytes, load_image
 from edgedistill.recipe import DetectorTrainSettings, ExportSettings
 from exporters.yolo_int8 import Int8Yolo, load_program, yolo_companions
-from shapes import synthetic_shapes
+from shapes import shape_labels, synthetic_shapes
 from edgedistill.yolo import coco_map, decode, detect_all, letterbox, onnx_runner
 from trainers.yolo import train_yolo, write_yolo_folder
 
@@ -26,12 +26,11 @@ def shapes_dataset(root, count: int = 48) -> tuple[Dataset, list[Sample]]:
     arrays = synthetic_shapes(count, seed=5)
     dataset = Dataset.create(root, "shapes", "detection", [OntologyClass(name=name) for name in LABELS])
     samples = []
-    for index, (image, boxes, classes) in enumerate(zip(arrays.images, arrays.boxes, arrays.classes)):
+    for index, (image, objects) in enumerate(zip(arrays.images, arrays.objects)):
         digest, media = dataset.add_media(image_bytes(image), "png")
         split = "train" if index < count * 0.6 else "val" if index < count * 0.8 else "test"
-        labels = [Label(class_name=LABELS[c], box=tuple(float(v) for v in box), source=DRAWN)
-                  for box, c in zip(boxes, classes)]
-        samples.append(Sample(id=digest[:16], media=media, kind="image", split=split, labels=labels,
+        samples.append(Sample(id=digest[:16], media=media, kind="image", split=split,
+                              labels=shape_labels(objects, LABELS, DRAWN),
                               shape=ImageShape(width=image.shape[1], height=image.shape[0]),
                               provenance=Provenance(source="test", seed=index)))
     dataset.commit(samples, None, "split", {})

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgedistill.boxes import Detections
 from edgedistill.dataset import Dataset, Sample, write_atomic
 from edgedistill.errors import EdgedistillError
 from edgedistill.image_frontend import BACKGROUND, HeatmapDecoding, ImageFrontEnd, centroid_f1
@@ -51,22 +52,17 @@ class FomoNet(nn.Module):
 
 @dataclass
 class DetectionArrays:
-    """Images with their box labels, in memory: what the flow loads from a dataset version."""
+    """Images with their labelled objects, in memory: what the flow loads from a dataset version."""
 
     images: list[np.ndarray]  # each (h, w, 3) uint8 RGB, any size
-    boxes: list[np.ndarray]  # each (objects, 4) float: x, y, width, height in that image's pixels
-    classes: list[np.ndarray]  # each (objects,) int: index into the labels (no background)
-    scores: list[np.ndarray] | None = None  # each (objects,): the labeler's confidence in each box; None: all 1
+    objects: list[Detections]  # each image's, in its pixels; class ids index the labels (no background),
+    # scores are the labeler's confidence in each box (people's: 1)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def subset(self, keep: list[int]) -> DetectionArrays:
-        def pick(parts: list) -> list:
-            return [parts[i] for i in keep]
-
-        return DetectionArrays(pick(self.images), pick(self.boxes), pick(self.classes),
-                               self.scores and pick(self.scores))
+        return DetectionArrays([self.images[i] for i in keep], [self.objects[i] for i in keep])
 
 
 @dataclass
@@ -108,28 +104,21 @@ def image_frontend_for(settings: DetectorTrainSettings) -> ImageFrontEnd:
 
 def detection_arrays(dataset: Dataset, samples: list[Sample], labels: list[str]) -> DetectionArrays:
     """Load each sample's image and the boxes of its labels whose class is in `labels`."""
-    index = {label: i for i, label in enumerate(labels)}
-    images, boxes, classes, scores = [], [], [], []
-    for sample, path in zip(samples, dataset.media_paths(samples)):
-        kept = [label for label in sample.labels if label.class_name in index and label.box is not None]
-        images.append(load_image(path))
-        boxes.append(np.array([label.box for label in kept], np.float64).reshape(-1, 4))
-        classes.append(np.array([index[label.class_name] for label in kept], np.int64))
-        scores.append(np.array([1.0 if label.score is None else label.score for label in kept], np.float32))
-    return DetectionArrays(images, boxes, classes, scores)
+    return DetectionArrays([load_image(path) for path in dataset.media_paths(samples)],
+                           [Detections.from_labels(sample.labels, labels) for sample in samples])
 
 
 def prepare(data: DetectionArrays, frontend: ImageFrontEnd) -> PreparedSet:
     """Resize every image once, exactly as `predict` will, and move box centres into input pixels."""
     pixels, centres = [], []
-    for image, boxes in zip(data.images, data.boxes):
+    for image, objects in zip(data.images, data.objects):
         resized, placement = frontend.pixels(image)
-        x, y = placement.to_input(boxes[:, 0] + boxes[:, 2] / 2, boxes[:, 1] + boxes[:, 3] / 2)
+        x, y = placement.to_input(objects.centres[:, 0], objects.centres[:, 1])
         pixels.append(resized)
         centres.append(np.stack([x, y], axis=1))
     stacked = np.stack(pixels) if pixels else np.zeros((0, *frontend.input_shape), np.uint8)
-    scores = data.scores or [np.ones(len(c), np.float32) for c in data.classes]
-    return PreparedSet(stacked, centres, [np.asarray(c, np.int64) for c in data.classes], scores)
+    return PreparedSet(stacked, centres, [objects.class_ids for objects in data.objects],
+                       [objects.scores.astype(np.float32) for objects in data.objects])
 
 
 def heatmap_targets(centres: np.ndarray, classes: np.ndarray, scores: np.ndarray, grid: int, num_classes: int,
@@ -252,14 +241,15 @@ def train_fomo(train: DetectionArrays, val: DetectionArrays, labels: list[str], 
                                "generate or import more images: each split needs some")
     if not labels:
         raise EdgedistillError("the detector has no classes", "name at least one class in the recipe")
-    if not any(len(classes) for classes in val.classes):
+    if not any(len(objects) for objects in val.objects):
         raise EdgedistillError("the validation images hold no labelled object, so no epoch can be judged (every model "
                                "would score as perfect)", "give the labeler more images with the recipe's classes in "
                                "them, lower autolabel.threshold, or give compositing a folder of cut-outs")
     frontend = image_frontend_for(settings)
     decoding = HeatmapDecoding(stride=STRIDE)
-    # without soft labels every labelled box is a certain object, whatever its labeler's score
-    train_set = prepare(train if settings.soft_labels else dataclasses.replace(train, scores=None), frontend)
+    if not settings.soft_labels:  # every labelled box a certain object, whatever its labeler's score
+        train = DetectionArrays(train.images, [Detections(o.boxes, np.ones(len(o)), o.class_ids) for o in train.objects])
+    train_set = prepare(train, frontend)
     val_set = prepare(val, frontend)
     torch.manual_seed(settings.seed)
     device = default_device()
