@@ -41,9 +41,11 @@ class Detections:
     @classmethod
     def from_labels(cls, labels: Iterable[Label], class_names: list[str]) -> Detections:
         """A sample's boxed labels of these classes, where dataset labels become detections: class ids
-        index `class_names`; a label without a score (people's) scores 1."""
+        index `class_names`; a label without a score (people's) scores 1; one the verifier rejected is
+        left out until people decide."""
         index = {name: i for i, name in enumerate(class_names)}
-        kept = [label for label in labels if label.class_name in index and label.box is not None]
+        kept = [label for label in labels if label.class_name in index and label.box is not None
+                and not (label.verdict and label.verdict.outcome == "rejected")]
         return cls(xywh_to_xyxy([label.box for label in kept]), [1.0 if label.score is None else label.score
                                                                 for label in kept],
                    [index[label.class_name] for label in kept])

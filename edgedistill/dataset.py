@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from edgedistill.errors import EdgedistillError, describe_validation_error
 
@@ -49,6 +49,16 @@ class LabelSource(_Strict):
     version: str | None = None
 
 
+class LabelVerdict(_Strict):
+    """What a checking model (the vision-language verifier) said of a label, and why. A relabelled
+    label carries its new class, and `was` the old one; a rejected one stays, for people to decide."""
+
+    outcome: Literal["accepted", "relabelled", "rejected"]
+    reason: str
+    by: LabelSource
+    was: str | None = None
+
+
 class Label(_Strict):
     class_name: str
     box: tuple[float, float, float, float] | None = None  # x, y, width, height in pixels
@@ -57,6 +67,20 @@ class Label(_Strict):
     transcript: str | None = None
     score: float | None = None
     source: LabelSource
+    verdict: LabelVerdict | None = None
+
+    @model_serializer(mode="wrap")
+    def _no_empty_verdict(self, handler: Callable[[Label], dict[str, Any]]) -> dict[str, Any]:
+        # a label nobody checked is written as before verdicts existed: the same versions, the same ids
+        data = handler(self)
+        if data.get("verdict") is None:
+            data.pop("verdict", None)
+        return data
+
+    @property
+    def doubted(self) -> bool:
+        """A checking model relabelled or rejected it: people should look."""
+        return self.verdict is not None and self.verdict.outcome != "accepted"
 
 
 class Review(_Strict):

@@ -258,6 +258,36 @@ class DiffusionSettings(_Section):
     batch_size: int = Field(1, ge=1)
 
 
+class ApiSettings(_Section):
+    """An OpenAI-compatible API: OpenAI itself, or a local vLLM, Ollama or LiteLLM proxy at `base_url`.
+    The key comes from the environment variable `api_key_env`, else the Prefect Secret block
+    `secret_block`; never from a recipe."""
+
+    model: str
+    base_url: str | None = None  # None: OpenAI's; e.g. http://localhost:11434/v1 for Ollama
+    api_key_env: str = "OPENAI_API_KEY"
+    secret_block: str = "openai-api-key"
+    max_requests: int | None = Field(None, ge=0)  # per run (answers cached earlier are free); None: no limit
+    max_cost: float | None = Field(None, ge=0)  # USD per run, at the model's prices; None: no limit
+    concurrency: int = Field(4, ge=1)  # requests in flight in each worker
+    timeout: float = Field(60.0, gt=0)  # seconds for one request
+    retries: int = Field(4, ge=0)  # on 429, 5xx and timeouts, with backoff that honours retry-after
+    # USD per million input and output tokens; None: the list price of a known OpenAI model
+    price_input: float | None = Field(None, ge=0)
+    price_output: float | None = Field(None, ge=0)
+
+
+class VerifySettings(ApiSettings):
+    """The vision-language verifier: each auto-labelled image, its boxes drawn and numbered, goes to the
+    model, which accepts, relabels or rejects each box with a reason (labelers/verifier.py)."""
+
+    enabled: bool = False
+    model: str = "gpt-4o-mini"
+    detail: Literal["low", "high"] = "low"  # the API's image detail: low is 85 tokens an image
+    max_side: int = Field(768, ge=64)  # the image is scaled down to this before it is sent
+    max_answer_tokens: int = Field(1000, ge=50)
+
+
 class AutoLabelSettings(_Section):
     labeler: str = "owlv2"  # owlv2, owlvit, teacher, none, or a labeler another package registers
     model: str = "google/owlv2-base-patch16-ensemble"  # hub id or local folder (or teacher model file)
@@ -325,6 +355,7 @@ class DetectionRecipe(_Recipe):
     compositing: CompositingSettings = Field(default_factory=CompositingSettings)
     diffusion: DiffusionSettings = Field(default_factory=DiffusionSettings)
     autolabel: AutoLabelSettings = Field(default_factory=AutoLabelSettings)
+    verify: VerifySettings = Field(default_factory=VerifySettings)
     train: DetectorTrainSettings = Field(default_factory=DetectorTrainSettings)
     evaluate: DetectionEvaluateSettings = Field(default_factory=DetectionEvaluateSettings)
 

@@ -67,11 +67,13 @@ def generate(recipe: RecipeArg, out: OutOpt = None) -> None:
 
 @app.command()
 def label(recipe: RecipeArg, out: OutOpt = None) -> None:
-    """Label or check the generated samples: the Whisper check (keywords), auto-labelling (detection)."""
+    """Label or check the generated samples: the Whisper check (keywords), auto-labelling and its
+    verification (detection)."""
     parsed, pipeline, paths = _load(recipe, out)
     with progress_bar("label") as update:
         version = pipeline.label(parsed, paths, None, update)
     _print_counts(paths, version)
+    _print_verification(paths, version)
 
 
 @app.command()
@@ -195,6 +197,28 @@ def _print_counts(paths, version_id: str) -> None:
 
     version = Dataset.open(paths.dataset).version(version_id)
     print_table(f"dataset {paths.dataset} version {version.id} ({version.stage})", version.counts.items(), "count")
+
+
+def _print_verification(paths, version_id: str) -> None:
+    """What the vision-language verifier said and cost, when the version's lineage went through it."""
+    from edgedistill.dataset import Dataset
+
+    dataset = Dataset.open(paths.dataset)
+    version = dataset.version(version_id)
+    while version.stage != "verify" and version.parent:
+        version = dataset.version(version.parent)
+    report = dataset.report(version) if version.stage == "verify" else None
+    if not report:
+        return
+    usage = report["usage"]
+    cost = "unknown (no prices for this model)" if usage["cost"] is None else f"${usage['cost']:.4f}"
+    print_table(f"verification by {report['model']}", [
+        *((f"labels {outcome}", count) for outcome, count in report["labels"].items()),
+        ("images checked", report["images_checked"]),
+        ("images left unchecked (budget spent)", report["images_left_unchecked"]),
+        ("requests asked / answered from cache", f"{usage['asked']} / {usage['from_cache']}"),
+        ("tokens in / out", f"{usage['input_tokens']} / {usage['output_tokens']}"),
+        ("estimated cost", cost)])
 
 
 def _closing_table(manifest, bundle: Path) -> None:

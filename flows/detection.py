@@ -1,8 +1,9 @@
 """The detection pipeline: recipe -> dataset versions -> FOMO model -> bundle.
 
 generate: the team's photos and diffusion images (unlabelled sources)
-label:    auto-labels on the sources (OWL-ViT/OWLv2 or a teacher, Segment Anything masks), plus the
-          labels people imported (`edgedistill import`), then a split by photo
+label:    auto-labels on the sources (OWL-ViT/OWLv2 or a teacher, Segment Anything masks, a
+          vision-language model's verdicts), plus the labels people imported (`edgedistill
+          import`), then a split by photo
 train:    copy-paste composites made per split from that split's cut-outs and backgrounds (so no
           object or background is seen in both training and test), then FOMO training
 export:   the int8 bundle, with centroid F1 on held-out composites and real photos
@@ -53,8 +54,8 @@ def generate(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None
 
 def label(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = None,
           progress: Progress = None) -> str:
-    """Auto-label the sources, add masks when asked, add the labels people imported (`edgedistill import`),
-    and split them all by photo (or prompt)."""
+    """Auto-label the sources, add masks when asked, have a vision-language model verify the auto-labels when
+    asked, add the labels people imported (`edgedistill import`), and split them all by photo (or prompt)."""
     from edgedistill.formats.importer import newest_imports, with_imports
     from edgedistill.labelling import run_labeler
     from edgedistill.splits import split_version
@@ -74,6 +75,14 @@ def label(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = Non
             masks = SamLabeler(settings.sam_model, settings.batch_size)
             labelled = dataset.derive(labelled, "masks", {"sam_model": settings.sam_model},
                                       lambda samples, work: run_labeler(masks, dataset, samples, work, progress).samples)
+    if recipe.verify.enabled:
+        from labelers.verifier import verify_labels
+
+        how = recipe.verify.model_dump(mode="json", exclude={"concurrency", "timeout", "retries", "api_key_env",
+                                                             "secret_block"})  # what changes no answer
+        labelled = dataset.derive(labelled, "verify", {"verify": how},
+                                  lambda samples, work: verify_labels(dataset, samples, recipe.classes, recipe.verify,
+                                                                      work, progress))
     imports = newest_imports(dataset)
     params = {"strata": "labelled, empty"}
     if imports:  # named only when there are some, so that a dataset without imports keeps its split

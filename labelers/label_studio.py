@@ -33,6 +33,7 @@ from edgedistill.formats.label_studio import (AUDIO, BOX, IMAGE, KEYWORD, MASK, 
                                               label_results, latest_annotation, results_to_labels)
 from edgedistill.masks import decode_rle
 from edgedistill.recipe import ReviewSettings
+from edgedistill.secrets import secret
 
 Route = Literal["review", "quality_control", "auto"]
 
@@ -52,28 +53,13 @@ class Connection:
 def connection_from_env(secret_block: str = SECRET_BLOCK) -> Connection:
     """URL and token from LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY, else the token from a Prefect Secret."""
     url = os.environ.get("LABEL_STUDIO_URL", "").rstrip("/")
-    token = os.environ.get("LABEL_STUDIO_API_KEY") or _secret_from_prefect(secret_block)
+    token = secret("LABEL_STUDIO_API_KEY", secret_block)
     if not url or not token:
         raise EdgedistillError(
             "no Label Studio connection: LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY are not both set",
             f"export both (or store the token in a Prefect Secret block named '{secret_block}'); "
             "`edgedistill review serve` starts a local Label Studio and prints them")
     return Connection(url=url, token=token)
-
-
-def _secret_from_prefect(name: str) -> str | None:
-    """The token from a Prefect Secret block, inside a flow run or with a Prefect API configured."""
-    from prefect.context import FlowRunContext, TaskRunContext
-
-    in_run = FlowRunContext.get() is not None or TaskRunContext.get() is not None
-    if not (in_run or os.environ.get("PREFECT_API_URL")):
-        return None  # outside Prefect, loading a block would start a throwaway server just to find nothing
-    try:
-        from prefect.blocks.system import Secret
-
-        return str(Secret.load(name).get())
-    except (ValueError, ImportError):
-        return None
 
 
 def connect(connection: Connection):
@@ -190,7 +176,7 @@ def _draw(seed: int, sample_id: str) -> float:
 def route(sample: Sample, settings: ReviewSettings) -> Route:
     if sample.review.status != "auto":
         return "auto"  # people already decided; never ask again
-    if confidence(sample) < settings.threshold:
+    if confidence(sample) < settings.threshold or any(label.doubted for label in sample.labels):
         return "review"
     return "quality_control" if _draw(settings.seed, sample.id) < settings.qc_share else "auto"
 
@@ -206,6 +192,11 @@ def make_task(dataset: Dataset, sample: Sample, version: VersionInfo, why: Route
     media_key = IMAGE if dataset.info.task == "detection" else AUDIO
     data = {media_key: media, "sample_id": sample.id, "dataset": dataset.info.name,
             "version": version.id, "route": why, "confidence": round(confidence(sample), 4)}
+    verdicts = [f"{label.class_name}: {label.verdict.outcome}"
+                f"{f' (was {label.verdict.was})' if label.verdict.was else ''}: {label.verdict.reason}"
+                for label in sample.labels if label.doubted]
+    if verdicts:  # why the verifier doubts the sample, beside it in the data manager
+        data["verifier"] = "; ".join(verdicts)
     prediction = {"model_version": model_version(sample), "score": confidence(sample),
                   "result": label_results(sample, dataset.info.task)}
     return {"data": data, "predictions": [prediction]}

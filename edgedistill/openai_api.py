@@ -1,0 +1,213 @@
+"""The one way to call an OpenAI-compatible API: OpenAI itself, or a local vLLM, Ollama or LiteLLM
+proxy at `base_url` (the verifier, and the API speech and image generators, all go through here).
+
+- The key comes from the environment or a Prefect Secret block (edgedistill/secrets.py); it is
+  never logged, written, or part of a cache key.
+- Retries on 429, 5xx and timeouts are the `openai` client's own: exponential backoff that honours
+  `retry-after`. What is still wrong after them becomes an EdgedistillError that says what to do.
+- Every answer is cached in the dataset (`api-cache/`) by a hash of what determines the request, so
+  a rerun, or a run resumed after a crash, asks nothing twice and costs nothing.
+- Each answer records its tokens and, at the model's prices, its cost; a stage plans how many
+  requests its budget (`max_requests`, `max_cost`) affords before it asks any.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from edgedistill.dataset import Store
+from edgedistill.errors import EdgedistillError
+from edgedistill.recipe import ApiSettings
+from edgedistill.secrets import secret
+
+logger = logging.getLogger(__name__)
+Parsed = TypeVar("Parsed", bound=BaseModel)
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+CACHE = "api-cache"
+OPENAI = "https://api.openai.com/v1"
+# list prices in USD per million input and output tokens; `price_input`/`price_output` set others
+PRICES = {"gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00), "gpt-4.1-nano": (0.10, 0.40),
+          "gpt-4.1-mini": (0.40, 1.60), "gpt-4.1": (2.00, 8.00)}
+ANSWER_TRIES = 3  # a server that answers something other than the JSON asked for gets this many tries
+
+
+@dataclass
+class Usage:
+    """What some requests cost: asked now, or answered from the cache (free)."""
+
+    asked: int = 0
+    from_cache: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float | None = 0.0  # USD of the requests asked; None when the model's prices are unknown
+
+    def add(self, other: Usage) -> Usage:
+        cost = None if self.cost is None or other.cost is None else self.cost + other.cost
+        return Usage(self.asked + other.asked, self.from_cache + other.from_cache,
+                     self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens, cost)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Answer:
+    content: dict[str, Any]  # the parsed JSON the model answered
+    usage: Usage = field(default_factory=Usage)
+
+
+class ApiClient:
+    """An OpenAI-compatible API for one model, with its cache in a dataset's store."""
+
+    def __init__(self, settings: ApiSettings) -> None:
+        import openai
+
+        self.settings = settings
+        self.base_url = (settings.base_url or OPENAI).rstrip("/")
+        key = secret(settings.api_key_env, settings.secret_block)
+        if not key:
+            raise EdgedistillError(
+                f"no API key for {self.base_url}: the environment variable {settings.api_key_env} is not set",
+                f"export {settings.api_key_env}, or store the key in a Prefect Secret block named "
+                f"'{settings.secret_block}'; a local server that needs none takes any value")
+        self._client = openai.OpenAI(api_key=key, base_url=self.base_url, timeout=settings.timeout,
+                                     max_retries=settings.retries)
+
+    # -- prices and budget --------------------------------------------------------------------
+    def cost(self, input_tokens: int, output_tokens: int) -> float | None:
+        """USD at the model's prices; None when they are unknown."""
+        known = PRICES.get(self.settings.model, (None, None))
+        price_in = self.settings.price_input if self.settings.price_input is not None else known[0]
+        price_out = self.settings.price_output if self.settings.price_output is not None else known[1]
+        if price_in is None or price_out is None:
+            return None
+        return (input_tokens * price_in + output_tokens * price_out) / 1e6
+
+    def affordable(self, wanted: int, most_input_tokens: int, most_output_tokens: int) -> int:
+        """How many of `wanted` new requests the budget allows, each costing at most the given tokens."""
+        allowed = wanted if self.settings.max_requests is None else min(wanted, self.settings.max_requests)
+        if self.settings.max_cost is None:
+            return allowed
+        most = self.cost(most_input_tokens, most_output_tokens)
+        if most is None:
+            raise EdgedistillError(f"max_cost is set, but the prices of model {self.settings.model} are unknown",
+                                   "set price_input and price_output (USD per million tokens), or use max_requests")
+        return min(allowed, int(self.settings.max_cost / most) if most > 0 else allowed)
+
+    # -- the cache ------------------------------------------------------------------------------
+    def cache_path(self, request: dict[str, Any]) -> str:
+        """Where the answer to `request` (what determines it, without the key) is kept."""
+        blob = json.dumps({"base_url": self.base_url, "model": self.settings.model, **request}, sort_keys=True)
+        digest = hashlib.sha256(blob.encode()).hexdigest()
+        return f"{CACHE}/{digest[:2]}/{digest}.json"
+
+    def is_cached(self, store: Store, request: dict[str, Any]) -> bool:
+        return store.exists(self.cache_path(request))
+
+    # -- asking ---------------------------------------------------------------------------------
+    def chat_json(self, store: Store, request: dict[str, Any], messages: list[dict[str, Any]],
+                  answer_type: type[Parsed], max_tokens: int) -> Answer:
+        """The model's answer to `messages`, held to `answer_type`'s JSON schema (structured outputs),
+        from the cache when `request` was asked before."""
+        path = self.cache_path(request)
+        kept = store.read(path)
+        if kept is not None:
+            cached = json.loads(kept)
+            return Answer(cached["content"], Usage(from_cache=1))
+        schema = {"name": answer_type.__name__, "strict": True, "schema": strict_schema(answer_type)}
+        for attempt in range(1, ANSWER_TRIES + 1):
+            response = self._ask(lambda: self._client.chat.completions.create(
+                model=self.settings.model, messages=messages, max_completion_tokens=max_tokens,
+                response_format={"type": "json_schema", "json_schema": schema}))
+            tokens_in, tokens_out = _tokens(response)
+            text = response.choices[0].message.content if response.choices else None
+            try:
+                content = answer_type.model_validate_json(text or "").model_dump(mode="json")
+                break
+            except ValidationError:
+                logger.warning("%s answered something other than the JSON asked for (try %d of %d): %.200r",
+                               self.base_url, attempt, ANSWER_TRIES, text)
+        else:
+            raise EdgedistillError(
+                f"{self.settings.model} at {self.base_url} answered {ANSWER_TRIES} times with something other "
+                f"than the JSON asked for, e.g. {str(text)[:200]!r}",
+                "use a model that supports structured outputs (JSON schema); finished work is kept, a rerun goes on")
+        usage = Usage(asked=1, input_tokens=tokens_in, output_tokens=tokens_out, cost=self.cost(tokens_in, tokens_out))
+        store.write(path, json.dumps({"content": content, "usage": usage.as_dict()}).encode())
+        return Answer(content, usage)
+
+    def _ask(self, call: Callable[[], Any]) -> Any:
+        """One request, with the client's retries; what fails after them, as a clear error."""
+        import openai
+
+        where = f"{self.settings.model} at {self.base_url}"
+        tries = self.settings.retries + 1
+        try:
+            return call()
+        except openai.AuthenticationError:
+            raise EdgedistillError(f"{self.base_url} refused the API key in {self.settings.api_key_env}",
+                                   "check the key (and that it belongs to this server)") from None
+        except openai.NotFoundError as error:
+            raise EdgedistillError(f"{self.base_url} does not know model {self.settings.model} ({_said(error)})",
+                                   "check the model name in the recipe, and base_url") from None
+        except openai.RateLimitError as error:
+            raise EdgedistillError(f"{where} kept answering 'too many requests' ({tries} tries): {_said(error)}",
+                                   "lower concurrency, or wait for the quota; finished work is kept, a rerun goes "
+                                   "on") from None
+        except openai.APITimeoutError:
+            raise EdgedistillError(f"{where} did not answer within {self.settings.timeout:g} s ({tries} tries)",
+                                   "raise timeout, or check the server; finished work is kept, a rerun goes on") from None
+        except openai.APIConnectionError:
+            raise EdgedistillError(f"cannot reach {self.base_url} ({tries} tries)",
+                                   "check base_url and the network; finished work is kept, a rerun goes on") from None
+        except openai.APIStatusError as error:
+            raise EdgedistillError(f"{where} answered HTTP {error.status_code} ({tries} tries): {_said(error)}",
+                                   "check the request settings and the server's log; finished work is kept, a "
+                                   "rerun goes on") from None
+
+    def map(self, ask: Callable[[Item], Result], items: Iterable[Item]) -> list[Result]:
+        """`ask` on each item with `concurrency` requests in flight; results in the items' order."""
+        with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
+            return list(pool.map(ask, items))
+
+
+def strict_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s JSON schema as structured outputs require it: every property required, no others."""
+    def tighten(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node:
+                node["required"] = list(node["properties"])
+                node["additionalProperties"] = False
+            node.pop("title", None)
+            node.pop("default", None)
+            for value in node.values():
+                tighten(value)
+        elif isinstance(node, list):
+            for value in node:
+                tighten(value)
+
+    schema = model.model_json_schema()
+    tighten(schema)
+    return schema
+
+
+def _tokens(response: Any) -> tuple[int, int]:
+    usage = getattr(response, "usage", None)
+    return (getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0) if usage else (0, 0)
+
+
+def _said(error: Any) -> str:
+    """What the server said, short: its error message, never the request (which could hold the key)."""
+    body = getattr(error, "body", None)
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or getattr(error, "message", "") or type(error).__name__)[:200]
