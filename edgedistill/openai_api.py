@@ -13,6 +13,7 @@ proxy at `base_url` (the verifier, and the API speech and image generators, all 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -34,10 +35,13 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 CACHE = "api-cache"
+CHAT, SPEECH = "chat/completions", "audio/speech"  # the endpoints, as cache keys name them
 OPENAI = "https://api.openai.com/v1"
-# list prices in USD per million input and output tokens; `price_input`/`price_output` set others
+# list prices in USD per million input and output units: tokens for chat models, characters of text for
+# speech (gpt-4o-mini-tts at about $0.015 a minute of audio); `price_input`/`price_output` set others
 PRICES = {"gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00), "gpt-4.1-nano": (0.10, 0.40),
-          "gpt-4.1-mini": (0.40, 1.60), "gpt-4.1": (2.00, 8.00)}
+          "gpt-4.1-mini": (0.40, 1.60), "gpt-4.1": (2.00, 8.00),
+          "tts-1": (15.0, 0.0), "tts-1-hd": (30.0, 0.0), "gpt-4o-mini-tts": (15.0, 0.0)}
 ANSWER_TRIES = 3  # a server that answers something other than the JSON asked for gets this many tries
 
 
@@ -49,12 +53,14 @@ class Usage:
     from_cache: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    characters: int = 0  # of text turned into speech
     cost: float | None = 0.0  # USD of the requests asked; None when the model's prices are unknown
 
     def add(self, other: Usage) -> Usage:
         cost = None if self.cost is None or other.cost is None else self.cost + other.cost
         return Usage(self.asked + other.asked, self.from_cache + other.from_cache,
-                     self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens, cost)
+                     self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens,
+                     self.characters + other.characters, cost)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,21 +111,27 @@ class ApiClient:
         return min(allowed, int(self.settings.max_cost / most) if most > 0 else allowed)
 
     # -- the cache ------------------------------------------------------------------------------
-    def cache_path(self, request: dict[str, Any]) -> str:
-        """Where the answer to `request` (what determines it, without the key) is kept."""
-        blob = json.dumps({"base_url": self.base_url, "model": self.settings.model, **request}, sort_keys=True)
+    def cache_path(self, endpoint: str, request: dict[str, Any]) -> str:
+        """Where the answer to `request` (what determines it, without the key) at `endpoint` is kept."""
+        blob = json.dumps({"base_url": self.base_url, "model": self.settings.model, "endpoint": endpoint, **request},
+                          sort_keys=True)
         digest = hashlib.sha256(blob.encode()).hexdigest()
         return f"{CACHE}/{digest[:2]}/{digest}.json"
 
-    def is_cached(self, store: Store, request: dict[str, Any]) -> bool:
-        return store.exists(self.cache_path(request))
+    def is_cached(self, store: Store, endpoint: str, request: dict[str, Any]) -> bool:
+        return store.exists(self.cache_path(endpoint, request))
+
+    def recorded_usage(self, store: Store, endpoint: str, request: dict[str, Any]) -> Usage:
+        """What the cached answer to `request` cost when it was asked."""
+        kept = store.read(self.cache_path(endpoint, request))
+        return Usage(**json.loads(kept)["usage"]) if kept is not None else Usage()
 
     # -- asking ---------------------------------------------------------------------------------
     def chat_json(self, store: Store, request: dict[str, Any], messages: list[dict[str, Any]],
                   answer_type: type[Parsed], max_tokens: int) -> Answer:
         """The model's answer to `messages`, held to `answer_type`'s JSON schema (structured outputs),
         from the cache when `request` was asked before."""
-        path = self.cache_path(request)
+        path = self.cache_path(CHAT, request)
         kept = store.read(path)
         if kept is not None:
             cached = json.loads(kept)
@@ -145,6 +157,24 @@ class ApiClient:
         usage = Usage(asked=1, input_tokens=tokens_in, output_tokens=tokens_out, cost=self.cost(tokens_in, tokens_out))
         store.write(path, json.dumps({"content": content, "usage": usage.as_dict()}).encode())
         return Answer(content, usage)
+
+    @staticmethod
+    def speech_request(text: str, voice: str, speed: float) -> dict[str, Any]:
+        return {"input": text, "voice": voice, "speed": round(speed, 4)}
+
+    def speech(self, store: Store, text: str, voice: str, speed: float) -> tuple[bytes, Usage]:
+        """WAV audio of `text` in `voice` at `speed` (0.25 to 4), from the cache when asked before."""
+        request = self.speech_request(text, voice, speed)
+        path = self.cache_path(SPEECH, request)
+        kept = store.read(path)
+        if kept is not None:
+            return base64.b64decode(json.loads(kept)["audio"]), Usage(from_cache=1)
+        response = self._ask(lambda: self._client.audio.speech.create(
+            model=self.settings.model, response_format="wav", **request))
+        audio = response.read()
+        usage = Usage(asked=1, characters=len(text), cost=self.cost(len(text), 0))
+        store.write(path, json.dumps({"audio": base64.b64encode(audio).decode(), "usage": usage.as_dict()}).encode())
+        return audio, usage
 
     def _ask(self, call: Callable[[], Any]) -> Any:
         """One request, with the client's retries; what fails after them, as a clear error."""

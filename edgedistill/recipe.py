@@ -9,7 +9,7 @@ from typing import Annotated, Literal, Union
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+                      model_serializer, model_validator)
 
 from edgedistill.errors import EdgedistillError, describe_validation_error
 
@@ -22,8 +22,40 @@ def is_keyword(label: str) -> bool:
     return label not in (UNKNOWN, SILENCE)
 
 
+OPENAI_VOICES = ("alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin", "nova", "onyx", "sage",
+                 "shimmer", "verse")
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class ApiSettings(_Section):
+    """An OpenAI-compatible API: OpenAI itself, or a local vLLM, Ollama or LiteLLM proxy at `base_url`.
+    The key comes from the environment variable `api_key_env`, else the Prefect Secret block
+    `secret_block`; never from a recipe."""
+
+    model: str
+    base_url: str | None = None  # None: OpenAI's; e.g. http://localhost:11434/v1 for Ollama
+    api_key_env: str = "OPENAI_API_KEY"
+    secret_block: str = "openai-api-key"
+    max_requests: int | None = Field(None, ge=0)  # per run (answers cached earlier are free); None: no limit
+    max_cost: float | None = Field(None, ge=0)  # USD per run, at the model's prices; None: no limit
+    concurrency: int = Field(4, ge=1)  # requests in flight in each worker
+    timeout: float = Field(60.0, gt=0)  # seconds for one request
+    retries: int = Field(4, ge=0)  # on 429, 5xx and timeouts, with backoff that honours retry-after
+    # USD per million input and output units of the model's price list (tokens for chat models, characters of
+    # text in for speech models); None: the list price of a known OpenAI model
+    price_input: float | None = Field(None, ge=0)
+    price_output: float | None = Field(None, ge=0)
+
+
+class SpeechApiSettings(ApiSettings):
+    """The API speech engine (`openai` among speech.engines): an OpenAI-compatible `/audio/speech`
+    (OpenAI retires its speech models in January 2027; local servers such as Kokoro-FastAPI speak it too)."""
+
+    model: str = "gpt-4o-mini-tts"
+    voices: list[str] = Field(default_factory=lambda: list(OPENAI_VOICES))
 
 
 class SpeechSettings(_Section):
@@ -42,6 +74,15 @@ class SpeechSettings(_Section):
     unknown_share: float = Field(4.0, ge=0)
     silence_share: float = Field(1.0, ge=0)
     workers: int | None = None  # processes; None: one per core
+    api: SpeechApiSettings = Field(default_factory=SpeechApiSettings)  # the `openai` engine
+
+    @model_serializer(mode="wrap")
+    def _api_when_set(self, handler):
+        # settings made before the API engine existed keep their stage keys (and their versions)
+        data = handler(self)
+        if self.api == SpeechApiSettings():
+            data.pop("api", None)
+        return data
 
     @model_validator(mode="after")
     def _negative_shares_fit(self) -> "SpeechSettings":
@@ -256,25 +297,6 @@ class DiffusionSettings(_Section):
     steps: int = Field(2, ge=1)
     image_size: tuple[int, int] = (512, 512)
     batch_size: int = Field(1, ge=1)
-
-
-class ApiSettings(_Section):
-    """An OpenAI-compatible API: OpenAI itself, or a local vLLM, Ollama or LiteLLM proxy at `base_url`.
-    The key comes from the environment variable `api_key_env`, else the Prefect Secret block
-    `secret_block`; never from a recipe."""
-
-    model: str
-    base_url: str | None = None  # None: OpenAI's; e.g. http://localhost:11434/v1 for Ollama
-    api_key_env: str = "OPENAI_API_KEY"
-    secret_block: str = "openai-api-key"
-    max_requests: int | None = Field(None, ge=0)  # per run (answers cached earlier are free); None: no limit
-    max_cost: float | None = Field(None, ge=0)  # USD per run, at the model's prices; None: no limit
-    concurrency: int = Field(4, ge=1)  # requests in flight in each worker
-    timeout: float = Field(60.0, gt=0)  # seconds for one request
-    retries: int = Field(4, ge=0)  # on 429, 5xx and timeouts, with backoff that honours retry-after
-    # USD per million input and output tokens; None: the list price of a known OpenAI model
-    price_input: float | None = Field(None, ge=0)
-    price_output: float | None = Field(None, ge=0)
 
 
 class VerifySettings(ApiSettings):

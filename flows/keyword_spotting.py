@@ -45,7 +45,7 @@ def synthesize_step(recipe: KeywordSpottingRecipe, dataset: Dataset, progress: P
         result = synthesize_speech(dataset, recipe, work, progress)
         report = {"engine_counts": result.engine_counts, "clips_per_second": result.clips_per_second,
                   "failures": [f.__dict__ for f in result.failures],
-                  "duplicates_dropped": result.duplicates_dropped}
+                  "duplicates_dropped": result.duplicates_dropped, "api_usage": result.api_usage}
         return result.samples, report
 
     return dataset.derive(None, "synthesize", _params(recipe, "speech"), synthesize)

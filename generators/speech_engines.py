@@ -23,6 +23,7 @@ import numpy as np
 import soundfile
 
 from edgedistill.errors import EdgedistillError
+from edgedistill.recipe import SpeechApiSettings, SpeechSettings
 
 SILENT_PEAK = 1e-4  # below this the engine said nothing
 SUBPROCESS_TIMEOUT_S = 60
@@ -64,6 +65,16 @@ class SpeechEngine:
 
     name: ClassVar[str]
     install_hint: ClassVar[str]
+
+    @classmethod
+    def configured(cls, settings: SpeechSettings, dataset: str) -> SpeechEngine:
+        """The engine for a recipe's speech settings and the dataset its clips go to (most need neither)."""
+        return cls()
+
+    def planned(self, requests: list[SpeechRequest]) -> dict | None:
+        """Before any synthesis: check what `requests` would cost (an API engine's budget); the figures
+        for the report, or None for an engine that costs nothing."""
+        return None
 
     def available(self) -> bool:
         raise NotImplementedError
@@ -396,3 +407,84 @@ class PiperEngine(SpeechEngine):
         audio = np.concatenate([chunk.audio_float_array for chunk in chunks])
         sample_rate = chunks[0].sample_rate
         return self._checked(shift_pitch(audio, sample_rate, pitch), sample_rate, voice, text)
+
+
+# -- an OpenAI-compatible speech endpoint --------------------------------------------------------
+
+class ApiSpeechEngine(SpeechEngine):
+    """`/audio/speech` of OpenAI or a compatible server (edgedistill/openai_api.py): every voice it
+    offers (speech.api.voices), the rate as its speed, the pitch shifted afterwards. Each clip's audio
+    is cached in the dataset, so a rerun or a resumed run asks nothing twice."""
+
+    name = "openai"
+    install_hint = "set OPENAI_API_KEY (speech.api.api_key_env), or a Prefect Secret block named 'openai-api-key'"
+
+    def __init__(self, settings: SpeechApiSettings | None = None, dataset: str | None = None) -> None:
+        self.settings = settings or SpeechApiSettings()
+        self.dataset = dataset
+        self._client = None
+
+    @classmethod
+    def configured(cls, settings: SpeechSettings, dataset: str) -> ApiSpeechEngine:
+        return cls(settings.api, dataset)
+
+    def available(self) -> bool:
+        from edgedistill.secrets import secret
+
+        return bool(secret(self.settings.api_key_env, self.settings.secret_block))
+
+    def voices(self) -> list[Voice]:
+        return [Voice(self.name, name) for name in self.settings.voices]
+
+    def client(self):
+        from edgedistill.openai_api import ApiClient
+
+        if self._client is None:
+            self._client = ApiClient(self.settings)
+        return self._client
+
+    def _store(self):
+        from edgedistill.dataset import Store
+
+        if self.dataset is None:
+            raise EdgedistillError("the API speech engine was made without a dataset to keep its answers in",
+                                   "make it with ApiSpeechEngine.configured(speech_settings, dataset_location)")
+        return Store(self.dataset)
+
+    def synthesize(self, text: str, voice: Voice, rate: float, pitch: float) -> tuple[np.ndarray, int]:
+        audio_bytes, _ = self.client().speech(self._store(), text, voice.name, rate)
+        try:
+            audio, sample_rate = soundfile.read(io.BytesIO(audio_bytes), dtype="float32", always_2d=True)
+        except (soundfile.LibsndfileError, RuntimeError) as error:
+            raise self._failure(voice, text, f"the server's audio is not a WAV file ({error})") from None
+        return self._checked(shift_pitch(audio.mean(axis=1), sample_rate, pitch), sample_rate, voice, text)
+
+    def synthesize_many(self, requests: list[SpeechRequest]) -> list[tuple[np.ndarray, int] | SynthesisFailed]:
+        """`speech.api.concurrency` requests in flight."""
+        return self.client().map(self._said, requests)
+
+    def _said(self, request: SpeechRequest) -> tuple[np.ndarray, int] | SynthesisFailed:
+        try:
+            return self.synthesize(request.text, request.voice, request.rate, request.pitch)
+        except SynthesisFailed as error:
+            return error
+
+    def planned(self, requests: list[SpeechRequest]) -> dict:
+        """The budget (speech.api.max_requests, max_cost) must cover the requests not cached yet, or
+        nothing is synthesised; what they cost, for the report."""
+        from edgedistill.openai_api import SPEECH
+
+        client, store = self.client(), self._store()
+        new = [r for r in requests if not client.is_cached(store, SPEECH, client.speech_request(r.text, r.voice.name,
+                                                                                                  r.rate))]
+        characters = sum(len(r.text) for r in new)
+        longest = max((len(r.text) for r in new), default=0)
+        if client.affordable(len(new), longest, 0) < len(new):
+            raise EdgedistillError(
+                f"the plan asks {self.settings.model} for {len(new)} clips not made before ({characters} characters, "
+                f"about ${client.cost(characters, 0) or 0:.2f}), more than speech.api.max_requests "
+                f"({self.settings.max_requests}) or max_cost ({self.settings.max_cost}) allows",
+                "raise the budget, or lower speech.api.voices, speech.variants_per_voice or the keywords; "
+                "nothing was asked yet")
+        return {"model": self.settings.model, "requests": len(new), "from_cache": len(requests) - len(new),
+                "characters": characters, "cost": client.cost(characters, 0)}

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +23,7 @@ import numpy as np
 from edgedistill.audio import fit_to_length, resample, wav_bytes
 from edgedistill.dataset import AudioShape, Dataset, Label, LabelSource, Provenance, Sample
 from edgedistill.errors import EdgedistillError
-from edgedistill.recipe import SILENCE, UNKNOWN, KeywordSpottingRecipe
+from edgedistill.recipe import SILENCE, UNKNOWN, KeywordSpottingRecipe, SpeechSettings
 from edgedistill.registry import load_plugin, plugin_names
 from generators.augment import NOISE_COLOURS, coloured_noise
 from edgedistill.shards import ShardOutput, run_shards
@@ -96,14 +96,17 @@ class SynthesisResult:
     seconds: float = 0.0
     resumed_shards: int = 0  # shards found on disk from an earlier, interrupted run
     duplicates_dropped: int = 0  # byte-identical clips made by two jobs; the first is kept
+    api_usage: dict[str, dict] = field(default_factory=dict)  # per API engine: requests, characters, cost
 
 
 # -- engines -----------------------------------------------------------------------------------
 
-def resolve_engines(names: list[str] | None) -> list[SpeechEngine]:
-    """Named engines must be installed (else an error naming the package); None takes every one found."""
+def resolve_engines(speech: SpeechSettings, dataset: str) -> list[SpeechEngine]:
+    """The engines speech.engines names, which must be installed (else an error naming what to install);
+    None takes every one this machine has."""
+    names = speech.engines
     if names is not None:
-        engines = [load_plugin("speech_engines", name)() for name in names]
+        engines = [load_plugin("speech_engines", name).configured(speech, dataset) for name in names]
         for engine in engines:
             if not engine.available() or not engine.voices():
                 raise EdgedistillError(f"speech engine '{engine.name}' is not installed on this machine",
@@ -111,7 +114,7 @@ def resolve_engines(names: list[str] | None) -> list[SpeechEngine]:
         return engines
     engines = []
     for name in plugin_names("speech_engines"):
-        engine = load_plugin("speech_engines", name)()
+        engine = load_plugin("speech_engines", name).configured(speech, dataset)
         if engine.available() and engine.voices():
             engines.append(engine)
         else:
@@ -234,22 +237,24 @@ class _ClipSettings:
     dataset: str  # its location
     sample_rate: int
     clip_seconds: float
+    speech: SpeechSettings
 
 
 _engines: dict[str, SpeechEngine] = {}  # per process: Piper and espeak load once
 
 
-def _engine(name: str) -> SpeechEngine:
-    if name not in _engines:
-        _engines[name] = load_plugin("speech_engines", name)()
-    return _engines[name]
+def _engine(name: str, settings: _ClipSettings) -> SpeechEngine:
+    key = f"{name} {settings.dataset} {settings.speech.model_dump_json()}"
+    if key not in _engines:
+        _engines[key] = load_plugin("speech_engines", name).configured(settings.speech, settings.dataset)
+    return _engines[key]
 
 
 Spoken = tuple[np.ndarray, int] | SynthesisFailed
 
 
-def _speak_all(jobs: list[SpeechJob]) -> dict[tuple[int, str], Spoken]:
-    """Synthesise every text of the shard, one batch per engine; keyed by (job index, 'full'|'prefix')."""
+def speech_requests(jobs: list[SpeechJob]) -> dict[str, list[tuple[tuple[int, str], SpeechRequest]]]:
+    """What each engine is asked to say for these jobs, keyed by (job index, 'full'|'prefix')."""
     by_engine: dict[str, list[tuple[tuple[int, str], SpeechRequest]]] = {}
     for index, job in enumerate(jobs):
         if job.voice is None:
@@ -258,9 +263,14 @@ def _speak_all(jobs: list[SpeechJob]) -> dict[tuple[int, str], Spoken]:
         if job.carrier:
             requests.append(((index, "prefix"), SpeechRequest(job.carrier, job.voice, job.rate, job.pitch)))
         by_engine.setdefault(job.voice.engine, []).extend(requests)
+    return by_engine
+
+
+def _speak_all(jobs: list[SpeechJob], settings: _ClipSettings) -> dict[tuple[int, str], Spoken]:
+    """Synthesise every text of the shard, one batch per engine; keyed by (job index, 'full'|'prefix')."""
     spoken: dict[tuple[int, str], Spoken] = {}
-    for engine_name, keyed in by_engine.items():
-        results = _engine(engine_name).synthesize_many([request for _, request in keyed])
+    for engine_name, keyed in speech_requests(jobs).items():
+        results = _engine(engine_name, settings).synthesize_many([request for _, request in keyed])
         spoken.update({key: result for (key, _), result in zip(keyed, results)})
     return spoken
 
@@ -376,7 +386,7 @@ def _failure_record(job: SpeechJob, error: SynthesisFailed) -> dict[str, str]:
 
 
 def synthesize_shard(settings: _ClipSettings, jobs: list[SpeechJob]) -> ShardOutput:
-    spoken = _speak_all(jobs)
+    spoken = _speak_all(jobs, settings)
     output = ShardOutput()
     with Dataset.open(settings.dataset).parallel_media_writes() as dataset:
         for index, job in enumerate(jobs):
@@ -418,8 +428,12 @@ def synthesize_speech(dataset: Dataset, recipe: KeywordSpottingRecipe, work_dir:
                       progress: Callable[[int, int], None] | None = None) -> SynthesisResult:
     """Synthesise the recipe's clips into `dataset` (media only; the caller commits a version)."""
     started = time.perf_counter()
-    jobs = plan_speech(recipe, resolve_engines(recipe.speech.engines))
-    settings = _ClipSettings(dataset.location, recipe.sample_rate, recipe.clip_seconds)
+    engines = resolve_engines(recipe.speech, dataset.location)
+    jobs = plan_speech(recipe, engines)
+    requests = speech_requests(jobs)
+    costs = {engine.name: figures for engine in engines  # an API engine's budget, checked before any request
+             if (figures := engine.planned([request for _, request in requests.get(engine.name, [])]))}
+    settings = _ClipSettings(dataset.location, recipe.sample_rate, recipe.clip_seconds, recipe.speech)
     workers = recipe.speech.workers or os.cpu_count() or 1
     run = run_shards(jobs, functools.partial(synthesize_shard, settings), Path(work_dir), SHARD_SIZE,
                      workers, progress)
@@ -433,5 +447,5 @@ def synthesize_speech(dataset: Dataset, recipe: KeywordSpottingRecipe, work_dir:
         clips_per_second=made_now / seconds if made_now else 0.0,
         engine_counts=dict(sorted(Counter(s.provenance.source.removeprefix("speech:") for s in samples).items())),
         seconds=seconds, resumed_shards=len(run.outputs) - len(run.ran),
-        duplicates_dropped=len(all_samples) - len(samples),
+        duplicates_dropped=len(all_samples) - len(samples), api_usage=costs,
     )

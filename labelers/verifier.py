@@ -13,7 +13,6 @@ affords, answers cached earlier being free, and runs the verifier on the shard d
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -24,7 +23,7 @@ from pydantic import BaseModel
 from edgedistill.dataset import Dataset, Label, LabelSource, LabelVerdict, Sample
 from edgedistill.images import load_image
 from edgedistill.labelling import Labeler, run_labeler
-from edgedistill.openai_api import ApiClient, Usage
+from edgedistill.openai_api import CHAT, ApiClient, Usage
 from edgedistill.recipe import DetectionClass, VerifySettings
 
 PROMPT_VERSION = 1  # raise when the prompt changes: answers to the old one are not reused
@@ -151,7 +150,7 @@ def verify_labels(dataset: Dataset, samples: list[Sample], ontology: dict[str, D
     labeler = VerifyLabeler(ontology, settings)
     client = ApiClient(settings)  # a missing key is an error before any work
     wanted = [s for s in samples if labeler.wants(s)]
-    cached = {s.id for s in wanted if client.is_cached(dataset.store, labeler.request(s))}
+    cached = {s.id for s in wanted if client.is_cached(dataset.store, CHAT, labeler.request(s))}
     new = [s for s in wanted if s.id not in cached]
     most_in, most_out = max((labeler.most_tokens(s) for s in new), default=(0, 0))
     affordable = client.affordable(len(new), most_in, most_out)
@@ -161,7 +160,7 @@ def verify_labels(dataset: Dataset, samples: list[Sample], ontology: dict[str, D
     result = [verified.get(s.id, s) for s in samples]
     usage = Usage(from_cache=len(cached))
     for sample in new[:affordable]:  # what the answers asked now cost, as their cache entries recorded it
-        usage = usage.add(_recorded_usage(client, dataset, labeler.request(sample)))
+        usage = usage.add(client.recorded_usage(dataset.store, CHAT, labeler.request(sample)))
     outcomes: dict[str, int] = {"accepted": 0, "relabelled": 0, "rejected": 0}
     for sample in result:
         for label in sample.labels:
@@ -170,8 +169,3 @@ def verify_labels(dataset: Dataset, samples: list[Sample], ontology: dict[str, D
     report = {"model": settings.model, "base_url": client.base_url, "images_checked": len(chosen),
               "images_left_unchecked": len(new) - affordable, "labels": outcomes, "usage": usage.as_dict()}
     return result, report
-
-
-def _recorded_usage(client: ApiClient, dataset: Dataset, request: dict[str, Any]) -> Usage:
-    kept = dataset.store.read(client.cache_path(request))
-    return Usage(**json.loads(kept)["usage"]) if kept is not None else Usage()

@@ -1,10 +1,11 @@
 """An OpenAI-compatible HTTP server on loopback for the tests: the documented response shapes of chat
-completions (structured outputs), with scripted faults (429 with retry-after, 500, an answer that is
+completions (structured outputs) and audio speech (WAV), with scripted faults (429 with retry-after, 500, an answer that is
 not the JSON asked for, a timeout, a refused key, an unknown model). The real `openai` client talks
 to it; no test reaches the internet."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import threading
@@ -13,6 +14,9 @@ from collections import deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import numpy as np
+import soundfile
 
 KEY = "sk-test-0123456789abcdef"  # the key the server accepts; tests check it never leaks
 BOX_LINE = re.compile(r"^(\d+): (\S+) at x=(\d+), y=(\d+), width=(\d+), height=(\d+)$", re.M)
@@ -86,7 +90,16 @@ class OpenAiServer:
                     time.sleep(server.timeout_seconds)
                 if self.path.endswith("/chat/completions"):
                     return self._json(200, _chat_completion(body, server.verdict, garbage=fault == "garbage"))
+                if self.path.endswith("/audio/speech"):
+                    return self._bytes(200, b"not audio" if fault == "garbage" else _speech(body), "audio/wav")
                 return self._error(404, "not_found", f"no route {self.path}")
+
+            def _bytes(self, status: int, data: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(payload).encode()
@@ -106,6 +119,21 @@ class OpenAiServer:
                            headers)
 
         return Handler
+
+
+def speech_pitch(voice: str) -> float:
+    """The tone each voice "speaks" in: a test can tell the voices apart."""
+    return 200.0 + 40 * (sum(map(ord, voice)) % 10)
+
+
+def _speech(body: dict[str, Any]) -> bytes:
+    """A WAV of 24 kHz tone bursts, one per character of the input, shorter at a higher speed."""
+    rate, per_character = 24000, 0.06 / float(body.get("speed", 1.0))
+    t = np.arange(int(rate * per_character * len(body["input"]))) / rate
+    audio = 0.4 * np.sin(2 * np.pi * speech_pitch(body["voice"]) * t) * (np.sin(2 * np.pi * 4 * t) > -0.5)
+    buffer = io.BytesIO()
+    soundfile.write(buffer, audio.astype(np.float32), rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
 
 
 def _chat_completion(body: dict[str, Any], verdict: Verdict, garbage: bool) -> dict[str, Any]:

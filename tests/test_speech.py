@@ -15,13 +15,12 @@ from edgedistill.dataset import Dataset, OntologyClass
 from edgedistill.errors import EdgedistillError
 from edgedistill.recipe import SILENCE, UNKNOWN, KeywordSpottingRecipe, SpeechSettings
 from edgedistill.registry import load_plugin, plugin_names
-from edgedistill.shards import shard_path
 from generators.speech_engines import SpeechEngine, SynthesisFailed
 from generators import synthesis
 from generators.synthesis import (SpeechJob, cut_after_carrier, plan_speech, resolve_engines,
                                   synthesize_speech, trim_silence)
 
-ENGINES = plugin_names("speech_engines")
+ENGINES = [name for name in plugin_names("speech_engines") if name != "openai"]  # its tests: test_api_speech.py
 HOSTILE_TEXT = '-v "x"; rm -rf $HOME `ls` <b>&amp;</b>'  # must stay text: no shell, no options, no markup
 
 
@@ -76,15 +75,16 @@ def test_an_engine_failure_is_a_clear_error() -> None:
 def test_a_recipe_naming_a_missing_engine_fails_with_the_package(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # flite's program cannot be found: as if not installed
     with pytest.raises(EdgedistillError) as error:
-        resolve_engines(["flite"])
+        resolve_engines(SpeechSettings(engines=["flite"]), str(tmp_path))
     assert "flite" in error.value.problem and "apt-get install flite" in error.value.hint
     with pytest.raises(EdgedistillError, match="no speech engine called 'nope'"):
-        resolve_engines(["nope"])
+        resolve_engines(SpeechSettings(engines=["nope"]), str(tmp_path))
 
 
 def test_every_found_engine_is_used_and_missing_ones_skipped(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no program is found: only Piper (a Python package) remains
-    assert [engine.name for engine in resolve_engines(None)] == ["piper"]
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # nor the API engine's key
+    assert [engine.name for engine in resolve_engines(SpeechSettings(), str(tmp_path))] == ["piper"]
 
 
 def test_carrier_phrase_is_cut_back_to_the_word() -> None:
@@ -161,24 +161,24 @@ def test_a_deleted_shard_is_the_only_one_redone(tmp_path: Path, monkeypatch) -> 
     monkeypatch.setattr(synthesis, "SHARD_SIZE", 8)
     recipe = _tiny_recipe(workers=1).model_copy(update={"speech": SpeechSettings(
         engines=["espeak-ng"], voices_per_engine=3, variants_per_voice=2, unknown_share=1.0, workers=1)})
-    jobs = plan_speech(recipe, resolve_engines(["espeak-ng"]))
+    jobs = plan_speech(recipe, resolve_engines(recipe.speech, str(tmp_path)))
     assert len(jobs) == 24  # three full shards of 8
     dataset, work = _dataset(tmp_path / "dataset", recipe), tmp_path / "work"
     first = synthesize_speech(dataset, recipe, work)
     shards = sorted(work.glob("shard-*.jsonl"))
     stamps = {path: path.stat().st_mtime_ns for path in shards}
-    shard_path(work, 1).unlink()
+    shards[1].unlink()
     calls: list[tuple[int, int]] = []
     second = synthesize_speech(dataset, recipe, work, progress=lambda done, total: calls.append((done, total)))
     assert calls[0] == (len(jobs) - 8, len(jobs))  # everything but shard 1 came from disk
     assert second.resumed_shards == len(shards) - 1
-    assert [p for p in shards if p.stat().st_mtime_ns != stamps[p]] == [shard_path(work, 1)]
+    assert [p for p in shards if p.stat().st_mtime_ns != stamps[p]] == [shards[1]]
     assert [s.id for s in second.samples] == [s.id for s in first.samples]
 
 
 def test_plan_is_deterministic_and_spreads_voices() -> None:
     recipe = _tiny_recipe(workers=1)
-    engines = resolve_engines(["espeak-ng"])
+    engines = resolve_engines(SpeechSettings(engines=["espeak-ng"]), "unused")
     first, second = plan_speech(recipe, engines), plan_speech(recipe, engines)
     assert first == second
     accents = {job.voice.name.split("+")[0] for job in first if job.voice}
@@ -193,8 +193,9 @@ def test_carrier_and_every_engine_in_one_run(tmp_path: Path) -> None:
                                    speech=SpeechSettings(voices_per_engine=2, variants_per_voice=3, workers=2))
     result = synthesize_speech(_dataset(tmp_path / "dataset", recipe), recipe, tmp_path / "work")
     # every engine found here spoke, and each clip holds the carrier phrase its job was planned with
-    assert set(result.engine_counts) == {engine.name for engine in resolve_engines(None)} | {"noise"}
-    planned = {job.seed: job.carrier for job in plan_speech(recipe, resolve_engines(None))}
+    engines = resolve_engines(recipe.speech, str(tmp_path))
+    assert set(result.engine_counts) == {engine.name for engine in engines} | {"noise"}
+    planned = {job.seed: job.carrier for job in plan_speech(recipe, engines)}
     spoken = [s for s in result.samples if s.class_name != SILENCE]
     assert all(s.provenance.params["carrier"] == planned[s.provenance.seed] for s in spoken)
     assert sum(1 for s in spoken if s.provenance.params["carrier"]) >= 1
@@ -213,7 +214,7 @@ def test_unknown_clips_mix_sound_alikes_parts_of_keywords_running_speech_and_eve
         task="keyword_spotting", name="d", keywords=["six", "seven"],
         speech=SpeechSettings(engines=["espeak-ng"], voices_per_engine=2, variants_per_voice=10, unknown_share=5.0,
                               silence_share=0.0, carrier_phrases=False, workers=1))
-    jobs = [j for j in plan_speech(recipe, resolve_engines(["espeak-ng"])) if j.class_name == UNKNOWN]
+    jobs = [j for j in plan_speech(recipe, resolve_engines(recipe.speech, str(tmp_path))) if j.class_name == UNKNOWN]
     kinds = Counter(j.negative for j in jobs)
     assert len(jobs) == 100 and kinds == {"confusable": 40, "partial": 10, "phrase": 20, "everyday": 30}
     texts = {kind: [j.text for j in jobs if j.negative == kind] for kind in kinds}
@@ -223,7 +224,7 @@ def test_unknown_clips_mix_sound_alikes_parts_of_keywords_running_speech_and_eve
     partial = next(j for j in jobs if j.negative == "partial" and j.portion[0] == 0.0)
     whole = SpeechJob(**{**partial.__dict__, "class_name": "six", "negative": None, "portion": (0.0, 1.0)})
     dataset = _dataset(tmp_path / "dataset", recipe)
-    settings = synthesis._ClipSettings(dataset.location, 16000, 1.0)
+    settings = synthesis._ClipSettings(dataset.location, 16000, 1.0, recipe.speech)
     made = synthesis.synthesize_shard(settings, [partial, whole]).samples
     spans = [s.labels[0].span for s in made]
     assert spans[0][1] - spans[0][0] < 0.7 * (spans[1][1] - spans[1][0])  # only the head of the word is kept

@@ -94,9 +94,10 @@ def test_verdicts_come_back_with_reasons_nothing_is_deleted_and_a_rerun_asks_not
     assert report == {"model": "gpt-4o-mini", "base_url": server.url, "images_checked": 3, "images_left_unchecked": 0,
                       "labels": {"accepted": 2, "relabelled": 1, "rejected": 1},
                       "usage": {"asked": 3, "from_cache": 0, "input_tokens": tokens_in, "output_tokens": tokens_out,
-                                "cost": pytest.approx((tokens_in * 0.15 + tokens_out * 0.60) / 1e6)}}
+                                "characters": 0, "cost": pytest.approx((tokens_in * 0.15 + tokens_out * 0.60) / 1e6)}}
     assert again == result
-    assert second["usage"] == {"asked": 0, "from_cache": 3, "input_tokens": 0, "output_tokens": 0, "cost": 0.0}
+    assert second["usage"] == {"asked": 0, "from_cache": 3, "input_tokens": 0, "output_tokens": 0, "characters": 0,
+                               "cost": 0.0}
 
     # what went out: structured outputs with the ontology's classes, the image with its boxes as a JPEG
     (request,) = [r for r in asked if "2: cat" in r["messages"][1]["content"][0]["text"]]  # asked concurrently
