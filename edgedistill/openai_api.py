@@ -35,13 +35,15 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 CACHE = "api-cache"
-CHAT, SPEECH = "chat/completions", "audio/speech"  # the endpoints, as cache keys name them
+CHAT, SPEECH, IMAGES = "chat/completions", "audio/speech", "images/generations"  # the endpoints, in cache keys
 OPENAI = "https://api.openai.com/v1"
 # list prices in USD per million input and output units: tokens for chat models, characters of text for
-# speech (gpt-4o-mini-tts at about $0.015 a minute of audio); `price_input`/`price_output` set others
+# speech (gpt-4o-mini-tts at about $0.015 a minute of audio), images for image models; `price_input` and
+# `price_output` set others
 PRICES = {"gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00), "gpt-4.1-nano": (0.10, 0.40),
           "gpt-4.1-mini": (0.40, 1.60), "gpt-4.1": (2.00, 8.00),
-          "tts-1": (15.0, 0.0), "tts-1-hd": (30.0, 0.0), "gpt-4o-mini-tts": (15.0, 0.0)}
+          "tts-1": (15.0, 0.0), "tts-1-hd": (30.0, 0.0), "gpt-4o-mini-tts": (15.0, 0.0),
+          "gpt-image-1": (11_000.0, 0.0), "dall-e-3": (40_000.0, 0.0)}  # images: a 1024 px one at low/standard
 ANSWER_TRIES = 3  # a server that answers something other than the JSON asked for gets this many tries
 
 
@@ -175,6 +177,25 @@ class ApiClient:
         usage = Usage(asked=1, characters=len(text), cost=self.cost(len(text), 0))
         store.write(path, json.dumps({"audio": base64.b64encode(audio).decode(), "usage": usage.as_dict()}).encode())
         return audio, usage
+
+    def image(self, store: Store, request: dict[str, Any], variant: int) -> tuple[bytes, Usage]:
+        """The encoded image (PNG, JPEG or WebP bytes) the image endpoint makes for `request` (prompt, size,
+        quality); `variant` tells apart images of one prompt. From the cache when asked before."""
+        path = self.cache_path(IMAGES, {**request, "variant": variant})
+        kept = store.read(path)
+        if kept is not None:
+            return base64.b64decode(json.loads(kept)["image"]), Usage(from_cache=1)
+        # OpenAI's gpt-image models always answer base64 and refuse the parameter; others answer a URL by default
+        encoding = {} if self.settings.model.startswith("gpt-image") else {"response_format": "b64_json"}
+        response = self._ask(lambda: self._client.images.generate(model=self.settings.model, n=1, **request,
+                                                                  **encoding))
+        encoded = response.data[0].b64_json if response.data else None
+        if not encoded:
+            raise EdgedistillError(f"{self.settings.model} at {self.base_url} answered no base64 image",
+                                   "use a server that answers b64_json images")
+        usage = Usage(asked=1, cost=self.cost(1, 0))
+        store.write(path, json.dumps({"image": encoded, "usage": usage.as_dict()}).encode())
+        return base64.b64decode(encoded), usage
 
     def _ask(self, call: Callable[[], Any]) -> Any:
         """One request, with the client's retries; what fails after them, as a clear error."""

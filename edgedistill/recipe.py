@@ -45,9 +45,14 @@ class ApiSettings(_Section):
     timeout: float = Field(60.0, gt=0)  # seconds for one request
     retries: int = Field(4, ge=0)  # on 429, 5xx and timeouts, with backoff that honours retry-after
     # USD per million input and output units of the model's price list (tokens for chat models, characters of
-    # text in for speech models); None: the list price of a known OpenAI model
+    # text in for speech models, images made for image models); None: the list price of a known OpenAI model
     price_input: float | None = Field(None, ge=0)
     price_output: float | None = Field(None, ge=0)
+
+    def deciding(self) -> dict:
+        """The fields that decide the answers, for a stage key: not how they are fetched."""
+        return self.model_dump(mode="json", exclude={"concurrency", "timeout", "retries", "api_key_env",
+                                                     "secret_block"})
 
 
 class SpeechApiSettings(ApiSettings):
@@ -299,6 +304,17 @@ class DiffusionSettings(_Section):
     batch_size: int = Field(1, ge=1)
 
 
+class ImageApiSettings(ApiSettings):
+    """Images from an OpenAI-compatible `/images/generations` (generators/api_images.py): the diffusion
+    prompts (the ontology's, varied by scene, light and viewpoint), unlabelled, as one more image source."""
+
+    enabled: bool = False
+    model: str = "gpt-image-1"
+    images: int = Field(20, ge=0)
+    size: str = "1024x1024"
+    quality: str | None = "low"  # None: the server's default
+
+
 class VerifySettings(ApiSettings):
     """The vision-language verifier: each auto-labelled image, its boxes drawn and numbered, goes to the
     model, which accepts, relabels or rejects each box with a reason (labelers/verifier.py)."""
@@ -376,6 +392,7 @@ class DetectionRecipe(_Recipe):
     images: str | None = None  # the team's own unlabelled photos
     compositing: CompositingSettings = Field(default_factory=CompositingSettings)
     diffusion: DiffusionSettings = Field(default_factory=DiffusionSettings)
+    image_api: ImageApiSettings = Field(default_factory=ImageApiSettings)
     autolabel: AutoLabelSettings = Field(default_factory=AutoLabelSettings)
     verify: VerifySettings = Field(default_factory=VerifySettings)
     train: DetectorTrainSettings = Field(default_factory=DetectorTrainSettings)

@@ -33,7 +33,7 @@ def open_dataset(recipe: DetectionRecipe, location: str) -> Dataset:
 
 # -- the four stages, as the CLI and the Prefect flow call them (flows/run.py) -----------------
 def generate(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None) -> str:
-    """The unlabelled sources: the team's photos and, when enabled, diffusion images."""
+    """The unlabelled sources: the team's photos and, when enabled, diffusion and image-API images."""
     from generators.diffusion import generate_images
     from generators.photos import ingest_photos, photos_fingerprint
 
@@ -42,12 +42,20 @@ def generate(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None
               "images_fingerprint": recipe.images and photos_fingerprint(recipe.images),
               "diffusion": recipe.diffusion.model_dump(mode="json") if recipe.diffusion.enabled else None,
               "seed": recipe.seed}
+    if recipe.image_api.enabled:  # named only when enabled, so that recipes without it keep their versions
+        params["image_api"] = recipe.image_api.deciding()
 
-    def make(_, work: Path) -> list[Sample]:
+    def make(_, work: Path) -> list[Sample] | tuple[list[Sample], dict]:
         samples = ingest_photos(dataset, recipe.images, work / "photos", progress) if recipe.images else []
+        report = {}
         if recipe.diffusion.enabled:
             samples += generate_images(dataset, recipe, work / "diffusion", progress)
-        return samples
+        if recipe.image_api.enabled:
+            from generators.api_images import generate_api_images
+
+            made, report["image_api"] = generate_api_images(dataset, recipe, work / "image-api", progress)
+            samples += made
+        return (samples, report) if report else samples
 
     return dataset.derive(None, "sources", params, make).id
 
@@ -78,9 +86,7 @@ def label(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = Non
     if recipe.verify.enabled:
         from labelers.verifier import verify_labels
 
-        how = recipe.verify.model_dump(mode="json", exclude={"concurrency", "timeout", "retries", "api_key_env",
-                                                             "secret_block"})  # what changes no answer
-        labelled = dataset.derive(labelled, "verify", {"verify": how},
+        labelled = dataset.derive(labelled, "verify", {"verify": recipe.verify.deciding()},
                                   lambda samples, work: verify_labels(dataset, samples, recipe.classes, recipe.verify,
                                                                       work, progress))
     imports = newest_imports(dataset)

@@ -71,14 +71,14 @@ def _variations(prompts: list[str], rng: np.random.Generator) -> list[tuple[str,
     return [combos[i] for i in rng.permutation(len(combos))]
 
 
-def plan_prompts(recipe: DetectionRecipe) -> list[DiffusionJob]:
-    """`diffusion.images` prompts: classes in turn, each through its prompts varied by scene, light
-    and viewpoint; the class's negative prompts say what not to draw."""
+def plan_prompts(recipe: DetectionRecipe, count: int) -> list[DiffusionJob]:
+    """`count` prompts (diffusion's, or the image API's): classes in turn, each through its prompts varied
+    by scene, light and viewpoint; the class's negative prompts say what not to draw."""
     rng = np.random.default_rng(recipe.seed)
     names = recipe.class_names
     variations = {name: _variations(recipe.classes[name].prompts, rng) for name in names}
     jobs = []
-    for index in range(recipe.diffusion.images):
+    for index in range(count):
         name = names[index % len(names)]
         options = variations[name]
         prompt, scene, light, view = options[(index // len(names)) % len(options)]
@@ -187,7 +187,7 @@ def generate_images(dataset: Dataset, recipe: DetectionRecipe, work_dir: Path,
                                "use sizes such as 512x512 or 768x512")
     guidance = default_guidance(settings_in) if guidance_scale is None else guidance_scale
     settings = _GenerationSettings(settings_in.model, settings_in.steps, guidance, width, height)
-    jobs = plan_prompts(recipe)
+    jobs = plan_prompts(recipe, settings_in.images)
     if not jobs:
         return []
     # the model and the generation settings are part of the plan: a change must not reuse shards

@@ -1,10 +1,12 @@
 """An OpenAI-compatible HTTP server on loopback for the tests: the documented response shapes of chat
-completions (structured outputs) and audio speech (WAV), with scripted faults (429 with retry-after, 500, an answer that is
+completions (structured outputs), audio speech (WAV) and image generation (base64 PNG), with scripted faults (429 with retry-after, 500, an answer that is
 not the JSON asked for, a timeout, a refused key, an unknown model). The real `openai` client talks
 to it; no test reaches the internet."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import re
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import soundfile
+from PIL import Image
 
 KEY = "sk-test-0123456789abcdef"  # the key the server accepts; tests check it never leaks
 BOX_LINE = re.compile(r"^(\d+): (\S+) at x=(\d+), y=(\d+), width=(\d+), height=(\d+)$", re.M)
@@ -90,6 +93,8 @@ class OpenAiServer:
                     time.sleep(server.timeout_seconds)
                 if self.path.endswith("/chat/completions"):
                     return self._json(200, _chat_completion(body, server.verdict, garbage=fault == "garbage"))
+                if self.path.endswith("/images/generations"):
+                    return self._json(200, _image(body, garbage=fault == "garbage"))
                 if self.path.endswith("/audio/speech"):
                     return self._bytes(200, b"not audio" if fault == "garbage" else _speech(body), "audio/wav")
                 return self._error(404, "not_found", f"no route {self.path}")
@@ -134,6 +139,19 @@ def _speech(body: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     soundfile.write(buffer, audio.astype(np.float32), rate, format="WAV", subtype="PCM_16")
     return buffer.getvalue()
+
+
+def _image(body: dict[str, Any], garbage: bool) -> dict[str, Any]:
+    """An image generation: a PNG of the asked size, its colour drawn from the prompt."""
+    width, height = (int(v) for v in body.get("size", "64x64").split("x"))
+    colour = np.frombuffer(hashlib.sha256(body["prompt"].encode()).digest()[:3], np.uint8)
+    pixels = np.broadcast_to(colour, (height, width, 3)).copy()
+    pixels[height // 4: height // 2, width // 4: width // 2] = 255 - colour  # something to look at
+    png = io.BytesIO()
+    Image.fromarray(pixels).save(png, format="PNG")
+    data = b"not an image" if garbage else png.getvalue()
+    return {"created": 0, "data": [{"b64_json": base64.b64encode(data).decode()}],
+            "usage": {"input_tokens": 20, "output_tokens": 272, "total_tokens": 292}}
 
 
 def _chat_completion(body: dict[str, Any], verdict: Verdict, garbage: bool) -> dict[str, Any]:

@@ -75,21 +75,21 @@ def _dataset(root: Path, recipe: DetectionRecipe) -> Dataset:
 
 
 def test_prompts_vary_and_come_from_the_ontology():
-    jobs = plan_prompts(_recipe("unused", images=12))
+    jobs = plan_prompts(_recipe("unused", images=12), 12)
     assert [job.class_name for job in jobs[:4]] == ["helmet", "person", "helmet", "person"]
     assert len({job.prompt for job in jobs}) == 12 and len({job.seed for job in jobs}) == 12
     for job in jobs:
         assert ("hard hat" in job.prompt or "safety helmet" in job.prompt) if job.class_name == "helmet" \
             else "worker" in job.prompt
     assert "baseball cap" in jobs[0].negative_prompt and "baseball cap" not in jobs[1].negative_prompt
-    assert [job.seed for job in plan_prompts(_recipe("unused", images=12))] == [job.seed for job in jobs]
+    assert [job.seed for job in plan_prompts(_recipe("unused", images=12), 12)] == [job.seed for job in jobs]
 
 
 def test_tiny_pipeline_makes_unlabelled_images_with_seeds(tmp_path, tiny_pipeline):
     recipe = _recipe(str(tiny_pipeline))
     dataset = _dataset(tmp_path / "a", recipe)
     samples = generate_images(dataset, recipe, tmp_path / "a" / "work")
-    jobs = plan_prompts(recipe)
+    jobs = plan_prompts(recipe, recipe.diffusion.images)
     assert len(samples) == 3
     for sample, job in zip(samples, jobs):
         assert sample.labels == [] and sample.kind == "image"
