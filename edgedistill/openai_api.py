@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from edgedistill.dataset import Store
+from edgedistill.dataset import Dataset, Store, VersionInfo
 from edgedistill.errors import EdgedistillError
 from edgedistill.recipe import ApiSettings
 from edgedistill.secrets import secret
@@ -230,6 +230,25 @@ class ApiClient:
         """`ask` on each item with `concurrency` requests in flight; results in the items' order."""
         with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
             return list(pool.map(ask, items))
+
+
+def spent(dataset: Dataset, version: VersionInfo) -> dict[str, dict[str, Any]]:
+    """What the API calls behind `version` cost, per use (verify, a speech engine, image_api), summed
+    over its lineage from the `api_usage` its stages' reports recorded."""
+    totals: dict[str, Usage] = {}
+
+    def collect(node: Any) -> None:
+        if isinstance(node, dict):
+            for name, usage in (node.get("api_usage") or {}).items():
+                totals[name] = totals.get(name, Usage()).add(Usage(**usage))
+            for value in node.values():
+                collect(value)
+
+    current: VersionInfo | None = version
+    while current is not None:
+        collect(dataset.report(current))
+        current = dataset.version(current.parent) if current.parent else None
+    return {name: usage.as_dict() for name, usage in totals.items()}
 
 
 def strict_schema(model: type[BaseModel]) -> dict[str, Any]:

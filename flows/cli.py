@@ -210,7 +210,7 @@ def _print_verification(paths, version_id: str) -> None:
     report = dataset.report(version) if version.stage == "verify" else None
     if not report:
         return
-    usage = report["usage"]
+    usage = report["api_usage"]["verify"]
     cost = "unknown (no prices for this model)" if usage["cost"] is None else f"${usage['cost']:.4f}"
     print_table(f"verification by {report['model']}", [
         *((f"labels {outcome}", count) for outcome, count in report["labels"].items()),

@@ -20,7 +20,7 @@ from edgedistill.errors import EdgedistillError
 from edgedistill.real_photos import RealPhotoCheck
 from edgedistill.recipe import DetectionRecipe
 from edgedistill.registry import load_plugin
-from flows.runs import Progress, RunPaths, TrainedModel, newest
+from flows.runs import Progress, RunPaths, TrainedModel, dataset_ref, newest
 
 
 
@@ -174,8 +174,7 @@ def export(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None) 
         calibration=model_inputs(detection_arrays(dataset, calibration, labels), frontend),
         test_images=test.images, test_objects=test.objects,
         centroid_distance=recipe.train.centroid_distance, settings=recipe.export,
-        dataset_ref={"path": dataset.location, "version": version.id, "counts": version.counts,
-                     "held_out_float": trained.held_out},
+        dataset_ref=dataset_ref(dataset, version) | {"held_out_float": trained.held_out},
         recipe=recipe.model_dump(mode="json"), companions=companions, real=real_photo_check(recipe, labels))
 
 

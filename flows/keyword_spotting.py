@@ -14,7 +14,7 @@ from edgedistill.bundle import Manifest
 from edgedistill.dataset import Dataset, MediaPolicy, OntologyClass, SPLITS, VersionInfo, stage_key
 from edgedistill.frontend import MfccFrontEnd
 from edgedistill.recipe import KeywordSpottingRecipe
-from flows.runs import Progress, RunPaths, TrainedModel, newest
+from flows.runs import Progress, RunPaths, TrainedModel, dataset_ref, newest
 
 
 def frontend_for(recipe: KeywordSpottingRecipe) -> MfccFrontEnd:
@@ -143,7 +143,7 @@ def export_step(recipe: KeywordSpottingRecipe, dataset: Dataset, trained: Traine
         float_metrics=trained.float_metrics, settings=recipe.export,
         test_negative_kinds=[negative_kind(s) for s in test_samples],
         held_out_audio=held_out_audio(dataset, samples, frontend, labels, recipe.seed), streaming=recipe.detect,
-        real_clips=real_clips, dataset_ref={"path": dataset.location, "version": version.id, "counts": version.counts},
+        real_clips=real_clips, dataset_ref=dataset_ref(dataset, version),
         recipe=recipe.model_dump(mode="json"), progress=progress)
 
 

@@ -153,7 +153,18 @@ def summary_rows(manifest, bundle: Path) -> list[tuple[str, str]]:
         ("TFLite Micro arena", f"{tflm.get('arena_bytes', 0) / 1024:.1f} KiB"),
         ("Ethos-U SRAM / flash", f"{vela.get('sram_bytes', 0) / 1024:.1f} / {vela.get('flash_bytes', 0) / 1024:.1f} KiB"
          if vela.get("sram_bytes") is not None else "not compiled"),
+        *_api_rows(manifest),
     ]
+
+
+def _api_rows(manifest) -> list[tuple[str, str]]:
+    """What the API calls behind the dataset cost (the verifier, the API speech engine, image_api)."""
+    rows = []
+    for name, usage in manifest.dataset.get("api_usage", {}).items():
+        cost = "unknown cost" if usage["cost"] is None else f"${usage['cost']:.4f}"
+        rows.append((f"API {name}: requests (from cache), estimated cost",
+                     f"{usage['asked']} ({usage['from_cache']}), {cost}"))
+    return rows
 
 
 def summary_markdown(manifest, bundle: Path) -> str:

@@ -13,6 +13,7 @@ from typing import Callable
 
 from edgedistill.dataset import Dataset, VersionInfo, write_atomic
 from edgedistill.errors import EdgedistillError
+from edgedistill.openai_api import spent
 from edgedistill.recipe import AnyRecipe
 from trainers.yolo import YoloModel
 
@@ -79,6 +80,12 @@ class TrainedModel:
         yolo = record.pop("yolo")
         return cls(**(record | {"path": Path(record["path"])}),
                    yolo=yolo and YoloModel(Path(yolo["onnx"]), Path(yolo["program"]), yolo["metrics"]))
+
+
+def dataset_ref(dataset: Dataset, version: VersionInfo) -> dict:
+    """What a bundle says of the dataset version it was trained on, with what the API calls behind it cost."""
+    ref = {"path": dataset.location, "version": version.id, "counts": version.counts}
+    return ref | ({"api_usage": usage} if (usage := spent(dataset, version)) else {})
 
 
 def newest(dataset: Dataset, *stages: str) -> VersionInfo:

@@ -87,4 +87,4 @@ def generate_api_images(dataset: Dataset, recipe: DetectionRecipe, work_dir: Pat
     seen: set[str] = set()
     unique = [s for s in samples if not (s.id in seen or seen.add(s.id))]
     return unique, {"model": settings.model, "images": len(unique), "left_unmade": len(new) - affordable,
-                    "failures": failures, "usage": usage.as_dict()}
+                    "failures": failures, "api_usage": {"image_api": usage.as_dict()}}

@@ -472,7 +472,7 @@ class ApiSpeechEngine(SpeechEngine):
     def planned(self, requests: list[SpeechRequest]) -> dict:
         """The budget (speech.api.max_requests, max_cost) must cover the requests not cached yet, or
         nothing is synthesised; what they cost, for the report."""
-        from edgedistill.openai_api import SPEECH
+        from edgedistill.openai_api import SPEECH, Usage
 
         client, store = self.client(), self._store()
         new = [r for r in requests if not client.is_cached(store, SPEECH, client.speech_request(r.text, r.voice.name,
@@ -486,5 +486,5 @@ class ApiSpeechEngine(SpeechEngine):
                 f"({self.settings.max_requests}) or max_cost ({self.settings.max_cost}) allows",
                 "raise the budget, or lower speech.api.voices, speech.variants_per_voice or the keywords; "
                 "nothing was asked yet")
-        return {"model": self.settings.model, "requests": len(new), "from_cache": len(requests) - len(new),
-                "characters": characters, "cost": client.cost(characters, 0)}
+        return Usage(asked=len(new), from_cache=len(requests) - len(new), characters=characters,
+                     cost=client.cost(characters, 0)).as_dict()

@@ -167,5 +167,6 @@ def verify_labels(dataset: Dataset, samples: list[Sample], ontology: dict[str, D
             if label.verdict is not None and label.verdict.by.labeler == "verifier":
                 outcomes[label.verdict.outcome] += 1
     report = {"model": settings.model, "base_url": client.base_url, "images_checked": len(chosen),
-              "images_left_unchecked": len(new) - affordable, "labels": outcomes, "usage": usage.as_dict()}
+              "images_left_unchecked": len(new) - affordable, "labels": outcomes,
+              "api_usage": {"verify": usage.as_dict()}}
     return result, report

@@ -53,8 +53,8 @@ def test_the_prompts_are_asked_once_each_and_a_rerun_is_free(monkeypatch, tmp_pa
     assert load_image(dataset.media_path(samples[0])).shape == (48, 64, 3)
     report = dataset.report(version)["image_api"]
     assert report == {"model": "gpt-image-1", "images": 5, "left_unmade": 0, "failures": [],
-                      "usage": {"asked": 5, "from_cache": 0, "input_tokens": 0, "output_tokens": 0, "characters": 0,
-                                "cost": pytest.approx(5 * 0.011)}}
+                      "api_usage": {"image_api": {"asked": 5, "from_cache": 0, "input_tokens": 0, "output_tokens": 0,
+                                                  "characters": 0, "cost": pytest.approx(5 * 0.011)}}}
 
 
 def test_the_budget_makes_what_it_affords_and_a_bad_answer_is_a_failure(monkeypatch, tmp_path):

@@ -54,9 +54,9 @@ def test_every_voice_speaks_at_the_planned_speed_once_and_a_rerun_asks_nothing(m
         voice = sample.provenance.params["voice"].split("/")[1]
         assert abs(peak / speech_pitch(voice) - 1) < 0.25
     characters = sum(len(r["body"]["input"]) for r in asked)
-    assert result.api_usage == {"openai": {"model": "gpt-4o-mini-tts", "requests": 8, "from_cache": 0,
+    assert result.api_usage == {"openai": {"asked": 8, "from_cache": 0, "input_tokens": 0, "output_tokens": 0,
                                            "characters": characters, "cost": pytest.approx(characters * 15 / 1e6)}}
-    assert again.api_usage["openai"]["requests"] == 0 and again.api_usage["openai"]["from_cache"] == 8
+    assert again.api_usage["openai"]["asked"] == 0 and again.api_usage["openai"]["from_cache"] == 8
     assert [s.id for s in again.samples] == [s.id for s in result.samples]
 
 

@@ -93,11 +93,12 @@ def test_verdicts_come_back_with_reasons_nothing_is_deleted_and_a_rerun_asks_not
     tokens_in, tokens_out = (300 + 40 * 2) + 2 * (300 + 40), 25 * 2 + 2 * 25
     assert report == {"model": "gpt-4o-mini", "base_url": server.url, "images_checked": 3, "images_left_unchecked": 0,
                       "labels": {"accepted": 2, "relabelled": 1, "rejected": 1},
-                      "usage": {"asked": 3, "from_cache": 0, "input_tokens": tokens_in, "output_tokens": tokens_out,
-                                "characters": 0, "cost": pytest.approx((tokens_in * 0.15 + tokens_out * 0.60) / 1e6)}}
+                      "api_usage": {"verify": {"asked": 3, "from_cache": 0, "input_tokens": tokens_in,
+                                               "output_tokens": tokens_out, "characters": 0,
+                                               "cost": pytest.approx((tokens_in * 0.15 + tokens_out * 0.60) / 1e6)}}}
     assert again == result
-    assert second["usage"] == {"asked": 0, "from_cache": 3, "input_tokens": 0, "output_tokens": 0, "characters": 0,
-                               "cost": 0.0}
+    assert second["api_usage"]["verify"] == {"asked": 0, "from_cache": 3, "input_tokens": 0, "output_tokens": 0,
+                                             "characters": 0, "cost": 0.0}
 
     # what went out: structured outputs with the ontology's classes, the image with its boxes as a JPEG
     (request,) = [r for r in asked if "2: cat" in r["messages"][1]["content"][0]["text"]]  # asked concurrently
@@ -125,7 +126,7 @@ def test_the_budget_is_planned_before_any_request_and_cached_answers_are_free(la
         # a larger budget later: the first answer is free, two more are asked
         result, report = verify_labels(dataset, samples, ONTOLOGY, _settings(server, max_requests=2), tmp_path / "b")
         assert len(server.chat_requests()) == 3
-        assert report["usage"]["asked"] == 2 and report["usage"]["from_cache"] == 1
+        assert report["api_usage"]["verify"]["asked"] == 2 and report["api_usage"]["verify"]["from_cache"] == 1
         assert report["images_left_unchecked"] == 0
         # no money at all: nothing is asked, and nothing is lost
         _, nothing = verify_labels(Dataset.open(dataset.location), samples, ONTOLOGY,
@@ -175,7 +176,7 @@ def test_requests_in_flight_are_bounded_by_concurrency(labelled, key, tmp_path):
     dataset, samples = labelled
     with OpenAiServer(truth, delay_seconds=0.3) as server:
         _, report = verify_labels(dataset, samples, ONTOLOGY, _settings(server, concurrency=2), tmp_path / "work")
-    assert report["usage"]["asked"] == 3 and server.most_in_flight == 2
+    assert report["api_usage"]["verify"]["asked"] == 3 and server.most_in_flight == 2
 
 
 def test_no_key_is_a_clear_error_before_any_request(labelled, monkeypatch, tmp_path):
@@ -191,7 +192,7 @@ def test_no_key_is_a_clear_error_before_any_request(labelled, monkeypatch, tmp_p
 def test_the_detection_label_step_verifies_the_auto_labels_once(key, tmp_path):
     from edgedistill.recipe import parse_recipe
     from flows import detection
-    from flows.runs import RunPaths
+    from flows.runs import RunPaths, dataset_ref
     from tiny_models import save_tiny_owl
 
     photos = tmp_path / "photos"
@@ -232,11 +233,28 @@ def test_the_detection_label_step_verifies_the_auto_labels_once(key, tmp_path):
     assert len(rejected) == sum(label.box[0] < 20 for label in auto)
     report = dataset.report(verified)
     assert report["labels"] == {"accepted": len(labels) - len(rejected), "relabelled": 0, "rejected": len(rejected)}
-    assert report["usage"]["asked"] == 3 and verified.params["verify"]["max_requests"] == 10
+    assert report["api_usage"]["verify"]["asked"] == 3 and verified.params["verify"]["max_requests"] == 10
+    # what a bundle trained on the split will say the API calls behind it cost
+    assert dataset_ref(dataset, dataset.version(split))["api_usage"] == report["api_usage"]
     rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in shown.output.splitlines()
             if line.count("│") == 3}
-    cost = (report["usage"]["input_tokens"] * 0.15 + report["usage"]["output_tokens"] * 0.60) / 1e6
+    cost = (report["api_usage"]["verify"]["input_tokens"] * 0.15 + report["api_usage"]["verify"]["output_tokens"] * 0.60) / 1e6
     assert {k: rows[k] for k in ("labels rejected", "images checked", "requests asked / answered from cache",
                                  "estimated cost")} == {"labels rejected": str(len(rejected)), "images checked": "3",
                                                         "requests asked / answered from cache": "3 / 0",
                                                         "estimated cost": f"${cost:.4f}"}
+
+
+def test_the_closing_table_says_what_the_api_calls_cost():
+    from edgedistill.bundle import BundleFile, Manifest
+    from flows.run import summary_rows
+
+    manifest = Manifest.model_construct(
+        files=[BundleFile(path="m.tflite", sha256="0" * 64, bytes=2048, role="model_int8")], metrics={}, targets={},
+        dataset={"api_usage": {"verify": {"asked": 3, "from_cache": 1, "input_tokens": 900, "output_tokens": 90,
+                                          "characters": 0, "cost": 0.000189},
+                               "openai": {"asked": 8, "from_cache": 0, "input_tokens": 0, "output_tokens": 0,
+                                          "characters": 40, "cost": None}}})
+    rows = dict(summary_rows(manifest, "bundle"))
+    assert rows["API verify: requests (from cache), estimated cost"] == "3 (1), $0.0002"
+    assert rows["API openai: requests (from cache), estimated cost"] == "8 (0), unknown cost"
