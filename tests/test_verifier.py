@@ -167,6 +167,9 @@ def test_retries_honour_the_server_and_what_stays_wrong_is_a_clear_error(labelle
         server.faults.extend(["401"])
         with pytest.raises(EdgedistillError, match="refused the API key in OPENAI_API_KEY"):
             verify_labels(dataset, fresh, ONTOLOGY, _settings(server), tmp_path / "f")
+        with pytest.raises(EdgedistillError, match=r"cannot reach http://127.0.0.1:9/v1 \(1 tries\)"):
+            verify_labels(dataset, fresh, ONTOLOGY, _settings(server, base_url="http://127.0.0.1:9/v1", retries=0),
+                          tmp_path / "nobody")
         # nothing was cached for the failed photo: the next run asks again, and gets its answer
         done, _ = verify_labels(dataset, fresh, ONTOLOGY, _settings(server), tmp_path / "g")
         assert done[0].labels[0].verdict.outcome == "rejected"
