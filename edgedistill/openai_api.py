@@ -133,31 +133,29 @@ class ApiClient:
                   answer_type: type[Parsed], max_tokens: int) -> Answer:
         """The model's answer to `messages`, held to `answer_type`'s JSON schema (structured outputs),
         from the cache when `request` was asked before."""
-        path = self.cache_path(CHAT, request)
-        kept = store.read(path)
-        if kept is not None:
-            cached = json.loads(kept)
-            return Answer(cached["content"], Usage(from_cache=1))
         schema = {"name": answer_type.__name__, "strict": True, "schema": strict_schema(answer_type)}
-        for attempt in range(1, ANSWER_TRIES + 1):
-            response = self._ask(lambda: self._client.chat.completions.create(
-                model=self.settings.model, messages=messages, max_completion_tokens=max_tokens,
-                response_format={"type": "json_schema", "json_schema": schema}))
-            tokens_in, tokens_out = _tokens(response)
-            text = response.choices[0].message.content if response.choices else None
-            try:
-                content = answer_type.model_validate_json(text or "").model_dump(mode="json")
-                break
-            except ValidationError:
-                logger.warning("%s answered something other than the JSON asked for (try %d of %d): %.200r",
-                               self.base_url, attempt, ANSWER_TRIES, text)
-        else:
+
+        def fetch() -> tuple[dict[str, Any], Usage]:
+            for attempt in range(1, ANSWER_TRIES + 1):
+                response = self._ask(lambda: self._client.chat.completions.create(
+                    model=self.settings.model, messages=messages, max_completion_tokens=max_tokens,
+                    response_format={"type": "json_schema", "json_schema": schema}))
+                tokens_in, tokens_out = _tokens(response)
+                text = response.choices[0].message.content if response.choices else None
+                try:
+                    content = answer_type.model_validate_json(text or "").model_dump(mode="json")
+                except ValidationError:
+                    logger.warning("%s answered something other than the JSON asked for (try %d of %d): %.200r",
+                                   self.base_url, attempt, ANSWER_TRIES, text)
+                    continue
+                return content, Usage(asked=1, input_tokens=tokens_in, output_tokens=tokens_out,
+                                      cost=self.cost(tokens_in, tokens_out))
             raise EdgedistillError(
                 f"{self.settings.model} at {self.base_url} answered {ANSWER_TRIES} times with something other "
                 f"than the JSON asked for, e.g. {str(text)[:200]!r}",
                 "use a model that supports structured outputs (JSON schema); finished work is kept, a rerun goes on")
-        usage = Usage(asked=1, input_tokens=tokens_in, output_tokens=tokens_out, cost=self.cost(tokens_in, tokens_out))
-        store.write(path, json.dumps({"content": content, "usage": usage.as_dict()}).encode())
+
+        content, usage = self._cached(store, CHAT, request, fetch)
         return Answer(content, usage)
 
     @staticmethod
@@ -167,35 +165,44 @@ class ApiClient:
     def speech(self, store: Store, text: str, voice: str, speed: float) -> tuple[bytes, Usage]:
         """WAV audio of `text` in `voice` at `speed` (0.25 to 4), from the cache when asked before."""
         request = self.speech_request(text, voice, speed)
-        path = self.cache_path(SPEECH, request)
-        kept = store.read(path)
-        if kept is not None:
-            return base64.b64decode(json.loads(kept)["audio"]), Usage(from_cache=1)
-        response = self._ask(lambda: self._client.audio.speech.create(
-            model=self.settings.model, response_format="wav", **request))
-        audio = response.read()
-        usage = Usage(asked=1, characters=len(text), cost=self.cost(len(text), 0))
-        store.write(path, json.dumps({"audio": base64.b64encode(audio).decode(), "usage": usage.as_dict()}).encode())
-        return audio, usage
+
+        def fetch() -> tuple[str, Usage]:
+            response = self._ask(lambda: self._client.audio.speech.create(
+                model=self.settings.model, response_format="wav", **request))
+            return (base64.b64encode(response.read()).decode(),
+                    Usage(asked=1, characters=len(text), cost=self.cost(len(text), 0)))
+
+        encoded, usage = self._cached(store, SPEECH, request, fetch)
+        return base64.b64decode(encoded), usage
 
     def image(self, store: Store, request: dict[str, Any], variant: int) -> tuple[bytes, Usage]:
         """The encoded image (PNG, JPEG or WebP bytes) the image endpoint makes for `request` (prompt, size,
         quality); `variant` tells apart images of one prompt. From the cache when asked before."""
-        path = self.cache_path(IMAGES, {**request, "variant": variant})
-        kept = store.read(path)
-        if kept is not None:
-            return base64.b64decode(json.loads(kept)["image"]), Usage(from_cache=1)
         # OpenAI's gpt-image models always answer base64 and refuse the parameter; others answer a URL by default
         encoding = {} if self.settings.model.startswith("gpt-image") else {"response_format": "b64_json"}
-        response = self._ask(lambda: self._client.images.generate(model=self.settings.model, n=1, **request,
-                                                                  **encoding))
-        encoded = response.data[0].b64_json if response.data else None
-        if not encoded:
-            raise EdgedistillError(f"{self.settings.model} at {self.base_url} answered no base64 image",
-                                   "use a server that answers b64_json images")
-        usage = Usage(asked=1, cost=self.cost(1, 0))
-        store.write(path, json.dumps({"image": encoded, "usage": usage.as_dict()}).encode())
+
+        def fetch() -> tuple[str, Usage]:
+            response = self._ask(lambda: self._client.images.generate(model=self.settings.model, n=1, **request,
+                                                                      **encoding))
+            encoded = response.data[0].b64_json if response.data else None
+            if not encoded:
+                raise EdgedistillError(f"{self.settings.model} at {self.base_url} answered no base64 image",
+                                       "use a server that answers b64_json images")
+            return encoded, Usage(asked=1, cost=self.cost(1, 0))
+
+        encoded, usage = self._cached(store, IMAGES, {**request, "variant": variant}, fetch)
         return base64.b64decode(encoded), usage
+
+    def _cached(self, store: Store, endpoint: str, request: dict[str, Any],
+                fetch: Callable[[], tuple[Any, Usage]]) -> tuple[Any, Usage]:
+        """The answer (JSON) to `request` at `endpoint`: kept in the dataset, or fetched and kept there."""
+        path = self.cache_path(endpoint, request)
+        kept = store.read(path)
+        if kept is not None:
+            return json.loads(kept)["answer"], Usage(from_cache=1)
+        answer, usage = fetch()
+        store.write(path, json.dumps({"answer": answer, "usage": usage.as_dict()}).encode())
+        return answer, usage
 
     def _ask(self, call: Callable[[], Any]) -> Any:
         """One request, with the client's retries; what fails after them, as a clear error."""
