@@ -129,16 +129,17 @@ class ApiClient:
         return Usage(**json.loads(kept)["usage"]) if kept is not None else Usage()
 
     # -- asking ---------------------------------------------------------------------------------
-    def chat_json(self, store: Store, request: dict[str, Any], messages: list[dict[str, Any]],
+    def chat_json(self, store: Store, request: dict[str, Any], messages: Callable[[], list[dict[str, Any]]],
                   answer_type: type[Parsed], max_tokens: int) -> Answer:
-        """The model's answer to `messages`, held to `answer_type`'s JSON schema (structured outputs),
-        from the cache when `request` was asked before."""
+        """The model's answer to `messages()`, held to `answer_type`'s JSON schema (structured outputs),
+        from the cache when `request` was asked before (then `messages` is never called)."""
         schema = {"name": answer_type.__name__, "strict": True, "schema": strict_schema(answer_type)}
 
         def fetch() -> tuple[dict[str, Any], Usage]:
+            asked = messages()
             for attempt in range(1, ANSWER_TRIES + 1):
                 response = self._ask(lambda: self._client.chat.completions.create(
-                    model=self.settings.model, messages=messages, max_completion_tokens=max_tokens,
+                    model=self.settings.model, messages=asked, max_completion_tokens=max_tokens,
                     response_format={"type": "json_schema", "json_schema": schema}))
                 tokens_in, tokens_out = _tokens(response)
                 text = response.choices[0].message.content if response.choices else None

@@ -79,7 +79,7 @@ class VerifyLabeler(Labeler):
 
     def _verified(self, dataset: Dataset, sample: Sample) -> Sample:
         answer = self.client.chat_json(dataset.store, self.request(sample),
-                                       self.messages(load_image(dataset.media_path(sample)), sample),
+                                       lambda: self.messages(load_image(dataset.media_path(sample)), sample),
                                        Verdicts, self.settings.max_answer_tokens)
         return with_verdicts(sample, Verdicts.model_validate(answer.content), self.source)
 
