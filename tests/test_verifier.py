@@ -20,7 +20,7 @@ from edgedistill.errors import EdgedistillError
 from edgedistill.openai_api import CACHE
 from edgedistill.recipe import DetectionClass, ReviewSettings, VerifySettings
 from flows.cli import app
-from labelers.label_studio import route
+from labelers.label_studio import make_task, route
 from labelers.verifier import verify_labels
 from openai_server import KEY, OpenAiServer
 
@@ -87,6 +87,9 @@ def test_verdicts_come_back_with_reasons_nothing_is_deleted_and_a_rerun_asks_not
     # the doubted samples go to people; a rejected box stays out of training until they decide
     settings = ReviewSettings(threshold=0.2, qc_share=0.0)
     assert [route(s, settings) for s in result] == ["review", "review", "auto", "auto"]
+    task = make_task(dataset, cat_and_dog, dataset.commit(result, None, "verify", {}), "review", "/data/x.png")
+    assert task["data"]["verifier"] == "dog: relabelled (was cat): that is a dog"  # beside the photo, for people
+    assert "verifier" not in make_task(dataset, cat, dataset.head, "review", "/data/y.png")["data"]
     assert len(Detections.from_labels(empty.labels, list(ONTOLOGY))) == 0
     assert list(Detections.from_labels(cat_and_dog.labels, list(ONTOLOGY)).class_ids) == [0, 1]
 
