@@ -109,7 +109,8 @@ class ApiClient:
         most = self.cost(most_input_tokens, most_output_tokens)
         if most is None:
             raise EdgedistillError(f"max_cost is set, but the prices of model {self.settings.model} are unknown",
-                                   "set price_input and price_output (USD per million tokens), or use max_requests")
+                                   "set price_input and price_output (USD per million tokens, characters or images), "
+                                   "or use max_requests")
         return min(allowed, int(self.settings.max_cost / most) if most > 0 else allowed)
 
     # -- the cache ------------------------------------------------------------------------------
