@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from edgedistill.boxes import Detections, xywh_to_xyxy
 from edgedistill.dataset import Dataset, ImageShape, LabelSource, OntologyClass, Provenance, Sample
@@ -39,7 +40,7 @@ def shapes_dataset(root, count: int = 48) -> tuple[Dataset, list[Sample]]:
 
 def test_yolo_folder_holds_linked_images_and_normalised_centre_boxes(tmp_path):
     dataset, samples = shapes_dataset(tmp_path / "shapes", count=10)
-    data = write_yolo_folder(dataset, samples, LABELS, tmp_path / "yolo")
+    data = write_yolo_folder(dataset, samples, LABELS, tmp_path / "yolo", link_images=True)  # as training writes it
     sample = samples[0]
     label_file = tmp_path / "yolo" / "labels" / sample.split / f"{sample.id}.txt"
     rows = [line.split() for line in label_file.read_text().splitlines()]
@@ -51,6 +52,7 @@ def test_yolo_folder_holds_linked_images_and_normalised_centre_boxes(tmp_path):
     image = tmp_path / "yolo" / "images" / sample.split / f"{sample.id}.png"
     assert image.resolve() == dataset.media_path(sample).resolve()
     assert "names" in data.read_text() and len(list((tmp_path / "yolo" / "images" / "test").iterdir())) == 2
+    assert "path" not in yaml.safe_load(data.read_text())  # its own folder is the root: the folder can move
 
 
 def test_decode_undoes_the_letterbox_and_suppresses_duplicates():
