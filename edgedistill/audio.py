@@ -17,6 +17,7 @@ from edgedistill.errors import EdgedistillError
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus", ".aiff", ".aif"}
 FFMPEG_RATE = 48000  # what ffmpeg decodes to; soxr then resamples, as for every other file
+FFMPEG_PREROLL_SECONDS = 0.1
 
 
 def resample(audio: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
@@ -150,15 +151,19 @@ def _ffmpeg_blocks(path: Path, block_seconds: float, start: float, end: float | 
     errors call the file (default its path)."""
     name = name or str(path)
     _need_ffmpeg(Path(name))
-    span = [] if end is None else ["-t", f"{max(0.0, end - start):.6f}"]
-    argv = ["ffmpeg", "-v", "error", "-nostdin", "-ss", f"{start:.6f}", *span, "-i", str(path),
+    # decoding starts a little early and drops that part: an AAC decoder gives ~20 ms of near-silence after a seek
+    preroll = min(start, FFMPEG_PREROLL_SECONDS)
+    span = [] if end is None else ["-t", f"{max(0.0, end - start + preroll):.6f}"]
+    argv = ["ffmpeg", "-v", "error", "-nostdin", "-ss", f"{start - preroll:.6f}", *span, "-i", str(path),
             "-ac", "1", "-ar", str(FFMPEG_RATE), "-f", "f32le", "pipe:1"]
-    block_bytes = 4 * max(1, int(block_seconds * FFMPEG_RATE))
+    block_bytes, skip = 4 * max(1, int(block_seconds * FFMPEG_RATE)), 4 * round(preroll * FFMPEG_RATE)
     with tempfile.TemporaryFile() as errors, subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors) as ffmpeg:
         decoded = 0
         while data := ffmpeg.stdout.read(block_bytes):
             decoded += len(data)
-            yield np.frombuffer(data[:len(data) // 4 * 4], dtype=np.float32)
+            data, skip = data[skip:], max(0, skip - len(data))
+            if data:
+                yield np.frombuffer(data[:len(data) // 4 * 4], dtype=np.float32)
         if ffmpeg.wait() != 0 and decoded == 0:  # a damaged tail after good audio is kept, not fatal
             errors.seek(0)
             raise _unreadable(name, errors.read().decode(errors="replace"))

@@ -3,9 +3,9 @@
 A recording of any length and format is cut into windows (`mining.window_minutes`). Each window is one
 shard on the shard driver (edgedistill/shards.py), named by the recording's fingerprint and the window,
 so a rerun redoes only the windows not yet done, a changed file never reuses old work, and windows run
-wherever the flow sends shards (a process pool, Dask). A window is read alone, block by block, with a
-margin either side so that a word on its edge is heard whole: memory is bounded by a window, never by
-the recording.
+wherever the flow sends shards (a process pool, Dask). Windows part in the longest pause near their
+nominal edge, so no word straddles two; each is read alone, block by block, with a margin of context
+either side: memory is bounded by a window, never by the recording.
 
 In a window, faster-whisper (behind its Silero VAD, so long silences cost nothing) gives every word with
 its time and probability; Silero VAD's speech regions then pull word edges that Whisper let run into
@@ -40,7 +40,8 @@ from labelers.whisper import WHISPER_RATE, load_whisper, model_version, normalis
 
 LABELER = "whisper_mining"
 SOURCE = "recording"  # provenance.source of a mined clip
-MARGIN_SECONDS = 3.0  # read either side of a window: a word on its edge is heard whole, with context
+MARGIN_SECONDS = 3.0  # read either side of a window: the words near its edges are heard with context
+EDGE_SEARCH_SECONDS = 2.0  # a window's edge moves into the longest pause this near it
 SPEECH_PAUSE_MS = 100  # a pause this long ends a VAD speech region, so word edges can be moved onto speech
 QUIET_PADDING_SECONDS = 0.2  # a `_silence_` clip keeps this far from the nearest speech
 KEYWORD_CLEARANCE_SECONDS = 0.2  # Whisper's word edges are off by up to ~0.2 s: `_unknown_` clips keep this far
@@ -134,6 +135,23 @@ def plan_windows(recording: Recording, seconds: float, window_seconds: float) ->
             for i, start in enumerate(starts)]
 
 
+def read(path: Path, sample_rate: int, start: float, end: float | None) -> np.ndarray:
+    return np.concatenate([np.zeros(0, np.float32), *audio_blocks(path, sample_rate, start=start, end=end)])
+
+
+def edge_in_pause(path: Path, edge: float) -> float:
+    """Where the windows on either side of `edge` part: in the middle of the longest pause within
+    EDGE_SEARCH_SECONDS of it, so that no word straddles two windows (`edge` itself where there is no pause).
+    Both windows work it out from the same stretch of audio, so they agree."""
+    first = max(0.0, edge - EDGE_SEARCH_SECONDS)
+    audio = read(path, WHISPER_RATE, first, edge + EDGE_SEARCH_SECONDS)
+    bounds = [0.0, *(t for region in speech_regions(audio, WHISPER_RATE, SPEECH_PAUSE_MS) for t in region),
+              audio.size / WHISPER_RATE]
+    pauses = [(quiet_end - quiet_start, quiet_start) for quiet_start, quiet_end in zip(bounds[::2], bounds[1::2])]
+    length, quiet_start = max(pauses)
+    return first + quiet_start + length / 2 if length > 0 else edge
+
+
 # -- from words to cuts ----------------------------------------------------------------------------
 def onto_speech(word: HeardWord, speech: list[tuple[float, float]]) -> HeardWord:
     """The word's edges moved onto the speech inside it: tiny.en starts a phrase's first word early and ends
@@ -217,17 +235,18 @@ class RecordingMiner(Labeler):
             return [clip for window in windows for clip in self.mine(dataset, window)]
 
     def mine(self, dataset: Dataset, window: RecordingWindow) -> list[Sample]:
-        offset = max(0.0, window.start - MARGIN_SECONDS)
-        end = None if window.end is None else window.end + MARGIN_SECONDS
-        audio = np.concatenate([np.zeros(0, np.float32), *audio_blocks(local_file(window.recording), self.sample_rate,
-                                                                          start=offset, end=end)])
+        path = local_file(window.recording)
+        start = edge_in_pause(path, window.start) if window.start > 0 else 0.0
+        end = None if window.end is None else edge_in_pause(path, window.end)
+        offset = max(0.0, start - MARGIN_SECONDS)
+        audio = read(path, self.sample_rate, offset, None if end is None else end + MARGIN_SECONDS)
         words, speech = self.hear(audio, offset)
         keywords = keyword_cuts(words, self.keywords, self.clip_seconds)
         heard = [*speech, *((w.start, w.end) for w in words)]
         cuts = [*keywords, *unknown_cuts(words, keywords, self.clip_seconds, self.settings.unknown_per_minute),
                 *silence_cuts(heard, offset, offset + audio.size / self.sample_rate, self.clip_seconds,
                               self.settings.silence_per_minute)]
-        owned = [cut for cut in cuts if window.start <= cut.centre and (window.end is None or cut.centre < window.end)]
+        owned = [cut for cut in cuts if start <= cut.centre and (end is None or cut.centre < end)]
         clips = [self.clip_sample(dataset, window.recording, audio, offset, cut, words) for cut in owned]
         return [clip for clip in clips if clip is not None]
 
