@@ -5,6 +5,10 @@ M4A, where every keyword's start and end is known from how the recording was put
 from __future__ import annotations
 
 import shutil
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -269,3 +273,60 @@ def test_the_model_card_reports_mined_and_synthetic_test_clips_apart(tmp_path):
     assert row.split("|")[2:5] == [" 24 ", " 25.0% ", f" {100 * by_origin['recordings']['accuracy']:.1f}% "]
     assert any(name.startswith("int8 accuracy, held-out recordings (24 clips)") for name, _ in
                summary_rows(manifest, bundle))
+
+
+def test_recordings_in_a_bucket_are_fetched_once_and_mined_like_local_ones(talk, bucket, tmp_path):
+    import fsspec
+
+    folder, _, truth = talk
+    fsspec.filesystem("s3").put_file(str(folder / "talk.m4a"), f"{bucket}/calls/monday/talk.m4a")
+    recordings = find_recordings([f"{bucket}/calls"])
+    assert [r.location for r in recordings] == [f"{bucket}/calls/monday/talk.m4a"]
+    dataset = keyword_dataset(tmp_path / "dataset")
+    result = mine_recordings(dataset, recordings, miner(), tmp_path / "work")
+    keywords = [s for s in result.samples if is_keyword(s.class_name)]
+    assert len(keywords) >= len(truth) - 1
+    assert {s.provenance.group for s in result.samples} == {f"{bucket}/calls/monday/talk.m4a"}
+    assert len(list((tmp_path / "cache" / "recordings").iterdir())) == 1  # the local copy, made once
+
+
+DASK_SCRIPT = """
+import json, sys
+from pathlib import Path
+from prefect import flow
+from prefect.client.orchestration import get_client
+from edgedistill.dataset import Dataset
+from edgedistill.recipe import MiningSettings
+from edgedistill.shards import shards_run_by
+from flows.run import prefect_shard_mapper, task_runner
+from labelers.recordings import RecordingMiner, find_recordings, mine_recordings
+
+location, recording, work, window_minutes = sys.argv[1:5]
+
+@flow(task_runner=task_runner("local"))
+def mine():
+    miner = RecordingMiner(["computer", "window"], MiningSettings(window_minutes=float(window_minutes)), 16000, 1.0)
+    with shards_run_by(prefect_shard_mapper("label")):
+        return mine_recordings(Dataset.open(location), find_recordings([recording]), miner, Path(work)).samples
+
+samples = mine()
+with get_client(sync_client=True) as client:
+    task_runs = [(r.name.rsplit("-", 1)[0], r.state_type.value) for r in client.read_task_runs()]
+print(json.dumps({"samples": [s.model_dump(mode="json") for s in samples], "task_runs": task_runs}))
+"""
+
+
+@pytest.mark.slow
+def test_windows_are_mined_on_a_local_dask_cluster_as_here(talk, tmp_path):
+    folder, _, _ = talk
+    dataset = keyword_dataset(tmp_path / "dataset")
+    env = os.environ | {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_LOGGING_LEVEL": "WARNING"}
+    done = subprocess.run([sys.executable, "-c", DASK_SCRIPT, dataset.location, str(folder / "talk.wav"),
+                           str(tmp_path / "work"), "0.2"], env=env, capture_output=True, text=True, timeout=900,
+                          cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sorted(result["task_runs"]) == [["label-shard", "COMPLETED"]] * 2  # 20 s in windows of 12 s
+    here = mine_recordings(dataset, find_recordings([str(folder / "talk.wav")]), miner(window_minutes=0.2),
+                           tmp_path / "here").samples
+    assert [Sample.model_validate(item) for item in result["samples"]] == here
