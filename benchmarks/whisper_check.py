@@ -21,9 +21,8 @@ import numpy as np
 
 from edgedistill.audio import load_audio
 from labelers.vad import find_speech
-from labelers.whisper_check import (
-    WHISPER_RATE, HeardClip, heard_keyword, normalise_transcript, resolve_whisper_model, transcribe_clips,
-)
+from labelers.whisper import WHISPER_RATE, heard_keyword, normalise_transcript, resolve_whisper_model
+from labelers.whisper_check import HeardClip, transcribe_clips
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
          "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]

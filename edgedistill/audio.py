@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,10 @@ import soundfile
 import soxr
 
 from edgedistill.errors import EdgedistillError
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus", ".aiff", ".aif"}
+FFMPEG_RATE = 48000  # what ffmpeg decodes to; soxr then resamples, as for every other file
+FFMPEG_PREROLL_SECONDS = 0.1
 
 
 def resample(audio: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
@@ -38,19 +43,12 @@ def decode_audio(data: bytes, target_rate: int, name: str = "audio") -> np.ndarr
 
 
 def _decode_with_ffmpeg(data: bytes, name: str) -> tuple[np.ndarray, int]:
-    if shutil.which("ffmpeg") is None:
-        raise EdgedistillError(f"{name} is not audio that libsndfile can read",
-                               "convert it to WAV or FLAC, or install ffmpeg for other formats")
-    rate = 48000
-    result = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", "pipe:0", "-ac", "1", "-ar", str(rate), "-f", "f32le", "pipe:1"],
-        input=data, capture_output=True, check=False,
-    )
-    if result.returncode != 0 or not result.stdout:
-        reason = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no audio stream"]
-        raise EdgedistillError(f"{name} is not a readable audio file ({reason[0]})",
-                               "check that the file is complete and is audio")
-    return np.frombuffer(result.stdout, dtype=np.float32)[:, None], rate
+    # through a file, not a pipe: ffmpeg must seek in an MP4/M4A, whose index may sit at its end
+    with tempfile.NamedTemporaryFile(suffix=Path(name).suffix) as file:
+        file.write(data)
+        file.flush()
+        audio = np.concatenate([np.zeros(0, np.float32), *_ffmpeg_blocks(Path(file.name), 60.0, 0.0, None, name)])
+    return audio[:, None], FFMPEG_RATE
 
 
 def load_audio(path: str | Path, target_rate: int) -> np.ndarray:
@@ -79,28 +77,99 @@ def fit_to_length(audio: np.ndarray, length: int, offset: int = 0) -> np.ndarray
     return out
 
 
-def audio_blocks(path: str | Path, target_rate: int, block_seconds: float = 30.0) -> Iterator[np.ndarray]:
-    """A recording of any length as consecutive mono float32 blocks at `target_rate`, so memory stays bounded.
+def audio_duration(path: str | Path) -> float:
+    """Seconds of audio in a file, read from its header (libsndfile, else ffprobe) without decoding it;
+    when neither header says, the file is decoded once, block by block, to count. An unreadable file is an
+    EdgedistillError that names it."""
+    path = _existing(path)
+    try:
+        return float(soundfile.info(str(path)).duration)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError):
+        pass
+    _need_ffmpeg(path)
+    result = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries", "format=duration",
+                             "-of", "csv=p=0", str(path)], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise _unreadable(str(path), result.stderr)
+    try:
+        return float(result.stdout.strip())
+    except ValueError:  # "N/A": a stream without a duration in its header (raw AAC, some Ogg)
+        return sum(block.size for block in audio_blocks(path, FFMPEG_RATE)) / FFMPEG_RATE
 
-    libsndfile formats stream from disk; others (MP3 and the like, through ffmpeg) are decoded whole first.
+
+def audio_blocks(path: str | Path, target_rate: int, block_seconds: float = 30.0, start: float = 0.0,
+                 end: float | None = None) -> Iterator[np.ndarray]:
+    """A recording of any length and format, from `start` to `end` seconds (None: to its end), as
+    consecutive mono float32 blocks at `target_rate`, so memory stays bounded by a block.
+
+    libsndfile formats are read from disk with a seek; others (MP3, M4A/AAC, Opus...) stream out of ffmpeg,
+    which seeks too. Both are resampled by the same streaming resampler.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise EdgedistillError(f"audio file {path} does not exist", "check the path")
+    path = _existing(path)
     try:
         source = soundfile.SoundFile(path)
     except (soundfile.LibsndfileError, RuntimeError, TypeError):
-        audio = load_audio(path, target_rate)
-        step = max(1, int(block_seconds * target_rate))
-        yield from (audio[i:i + step] for i in range(0, audio.size, step))
-        return
+        blocks, rate = _ffmpeg_blocks(path, block_seconds, start, end), FFMPEG_RATE
+    else:
+        blocks, rate = _soundfile_blocks(source, block_seconds, start, end), source.samplerate
+    stream = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1)
+    for mono in blocks:
+        if not np.all(np.isfinite(mono)):
+            raise EdgedistillError(f"{path} holds NaN or infinite samples", "re-export the file")
+        yield mono if stream is None else stream.resample_chunk(mono).astype(np.float32)
+    if stream is not None:
+        yield stream.resample_chunk(np.zeros(0, np.float32), last=True).astype(np.float32)
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise EdgedistillError(f"audio file {path} does not exist", "check the path")
+    return path
+
+
+def _need_ffmpeg(path: Path) -> None:
+    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
+        raise EdgedistillError(f"{path} is not audio that libsndfile can read",
+                               "convert it to WAV or FLAC, or install ffmpeg for other formats")
+
+
+def _soundfile_blocks(source: soundfile.SoundFile, block_seconds: float, start: float,
+                      end: float | None) -> Iterator[np.ndarray]:
     with source:
-        stream = None if source.samplerate == target_rate else soxr.ResampleStream(source.samplerate, target_rate, 1)
-        for block in source.blocks(blocksize=max(1, int(block_seconds * source.samplerate)), dtype="float32",
-                                   always_2d=True):
-            mono = block.mean(axis=1)
-            if not np.all(np.isfinite(mono)):
-                raise EdgedistillError(f"{path} holds NaN or infinite samples", "re-export the file")
-            yield mono if stream is None else stream.resample_chunk(mono).astype(np.float32)
-        if stream is not None:
-            yield stream.resample_chunk(np.zeros(0, np.float32), last=True).astype(np.float32)
+        first = min(source.frames, max(0, round(start * source.samplerate)))
+        last = source.frames if end is None else min(source.frames, max(first, round(end * source.samplerate)))
+        source.seek(first)
+        for block in source.blocks(blocksize=max(1, int(block_seconds * source.samplerate)), frames=last - first,
+                                   dtype="float32", always_2d=True):
+            yield block.mean(axis=1)
+
+
+def _ffmpeg_blocks(path: Path, block_seconds: float, start: float, end: float | None,
+                   name: str | None = None) -> Iterator[np.ndarray]:
+    """ffmpeg's decode of [start, end) at FFMPEG_RATE, read from its pipe a block at a time; `name`: what
+    errors call the file (default its path)."""
+    name = name or str(path)
+    _need_ffmpeg(Path(name))
+    # decoding starts a little early and drops that part: an AAC decoder gives ~20 ms of near-silence after a seek
+    preroll = min(start, FFMPEG_PREROLL_SECONDS)
+    span = [] if end is None else ["-t", f"{max(0.0, end - start + preroll):.6f}"]
+    argv = ["ffmpeg", "-v", "error", "-nostdin", "-ss", f"{start - preroll:.6f}", *span, "-i", str(path),
+            "-ac", "1", "-ar", str(FFMPEG_RATE), "-f", "f32le", "pipe:1"]
+    block_bytes, skip = 4 * max(1, int(block_seconds * FFMPEG_RATE)), 4 * round(preroll * FFMPEG_RATE)
+    with tempfile.TemporaryFile() as errors, subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors) as ffmpeg:
+        decoded = 0
+        while data := ffmpeg.stdout.read(block_bytes):
+            decoded += len(data)
+            data, skip = data[skip:], max(0, skip - len(data))
+            if data:
+                yield np.frombuffer(data[:len(data) // 4 * 4], dtype=np.float32)
+        if ffmpeg.wait() != 0 and decoded == 0:  # a damaged tail after good audio is kept, not fatal
+            errors.seek(0)
+            raise _unreadable(name, errors.read().decode(errors="replace"))
+
+
+def _unreadable(name: str, ffmpeg_errors: str) -> EdgedistillError:
+    reason = ffmpeg_errors.strip().splitlines()[-1:] or ["no audio stream"]
+    return EdgedistillError(f"{name} is not a readable audio file ({reason[0]})",
+                            "check that the file is complete and is audio")

@@ -238,6 +238,10 @@ class Store:
     def is_folder(self) -> bool:
         return self._call("look for", "", lambda: self.fs.isdir(self.base))
 
+    def details(self) -> dict[str, Any] | None:
+        """fsspec's details (size, mtime or ETag, ...) of the location itself when it is a file, else None."""
+        return self._call("look for", "", lambda: self.fs.info(self.base) if self.fs.isfile(self.base) else None)
+
     def files(self) -> dict[str, dict[str, Any]]:
         """Every file under the folder: relative path -> fsspec's details (size, mtime or ETag, ...)."""
         found = self._call("list", "", lambda: self.fs.find(self.base, detail=True))
@@ -257,6 +261,16 @@ class Store:
         found = self._call("read", f"{len(relatives)} files under {relatives[0]}",
                            lambda: self.fs.cat([self.path(r) for r in relatives], on_error="omit"))
         return {r: found[self.path(r)] for r in relatives if self.path(r) in found}
+
+    def fetch(self, target: Path) -> None:
+        """The location (a file) copied to the local file `target`, streamed to disk, renamed into place once whole."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+        try:
+            self._call("read", "", lambda: self.fs.get_file(self.base, str(partial)))
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
 
     def write(self, relative: str, data: bytes) -> None:
         if self.is_local:

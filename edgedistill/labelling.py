@@ -23,12 +23,16 @@ from edgedistill.boxes import Detections, clip_boxes, non_max_suppression, xyxy_
 from edgedistill.dataset import Dataset, Label, LabelSource, Sample
 from edgedistill.images import load_image
 from edgedistill.recipe import AutoLabelSettings, DetectionClass
-from edgedistill.shards import ShardOutput, run_shards
+from edgedistill.shards import ShardOutput, ShardRun, run_shards
 
 
 class Labeler(ABC):
     """Puts labels on samples. Built unloaded from settings (cheap to pickle); `load` runs once per
-    worker and sets `source`: the labeler's name, model id and version, as its labels record them."""
+    worker and sets `source`: the labeler's name, model id and version, as its labels record them.
+
+    Most labelers label the samples they are given (`run_labeler`). A miner's work is instead pieces of
+    something outside the dataset (stretches of long recordings, labelers/recordings.py), from which
+    `label` cuts new, labelled samples; it runs with `label_in_shards` on the same driver."""
 
     shard_size: int = 32  # samples per resumable shard
     source: LabelSource | None = None
@@ -65,12 +69,20 @@ def run_labeler(labeler: Labeler, dataset: Dataset, samples: list[Sample], work_
     """
     shards = labeler.plan([s for s in samples if labeler.wants(s)])
     started = time.perf_counter()
-    run = run_shards(shards, functools.partial(label_shard, labeler, dataset.location), work_dir, 1, workers,
-                     progress and _progress_in_samples(progress, [len(shard) for shard in shards]))
+    run = label_in_shards(labeler, dataset, shards, work_dir, progress, workers)
     labelled_now = sum(len(shards[index]) for index in run.ran)
     done = {s.id: s for output in run.outputs for s in output.samples}
     return Labelled([done.get(s.id, s) for s in samples],
                     labelled_now / (time.perf_counter() - started) if labelled_now else 0.0)
+
+
+def label_in_shards(labeler: Labeler, dataset: Dataset, shards: list[list], work_dir: Path,
+                    progress: Callable[[int, int], None] | None = None, workers: int = 1) -> ShardRun:
+    """The labeler over its work as `plan` cut it, on the shard driver: shards found in `work_dir` are
+    kept, the missing ones run (here, on `workers` processes, or the flow's task runner) and are kept
+    there once done. Progress counts pieces of work (samples, for a labeler of samples)."""
+    return run_shards(shards, functools.partial(label_shard, labeler, dataset.location), work_dir, 1, workers,
+                      progress and _progress_in_samples(progress, [len(shard) for shard in shards]))
 
 
 def _progress_in_samples(progress: Callable[[int, int], None], sizes: list[int]) -> Callable[[int, int], None]:
@@ -96,7 +108,7 @@ def loaded(labeler: Labeler) -> Labeler:
     return _loaded[key]
 
 
-def label_shard(labeler: Labeler, location: str, shard: list[list[Sample]]) -> ShardOutput:
+def label_shard(labeler: Labeler, location: str, shard: list[list]) -> ShardOutput:
     """A shard task: runs wherever the driver sends it (a picklable top-level function)."""
     worker = loaded(labeler)
     dataset = Dataset.open(location)

@@ -17,14 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgedistill.audio import fit_to_length, load_audio
+from edgedistill.audio import AUDIO_SUFFIXES, fit_to_length, load_audio
 from edgedistill.errors import EdgedistillError
 from edgedistill.frontend import MfccFrontEnd
 from edgedistill.inference import loudest_window
 from edgedistill.recipe import is_keyword
 from edgedistill.streaming import StreamingSpec, clip_peaks, detect, smoothed_track
-
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aiff", ".aif"}
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,17 @@ class WhisperCheckSettings(_Section):
     windowing: Literal["packed", "single"] = "packed"
 
 
+class MiningSettings(_Section):
+    """Keyword clips cut from the team's own long recordings (`recordings:`) where Whisper hears the words."""
+
+    model: str = "tiny.en"  # a local CTranslate2 folder, a hub id, or the packaged tiny.en
+    # every keyword Whisper hears becomes a clip; of other words and of pauses, at most this many clips per
+    # minute of recording (an hour of talk holds thousands of words, and negatives are cheap to synthesise)
+    unknown_per_minute: float = Field(6.0, ge=0)
+    silence_per_minute: float = Field(2.0, ge=0)
+    window_minutes: float = Field(10.0, gt=0)  # one resumable shard: this much of one recording, read alone
+
+
 class ReviewSettings(_Section):
     """Human review in Label Studio (`edgedistill review push|pull`, and the flow when enabled)."""
 
@@ -224,6 +235,10 @@ class KeywordSpottingRecipe(_Recipe):
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
     whisper_check: WhisperCheckSettings = Field(default_factory=WhisperCheckSettings)
+    # the team's own recordings (files or folders, local or s3://...): keyword clips mined from them join the
+    # synthetic ones, split by recording
+    recordings: list[str] = Field(default_factory=list)
+    mining: MiningSettings = Field(default_factory=MiningSettings)
     frontend: FrontEndSettings = Field(default_factory=FrontEndSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     detect: StreamingSettings = Field(default_factory=StreamingSettings)

@@ -28,29 +28,33 @@ def assign_splits(keys: Iterable[str], val_share: float, test_share: float, seed
     return {key: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, key in enumerate(ordered)}
 
 
-def split_by_group(samples: list[Sample], val_share: float, test_share: float, seed: int) -> list[Sample]:
+def split_by_group(samples: list[Sample], val_share: float, test_share: float, seed: int,
+                   apart: Callable[[Sample], bool] | None = None) -> list[Sample]:
     """Give every sample the split of its provenance group (its voice, its photo, its noise source).
 
     Groups with a label and groups without are split apart, each by the shares: a few dozen labelled
     photos among thousands of empty ones still reach validation and test, which otherwise could by
-    chance hold no object at all (and validate every model as perfect).
+    chance hold no object at all (and validate every model as perfect). So are the groups of samples
+    `apart` picks (real recordings among synthetic voices), so that they are measured on too.
     """
     group = {s.id: s.provenance.group or s.id for s in samples}
     labelled = {group[s.id] for s in samples if s.labels}
+    aside = {group[s.id] for s in samples if apart is not None and apart(s)}
     split_of = {}
-    for stratum in (labelled, set(group.values()) - labelled):
+    for stratum in (labelled - aside, set(group.values()) - labelled - aside, aside):
         split_of.update(assign_splits(stratum, val_share, test_share, seed))
     return [s.model_copy(update={"split": split_of[group[s.id]]}) for s in samples]
 
 
 def split_version(dataset: Dataset, parent: VersionInfo, val_share: float, test_share: float, seed: int,
                   params: dict[str, Any] | None = None,
-                  adding: Callable[[list[Sample]], list[Sample]] = lambda samples: samples) -> VersionInfo:
-    """The "split" stage of both pipelines: `parent`'s samples (with what `adding` adds) split by group.
-    `params`: what else decides the split, for its stage key."""
+                  adding: Callable[[list[Sample]], list[Sample]] = lambda samples: samples,
+                  apart: Callable[[Sample], bool] | None = None) -> VersionInfo:
+    """The "split" stage of both pipelines: `parent`'s samples (with what `adding` adds) split by group,
+    those `apart` picks among themselves. `params`: what else decides the split, for its stage key."""
     key = {"val_share": val_share, "test_share": test_share, "seed": seed} | (params or {})
     return dataset.derive(parent, "split", key,
-                          lambda samples, _: split_by_group(adding(samples), val_share, test_share, seed))
+                          lambda samples, _: split_by_group(adding(samples), val_share, test_share, seed, apart))
 
 
 def calibration_set(samples: list[Sample], count: int, seed: int) -> list[Sample]:

@@ -245,15 +245,16 @@ def export_keyword_bundle(model: torch.nn.Module, *, out_dir: Path, name: str, l
                           frontend: MfccFrontEnd, calibration: np.ndarray, test_features: np.ndarray,
                           test_labels: np.ndarray, float_metrics: dict, settings: ExportSettings,
                           dataset_ref: dict, recipe: dict, test_negative_kinds: list[str | None] = (),
-                          held_out_audio: HeldOutAudio | None = None,
+                          test_origins: list[str] = (), held_out_audio: HeldOutAudio | None = None,
                           streaming: StreamingSettings | None = None, real_clips: list[LabelledClip] = (),
                           progress: Callable[[str], None] | None = None) -> Manifest:
     """Export a trained float keyword model as a bundle in `out_dir`; return its manifest.
 
     `test_negative_kinds` names what each negative test clip says (a keyword's sound-alike, running speech...):
-    false accepts are reported per kind too. With `held_out_audio`, the int8 model is run over it as the device
-    would (`streaming` settings) to pick per-keyword thresholds for the false-accept target; `real_clips` are real
-    recordings it is measured on.
+    false accepts are reported per kind too. `test_origins` says where each test clip comes from (synthetic,
+    mined from recordings): with more than one, the int8 figures of each are reported apart. With
+    `held_out_audio`, the int8 model is run over it as the device would (`streaming` settings) to pick
+    per-keyword thresholds for the false-accept target; `real_clips` are real recordings it is measured on.
     Raises EdgedistillError, leaving `out_dir` as it was, when int8 accuracy drops more than
     `settings.max_int8_accuracy_drop` below `float_metrics["accuracy"]`.
     """
@@ -267,6 +268,10 @@ def export_keyword_bundle(model: torch.nn.Module, *, out_dir: Path, name: str, l
         int8_metrics = classification_metrics(test_labels, int8_predictions, labels)
         int8_metrics["false_accept_rate_by_negative"] = _false_accepts_by_kind(int8_predictions, labels,
                                                                              test_negative_kinds)
+        if len(set(test_origins)) > 1:
+            int8_metrics["by_origin"] = {
+                origin: classification_metrics(np.asarray(test_labels)[chosen], int8_predictions[chosen], labels)
+                for origin in sorted(set(test_origins)) for chosen in [np.asarray(test_origins) == origin]}
         float_predictions = _float_predictions(float_model, test_features)
         float_accuracy = float_metrics.get("accuracy")
         if float_accuracy is None:

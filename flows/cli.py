@@ -9,7 +9,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from edgedistill.errors import EdgedistillError
 from flows.progress import console, print_table, progress_bar
@@ -65,7 +67,26 @@ def generate(recipe: RecipeArg, out: OutOpt = None) -> None:
     _print_counts(paths, version)
 
 
-@app.command()
+class _LabelCommands(TyperGroup):
+    """`label RECIPE` runs the recipe's labelling; `label recordings RECIPE PATH...` mines recordings. The
+    first word picks: a sub-command's name, or else it is the recipe of the default command."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] != "--help":
+            args = [_LABEL_RECIPE, *args]
+        return super().parse_args(ctx, args)
+
+
+_LABEL_RECIPE = "recipe"  # the default sub-command's name, which nobody has to type
+label_app = typer.Typer(
+    cls=_LabelCommands, no_args_is_help=True, subcommand_metavar="RECIPE | recordings RECIPE PATH...",
+    help="Label or check the samples: `label RECIPE` runs the Whisper check (keywords; then mines the recipe's "
+         "recordings) or auto-labelling (detection); `label recordings RECIPE PATH...` mines keyword clips from "
+         "real recordings.")
+app.add_typer(label_app, name="label")
+
+
+@label_app.command(_LABEL_RECIPE, hidden=True)
 def label(recipe: RecipeArg, out: OutOpt = None) -> None:
     """Label or check the generated samples: the Whisper check (keywords), auto-labelling and its
     verification (detection)."""
@@ -74,6 +95,39 @@ def label(recipe: RecipeArg, out: OutOpt = None) -> None:
         version = pipeline.label(parsed, paths, None, update)
     _print_counts(paths, version)
     _print_verification(paths, version)
+
+
+@label_app.command("recordings")
+def label_recordings(
+        recipe: RecipeArg,
+        locations: Annotated[list[str], typer.Argument(metavar="PATH...", help="recordings of any length and format: "
+                                                                               "files or folders, local or s3://...")],
+        out: OutOpt = None) -> None:
+    """Cut keyword, `_unknown_` and `_silence_` clips from long real recordings where Whisper hears the words,
+    and add them to the run's labelled clips (the ones `train` reads)."""
+    from edgedistill.dataset import Dataset
+    from edgedistill.recipe import KeywordSpottingRecipe
+
+    parsed, pipeline, paths = _load(recipe, out)
+    if not isinstance(parsed, KeywordSpottingRecipe):
+        raise EdgedistillError(f"{recipe} is a {parsed.task} recipe; recordings are mined for keyword spotting",
+                               "use a recipe with `task: keyword_spotting`")
+    with progress_bar("mine recordings") as update:
+        mined, version = pipeline.label_recordings(parsed, paths, locations, update)
+    dataset = Dataset.open(paths.dataset)
+    report = dataset.report(mined)
+    print_table(f"recordings mined into version {mined.id}", [
+        *((Path(row["file"]).name, f"{row['minutes']:.1f} min: {row['keyword']} keyword, {row['_unknown_']} _unknown_, "
+                        f"{row['_silence_']} _silence_ clips" + (f" ({row['note']})" if row["note"] else ""))
+          for row in report["recordings"]),
+        *((Path(row["file"]).name, f"skipped: {row['reason']}") for row in report["unreadable"]),
+        ("audio mined", f"{report['audio_hours']:.2f} h at {report['audio_hours_per_hour']:.0f} audio-hours per hour"
+                        if report["audio_hours_per_hour"] else f"{report['audio_hours']:.2f} h (mined before)"),
+        ("keyword clips for review", f"{report['keyword_clips_for_review']} (Whisper's probability below "
+                                     f"review.threshold {parsed.review.threshold})"),
+    ], "recording")
+    _print_counts(paths, version.id)
+    console.print(f"report: {dataset.location}/{mined.report}")
 
 
 @app.command()

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 from typing import Callable
 
+from edgedistill.audio import AUDIO_SUFFIXES
 from edgedistill.bundle import Manifest
-from edgedistill.dataset import Dataset, MediaPolicy, OntologyClass, SPLITS, VersionInfo, stage_key
+from edgedistill.dataset import Dataset, MediaPolicy, OntologyClass, SPLITS, Sample, VersionInfo, stage_key
+from edgedistill.errors import EdgedistillError
 from edgedistill.frontend import MfccFrontEnd
-from edgedistill.recipe import KeywordSpottingRecipe
+from edgedistill.recipe import KeywordSpottingRecipe, is_keyword
 from flows.runs import Progress, RunPaths, TrainedModel, dataset_ref, newest
+
+
+LABELLED_STAGES = ("review", "with_recordings", "recordings", "whisper_check")  # what `train` may start from
 
 
 def frontend_for(recipe: KeywordSpottingRecipe) -> MfccFrontEnd:
@@ -65,10 +70,49 @@ def check_step(recipe: KeywordSpottingRecipe, dataset: Dataset, parent: VersionI
     return dataset.derive(parent, "whisper_check", _params(recipe, "whisper_check"), check)
 
 
-def split_step(recipe: KeywordSpottingRecipe, dataset: Dataset, parent: VersionInfo) -> VersionInfo:
-    from edgedistill.splits import split_version
+def mine_step(recipe: KeywordSpottingRecipe, dataset: Dataset, locations: list[str],
+              progress: Progress = None) -> VersionInfo:
+    """Clips mined from real recordings (files or folders, local or s3://...), as a version of their own: its
+    stage key holds every file's fingerprint, so the same files are never mined twice and a changed one is."""
+    from labelers.recordings import RecordingMiner, find_recordings, mine_recordings
 
-    return split_version(dataset, parent, recipe.train.val_share, recipe.train.test_share, recipe.train.seed)
+    recordings = find_recordings(locations)
+    params = _params(recipe, "mining") | {"recordings": [[r.location, r.fingerprint] for r in recordings]}
+    miner = RecordingMiner(recipe.keywords, recipe.mining, recipe.sample_rate, recipe.clip_seconds)
+
+    def mine(_, work):
+        mined = mine_recordings(dataset, recordings, miner, work, progress)
+        if not mined.recordings:
+            reasons = "; ".join(f"{row['file']}: {row['reason']}" for row in mined.unreadable) or "no audio files"
+            raise EdgedistillError(f"no recording in {', '.join(locations)} could be read ({reasons})",
+                                   f"give audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) or folders holding them")
+        doubtful = [s for s in mined.samples
+                    if is_keyword(s.class_name) and s.labels[0].score < recipe.review.threshold]
+        report = {"recordings": mined.recordings, "unreadable": mined.unreadable,
+                  "audio_hours": round(sum(row["minutes"] for row in mined.recordings) / 60, 4),
+                  "audio_hours_per_hour": round(mined.audio_hours_per_hour, 1),
+                  "keyword_clips_for_review": len(doubtful)}
+        return mined.samples, report
+
+    return dataset.derive(None, "recordings", params, mine)
+
+
+def with_recordings_step(dataset: Dataset, parent: VersionInfo, mined: VersionInfo) -> VersionInfo:
+    """`parent`'s samples and the clips mined from recordings, together: what review and training see."""
+    def add(samples, _):
+        have = {s.id for s in samples}
+        return samples + [s for s in dataset.samples(mined.id) if s.id not in have]
+
+    return dataset.derive(parent, "with_recordings", {"recordings": mined.id}, add)
+
+
+def split_step(recipe: KeywordSpottingRecipe, dataset: Dataset, parent: VersionInfo) -> VersionInfo:
+    """Split by voice, and by recording: real recordings among themselves, so that some reach the test."""
+    from edgedistill.splits import split_version
+    from labelers.recordings import SOURCE
+
+    return split_version(dataset, parent, recipe.train.val_share, recipe.train.test_share, recipe.train.seed,
+                         apart=lambda sample: sample.provenance.source == SOURCE)
 
 
 def augment_step(recipe: KeywordSpottingRecipe, dataset: Dataset, parent: VersionInfo,
@@ -101,7 +145,7 @@ def train_step(recipe: KeywordSpottingRecipe, dataset: Dataset, version: Version
     """Train on a training-set version; the record (model path, test metrics) goes beside the model."""
     import torch
 
-    from trainers.keyword_spotter import clip_features, evaluate, save_model, train_keyword_spotter
+    from trainers.keyword_spotter import clip_features, evaluate, evaluate_by_origin, save_model, train_keyword_spotter
 
     torch.set_num_threads(1)  # faster than 2 for this small CNN on these CPUs (OFFLINE.md)
     frontend = frontend_for(recipe)
@@ -113,10 +157,12 @@ def train_step(recipe: KeywordSpottingRecipe, dataset: Dataset, version: Version
     checkpoints.mkdir(parents=True, exist_ok=True)
     result = train_keyword_spotter(data["train"], data["val"], recipe.classes, recipe.train, checkpoints, progress)
     save_model(result.model, paths.model, recipe.classes, recipe.train)
+    test_origins = origins(dataset.samples(version.id), [s for s in samples if s.split == "test"])
     trained = TrainedModel(path=paths.model, version=version.id,
                            float_metrics=evaluate(result.model, data["test"], recipe.classes),
                            best_epoch=result.best_epoch, epochs_run=result.epochs_run, seconds=result.seconds,
-                           samples_per_second=result.samples_per_second)
+                           samples_per_second=result.samples_per_second,
+                           held_out=evaluate_by_origin(result.model, data["test"], test_origins, recipe.classes))
     trained.save(paths)
     return trained
 
@@ -142,9 +188,25 @@ def export_step(recipe: KeywordSpottingRecipe, dataset: Dataset, trained: Traine
         calibration=calibration.features, test_features=test.features, test_labels=test.targets,
         float_metrics=trained.float_metrics, settings=recipe.export,
         test_negative_kinds=[negative_kind(s) for s in test_samples],
+        test_origins=origins(dataset.samples(version.id), test_samples),
         held_out_audio=held_out_audio(dataset, samples, frontend, labels, recipe.seed), streaming=recipe.detect,
-        real_clips=real_clips, dataset_ref=dataset_ref(dataset, version),
+        real_clips=real_clips, dataset_ref=dataset_ref(dataset, version) | {"held_out_float": trained.held_out},
         recipe=recipe.model_dump(mode="json"), progress=progress)
+
+
+def origins(samples: list[Sample], of: list[Sample]) -> list[str]:
+    """Where each of `of` comes from: "recordings" (mined from a real recording) or "synthetic"; an augmented
+    copy from where the clip it copies does (`samples`: the version holding both)."""
+    from labelers.recordings import SOURCE
+
+    by_id = {s.id: s for s in samples}
+
+    def origin(sample: Sample) -> str:
+        while sample.provenance.source == "augment":
+            sample = by_id[sample.provenance.params["parent"]]
+        return "recordings" if sample.provenance.source == SOURCE else "synthetic"
+
+    return [origin(sample) for sample in of]
 
 
 # -- the four stages, as the CLI and the Prefect flow call them (flows/pipeline.py) -----------
@@ -154,16 +216,32 @@ def generate(recipe: KeywordSpottingRecipe, paths: RunPaths, progress: Progress 
 
 def label(recipe: KeywordSpottingRecipe, paths: RunPaths, version_id: str | None = None,
           progress: Progress = None) -> str:
+    """The Whisper check of the synthetic clips, then the clips mined from the recipe's `recordings:`."""
     dataset = open_dataset(recipe, paths.dataset)
     parent = dataset.version(version_id) if version_id else newest(dataset, "synthesize")
-    return check_step(recipe, dataset, parent, progress).id
+    checked = check_step(recipe, dataset, parent, progress)
+    if not recipe.recordings:
+        return checked.id
+    return with_recordings_step(dataset, checked, mine_step(recipe, dataset, recipe.recordings, progress)).id
+
+
+def label_recordings(recipe: KeywordSpottingRecipe, paths: RunPaths, locations: list[str],
+                     progress: Progress = None) -> tuple[VersionInfo, VersionInfo]:
+    """Mine `locations` and add the clips to the run's newest labelled version, which `train` reads (alone
+    when nothing is labelled yet). Returns the mined version and the one training will read."""
+    dataset = open_dataset(recipe, paths.dataset)
+    labelled = newest(dataset, *LABELLED_STAGES, missing_ok=True)
+    mined = mine_step(recipe, dataset, locations, progress)
+    if labelled is None or labelled.id == mined.id:  # nothing else labelled, or these very clips again
+        return mined, mined
+    return mined, with_recordings_step(dataset, labelled, mined)
 
 
 def train(recipe: KeywordSpottingRecipe, paths: RunPaths, version_id: str | None = None,
           progress: Progress = None) -> TrainedModel:
     """Split by voice, augment, train. `version_id`: the labelled (or reviewed) version."""
     dataset = open_dataset(recipe, paths.dataset)
-    labelled = dataset.version(version_id) if version_id else newest(dataset, "review", "whisper_check")
+    labelled = dataset.version(version_id) if version_id else newest(dataset, *LABELLED_STAGES)
     training_set = training_set_step(recipe, dataset, labelled, progress)
     return train_step(recipe, dataset, training_set, paths,
                       (lambda epoch, total, _: progress(epoch, total)) if progress else None)

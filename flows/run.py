@@ -148,6 +148,8 @@ def summary_rows(manifest, bundle: Path) -> list[tuple[str, str]]:
         ("bundle", str(bundle)),
         (f"float {quality} (held out)", _pct(floating.get(quality))),
         (f"int8 {quality} (held out)", _pct(int8.get(quality))),
+        *((f"int8 {quality}, held-out {origin} ({figures['count']} clips)", _pct(figures.get(quality)))
+          for origin, figures in int8.get("by_origin", {}).items()),
         *_streaming_and_real_rows(manifest),
         ("int8 model size", f"{manifest.file('model_int8').bytes / 1024:.1f} KiB"),
         ("TFLite Micro arena", f"{tflm.get('arena_bytes', 0) / 1024:.1f} KiB"),

@@ -63,7 +63,8 @@ class TrainedModel:
     epochs_run: int
     seconds: float
     samples_per_second: float
-    held_out: dict[str, dict] = field(default_factory=dict)  # detection: float figures per source (composites, photos)
+    # float figures per source: composites, photos (detection); synthetic, recordings (keywords)
+    held_out: dict[str, dict] = field(default_factory=dict)
     yolo: YoloModel | None = None  # detection with train.yolo: the larger model
 
     def save(self, paths: RunPaths) -> None:
@@ -88,10 +89,13 @@ def dataset_ref(dataset: Dataset, version: VersionInfo) -> dict:
     return ref | ({"api_usage": usage} if (usage := spent(dataset, version)) else {})
 
 
-def newest(dataset: Dataset, *stages: str) -> VersionInfo:
-    """The newest version one of `stages` made, for the one-stage-at-a-time commands."""
+def newest(dataset: Dataset, *stages: str, missing_ok: bool = False) -> VersionInfo | None:
+    """The newest version one of `stages` made, for the one-stage-at-a-time commands (None, with
+    `missing_ok`, when there is none)."""
     for version in reversed(dataset.info.versions):
         if version.stage in stages:
             return version
+    if missing_ok:
+        return None
     raise EdgedistillError(f"dataset {dataset.location} has no {' or '.join(stages)} version yet",
                            "run the stages before it first (`edgedistill generate`, then `label`)")

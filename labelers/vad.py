@@ -27,21 +27,27 @@ def silero_vad_model():
     return load_silero_vad(onnx=True)
 
 
-def find_speech(audio: np.ndarray, sample_rate: int) -> tuple[float, float] | None:
-    """The span from the first speech onset to the last speech offset, in seconds; None if silent."""
+def speech_regions(audio: np.ndarray, sample_rate: int,
+                   min_silence_ms: int = MIN_SILENCE_MS) -> list[tuple[float, float]]:
+    """Every stretch of speech, as (start, end) in seconds, in order; pauses shorter than
+    `min_silence_ms` stay inside a stretch."""
     from silero_vad import get_speech_timestamps
 
     audio16 = resample(np.asarray(audio, dtype=np.float32), sample_rate, VAD_RATE)
     if audio16.size == 0:
-        return None
+        return []
     with torch.inference_mode():
         chunks = get_speech_timestamps(
             torch.from_numpy(np.ascontiguousarray(audio16)), silero_vad_model(), sampling_rate=VAD_RATE,
-            min_speech_duration_ms=MIN_SPEECH_MS, min_silence_duration_ms=MIN_SILENCE_MS,
+            min_speech_duration_ms=MIN_SPEECH_MS, min_silence_duration_ms=min_silence_ms,
         )
-    if not chunks:
-        return None
-    return chunks[0]["start"] / VAD_RATE, chunks[-1]["end"] / VAD_RATE
+    return [(chunk["start"] / VAD_RATE, chunk["end"] / VAD_RATE) for chunk in chunks]
+
+
+def find_speech(audio: np.ndarray, sample_rate: int) -> tuple[float, float] | None:
+    """The span from the first speech onset to the last speech offset, in seconds; None if silent."""
+    regions = speech_regions(audio, sample_rate)
+    return (regions[0][0], regions[-1][1]) if regions else None
 
 
 def window_around(audio: np.ndarray, centre: int, length: int) -> np.ndarray:

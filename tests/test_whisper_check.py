@@ -17,9 +17,8 @@ from edgedistill.dataset import (
 from edgedistill.errors import EdgedistillError
 from edgedistill.recipe import SILENCE, UNKNOWN, WhisperCheckSettings
 from labelers.vad import centre_on_speech, find_speech
-from labelers.whisper_check import (
-    assign_words, check_speech, heard_keyword, normalise_transcript, resolve_whisper_model,
-)
+from labelers.whisper import heard_keyword, normalise_transcript, resolve_whisper_model
+from labelers.whisper_check import assign_words, check_speech
 
 RATE = 16000
 pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("flite")),

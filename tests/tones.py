@@ -36,7 +36,9 @@ def tone_clips(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.array([tone_clip(LABELS[i], RATE, 1.0, rng) for i in labels], np.float32), labels
 
 
-def export_tones_bundle(out_dir: Path, streaming: StreamingSettings | None = None, real_clips=()) -> Path:
+def export_tones_bundle(out_dir: Path, streaming: StreamingSettings | None = None, real_clips=(),
+                        test_origins=(), dataset_ref: dict | None = None) -> Path:
+    """`test_origins` and `dataset_ref` as export takes them (for figures by origin); the test set has 48 clips."""
     clips, labels = tone_clips(32, seed=0)
     test_clips, test_labels = tone_clips(12, seed=1)
     features, test_features = MfccFrontEnd()(clips), MfccFrontEnd()(test_clips)
@@ -52,6 +54,6 @@ def export_tones_bundle(out_dir: Path, streaming: StreamingSettings | None = Non
     export_keyword_bundle(model, out_dir=out_dir, name="tones", labels=LABELS, frontend=MfccFrontEnd(),
                           calibration=features, test_features=test_features, test_labels=test_labels,
                           float_metrics=float_metrics, settings=ExportSettings(formats=["tflite", "c_header"]),
-                          held_out_audio=held_out, streaming=streaming, real_clips=real_clips,
-                          dataset_ref={}, recipe={})
+                          test_origins=test_origins, held_out_audio=held_out, streaming=streaming,
+                          real_clips=real_clips, dataset_ref=dataset_ref or {}, recipe={})
     return out_dir

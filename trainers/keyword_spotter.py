@@ -33,6 +33,9 @@ class FeatureSet:
     def __len__(self) -> int:
         return len(self.targets)
 
+    def subset(self, indices: list[int]) -> "FeatureSet":
+        return FeatureSet(self.features[indices], self.targets[indices])
+
 
 @dataclass
 class TrainResult:
@@ -59,7 +62,7 @@ def _clips(dataset: Dataset, samples: list[Sample], frontend: MfccFrontEnd) -> n
                      for path in dataset.media_paths(samples)]) if samples else np.zeros((0, frontend.clip_samples))
 
 
-BACKGROUND_KINDS = ("everyday", "phrase", "silence", "other")
+BACKGROUND_KINDS = ("everyday", "phrase", "silence", "other", "recorded")  # "recorded": real talk, mined
 
 
 def held_out_audio(dataset: Dataset, samples: list[Sample], frontend: MfccFrontEnd, labels: list[str],
@@ -82,7 +85,8 @@ def held_out_audio(dataset: Dataset, samples: list[Sample], frontend: MfccFrontE
 
 def negative_kind(sample: Sample) -> str | None:
     """What a negative clip holds, for the false-accept table: "silence", or the kind of `_unknown_` speech
-    ("confusable", "everyday", "partial", "phrase"; "other" for clips made before kinds were recorded)."""
+    ("confusable", "everyday", "partial", "phrase", "recorded" for other words mined from real recordings;
+    "other" for clips made before kinds were recorded)."""
     if is_keyword(sample.class_name):
         return None
     return "silence" if sample.class_name == SILENCE else sample.provenance.params.get("negative", "other")
@@ -100,6 +104,16 @@ def predict_logits(model: nn.Module, features: np.ndarray, batch_size: int = 512
 def evaluate(model: nn.Module, data: FeatureSet, labels: list[str]) -> dict:
     predicted = predict_logits(model, data.features).argmax(axis=1)
     return classification_metrics(data.targets, predicted, labels)
+
+
+def evaluate_by_origin(model: nn.Module, test: FeatureSet, origin_of: list[str], labels: list[str]) -> dict[str, dict]:
+    """The test figures of each origin's clips apart (`origin_of`: each test clip's, e.g. synthetic, recordings),
+    when the test holds more than one; {} otherwise (the overall figures say it all)."""
+    found = sorted(set(origin_of))
+    if len(found) < 2:
+        return {}
+    return {origin: evaluate(model, test.subset([i for i, o in enumerate(origin_of) if o == origin]), labels)
+            for origin in found}
 
 
 def _class_weights(targets: np.ndarray, labels: list[str], unknown_weight: float) -> torch.Tensor:
