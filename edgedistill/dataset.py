@@ -434,6 +434,13 @@ class Dataset:
         key = stage_key(parent, stage, params)
         return next((v for v in self.info.versions if v.key == key), None)
 
+    def lineage(self, version: VersionInfo) -> Iterator[VersionInfo]:
+        """The version, then its parent, and so on to the first."""
+        current: VersionInfo | None = version
+        while current is not None:
+            yield current
+            current = self.version(current.parent) if current.parent else None
+
     def samples(self, version_id: str | None = None) -> list[Sample]:
         info = self.version(version_id)
         path = f"versions/{info.id}.jsonl"

@@ -69,6 +69,20 @@ class Usage:
 
 
 @dataclass
+class Budgeted:
+    """Which of a stage's requests a run asks (indices into them): those answered before are free, and
+    of the new ones, the first the budget affords; the rest are left."""
+
+    cached: list[int]
+    asked: list[int]
+    left: list[int]
+
+    @property
+    def chosen(self) -> set[int]:
+        return set(self.cached) | set(self.asked)
+
+
+@dataclass
 class Answer:
     content: dict[str, Any]  # the parsed JSON the model answered
     usage: Usage = field(default_factory=Usage)
@@ -101,17 +115,35 @@ class ApiClient:
             return None
         return (input_tokens * price_in + output_tokens * price_out) / 1e6
 
-    def affordable(self, wanted: int, most_input_tokens: int, most_output_tokens: int) -> int:
-        """How many of `wanted` new requests the budget allows, each costing at most the given tokens."""
+    def budgeted(self, store: Store, endpoint: str, requests: list[dict[str, Any]],
+                 most: list[tuple[int, int]]) -> Budgeted:
+        """Which of `requests` (cache keys, as the asking method builds them) a run asks, planned before any
+        is: `most` gives what each may cost at most, in input and output units."""
+        answered = [store.exists(self.cache_path(endpoint, request)) for request in requests]
+        new = [i for i, done in enumerate(answered) if not done]
+        most_input, most_output = max((most[i] for i in new), default=(0, 0))
+        affordable = self._affordable(len(new), most_input, most_output)
+        return Budgeted([i for i, done in enumerate(answered) if done], new[:affordable], new[affordable:])
+
+    def _affordable(self, wanted: int, most_input: int, most_output: int) -> int:
+        """How many of `wanted` new requests the budget allows, each costing at most the given units."""
         allowed = wanted if self.settings.max_requests is None else min(wanted, self.settings.max_requests)
         if self.settings.max_cost is None:
             return allowed
-        most = self.cost(most_input_tokens, most_output_tokens)
+        most = self.cost(most_input, most_output)
         if most is None:
             raise EdgedistillError(f"max_cost is set, but the prices of model {self.settings.model} are unknown",
                                    "set price_input and price_output (USD per million tokens, characters or images), "
                                    "or use max_requests")
         return min(allowed, int(self.settings.max_cost / most) if most > 0 else allowed)
+
+    def spent(self, store: Store, endpoint: str, requests: list[dict[str, Any]], plan: Budgeted) -> Usage:
+        """What the requests a run asked cost, as their cache entries recorded it, and how many were free."""
+        usage = Usage(from_cache=len(plan.cached))
+        for i in plan.asked:
+            kept = store.read(self.cache_path(endpoint, requests[i]))
+            usage = usage.add(Usage(**json.loads(kept)["usage"]) if kept is not None else Usage())
+        return usage
 
     # -- the cache ------------------------------------------------------------------------------
     def cache_path(self, endpoint: str, request: dict[str, Any]) -> str:
@@ -120,14 +152,6 @@ class ApiClient:
                           sort_keys=True)
         digest = hashlib.sha256(blob.encode()).hexdigest()
         return f"{CACHE}/{digest[:2]}/{digest}.json"
-
-    def is_cached(self, store: Store, endpoint: str, request: dict[str, Any]) -> bool:
-        return store.exists(self.cache_path(endpoint, request))
-
-    def recorded_usage(self, store: Store, endpoint: str, request: dict[str, Any]) -> Usage:
-        """What the cached answer to `request` cost when it was asked."""
-        kept = store.read(self.cache_path(endpoint, request))
-        return Usage(**json.loads(kept)["usage"]) if kept is not None else Usage()
 
     # -- asking ---------------------------------------------------------------------------------
     def chat_json(self, store: Store, request: dict[str, Any], messages: Callable[[], list[dict[str, Any]]],
@@ -177,14 +201,16 @@ class ApiClient:
         encoded, usage = self._cached(store, SPEECH, request, fetch)
         return base64.b64decode(encoded), usage
 
-    def image(self, store: Store, request: dict[str, Any], variant: int) -> tuple[bytes, Usage]:
+    def image(self, store: Store, request: dict[str, Any]) -> tuple[bytes, Usage]:
         """The encoded image (PNG, JPEG or WebP bytes) the image endpoint makes for `request` (prompt, size,
-        quality); `variant` tells apart images of one prompt. From the cache when asked before."""
+        quality, and a `variant` that tells images of one prompt apart and is not sent). From the cache
+        when asked before."""
+        sent = {key: value for key, value in request.items() if key != "variant"}
         # OpenAI's gpt-image models always answer base64 and refuse the parameter; others answer a URL by default
         encoding = {} if self.settings.model.startswith("gpt-image") else {"response_format": "b64_json"}
 
         def fetch() -> tuple[str, Usage]:
-            response = self._ask(lambda: self._client.images.generate(model=self.settings.model, n=1, **request,
+            response = self._ask(lambda: self._client.images.generate(model=self.settings.model, n=1, **sent,
                                                                       **encoding))
             encoded = response.data[0].b64_json if response.data else None
             if not encoded:
@@ -192,7 +218,7 @@ class ApiClient:
                                        "use a server that answers b64_json images")
             return encoded, Usage(asked=1, cost=self.cost(1, 0))
 
-        encoded, usage = self._cached(store, IMAGES, {**request, "variant": variant}, fetch)
+        encoded, usage = self._cached(store, IMAGES, request, fetch)
         return base64.b64decode(encoded), usage
 
     def _cached(self, store: Store, endpoint: str, request: dict[str, Any],
@@ -253,10 +279,8 @@ def spent(dataset: Dataset, version: VersionInfo) -> dict[str, dict[str, Any]]:
             for value in node.values():
                 collect(value)
 
-    current: VersionInfo | None = version
-    while current is not None:
-        collect(dataset.report(current))
-        current = dataset.version(current.parent) if current.parent else None
+    for made in dataset.lineage(version):
+        collect(dataset.report(made))
     return {name: usage.as_dict() for name, usage in totals.items()}
 
 

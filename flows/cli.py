@@ -258,10 +258,8 @@ def _print_verification(paths, version_id: str) -> None:
     from edgedistill.dataset import Dataset
 
     dataset = Dataset.open(paths.dataset)
-    version = dataset.version(version_id)
-    while version.stage != "verify" and version.parent:
-        version = dataset.version(version.parent)
-    report = dataset.report(version) if version.stage == "verify" else None
+    verified = next((v for v in dataset.lineage(dataset.version(version_id)) if v.stage == "verify"), None)
+    report = dataset.report(verified) if verified else None
     if not report:
         return
     usage = report["api_usage"]["verify"]

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from edgedistill.dataset import Dataset, ImageShape, Provenance, Sample
 from edgedistill.errors import EdgedistillError
 from edgedistill.images import decode_image
-from edgedistill.openai_api import IMAGES, ApiClient, Usage
+from edgedistill.openai_api import IMAGES, ApiClient
 from edgedistill.recipe import DetectionRecipe, ImageApiSettings
 from edgedistill.shards import ShardOutput, run_shards
 from generators.diffusion import DiffusionJob, plan_prompts
@@ -32,9 +32,10 @@ class _Settings:
 
 
 def request_of(job: DiffusionJob, settings: ImageApiSettings) -> dict[str, Any]:
-    """What is sent for one image (the API has no negative prompt: what not to draw goes in the text)."""
+    """What is asked for one image (the API has no negative prompt: what not to draw goes in the text); the
+    job's seed is the variant that tells images of one prompt apart."""
     prompt = f"{job.prompt}. Not: {job.negative_prompt}." if job.negative_prompt else job.prompt
-    request = {"prompt": prompt, "size": settings.size}
+    request = {"prompt": prompt, "size": settings.size, "variant": job.seed}
     return request | ({"quality": settings.quality} if settings.quality else {})
 
 
@@ -42,7 +43,7 @@ def generate_shard(settings: _Settings, jobs: list[DiffusionJob]) -> ShardOutput
     client, dataset = ApiClient(settings.api), Dataset.open(settings.dataset)
 
     def make(job: DiffusionJob) -> Sample | dict[str, Any]:
-        encoded, _ = client.image(dataset.store, request_of(job, settings.api), job.seed)
+        encoded, _ = client.image(dataset.store, request_of(job, settings.api))
         try:
             image = decode_image(encoded, f"the server's image {job.index}")
         except EdgedistillError as error:
@@ -71,20 +72,15 @@ def generate_api_images(dataset: Dataset, recipe: DetectionRecipe, work_dir: Pat
     settings = recipe.image_api
     client = ApiClient(settings)  # a missing key is an error before any work
     jobs = plan_prompts(recipe, settings.images)
-    cached = {job.index for job in jobs
-              if client.is_cached(dataset.store, IMAGES, {**request_of(job, settings), "variant": job.seed})}
-    new = [job for job in jobs if job.index not in cached]
-    affordable = client.affordable(len(new), 1, 0)
-    chosen = {job.index for job in new[:affordable]} | cached
-    run = run_shards([job for job in jobs if job.index in chosen],
+    requests = [request_of(job, settings) for job in jobs]
+    plan = client.budgeted(dataset.store, IMAGES, requests, [(1, 0)] * len(jobs))  # priced by the image
+    run = run_shards([job for i, job in enumerate(jobs) if i in plan.chosen],
                      functools.partial(generate_shard, _Settings(settings, dataset.location)), Path(work_dir),
                      SHARD_SIZE, workers=1, progress=progress)
     samples = [s for output in run.outputs for s in output.samples]
     failures = [f for output in run.outputs for f in output.failures]
-    usage = Usage(from_cache=len(cached))
-    for job in new[:affordable]:
-        usage = usage.add(client.recorded_usage(dataset.store, IMAGES, {**request_of(job, settings), "variant": job.seed}))
+    usage = client.spent(dataset.store, IMAGES, requests, plan)
     seen: set[str] = set()
     unique = [s for s in samples if not (s.id in seen or seen.add(s.id))]
-    return unique, {"model": settings.model, "images": len(unique), "left_unmade": len(new) - affordable,
+    return unique, {"model": settings.model, "images": len(unique), "left_unmade": len(plan.left),
                     "failures": failures, "api_usage": {"image_api": usage.as_dict()}}

@@ -475,16 +475,16 @@ class ApiSpeechEngine(SpeechEngine):
         from edgedistill.openai_api import SPEECH, Usage
 
         client, store = self.client(), self._store()
-        new = [r for r in requests if not client.is_cached(store, SPEECH, client.speech_request(r.text, r.voice.name,
-                                                                                                  r.rate))]
+        asked = [client.speech_request(r.text, r.voice.name, r.rate) for r in requests]
+        plan = client.budgeted(store, SPEECH, asked, [(len(r.text), 0) for r in requests])  # priced by character
+        new = [requests[i] for i in plan.asked + plan.left]
         characters = sum(len(r.text) for r in new)
-        longest = max((len(r.text) for r in new), default=0)
-        if client.affordable(len(new), longest, 0) < len(new):
+        if plan.left:
             raise EdgedistillError(
                 f"the plan asks {self.settings.model} for {len(new)} clips not made before ({characters} characters, "
                 f"about ${client.cost(characters, 0) or 0:.2f}), more than speech.api.max_requests "
                 f"({self.settings.max_requests}) or max_cost ({self.settings.max_cost}) allows",
                 "raise the budget, or lower speech.api.voices, speech.variants_per_voice or the keywords; "
                 "nothing was asked yet")
-        return Usage(asked=len(new), from_cache=len(requests) - len(new), characters=characters,
+        return Usage(asked=len(new), from_cache=len(plan.cached), characters=characters,
                      cost=client.cost(characters, 0)).as_dict()

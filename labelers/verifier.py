@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from edgedistill.dataset import Dataset, Label, LabelSource, LabelVerdict, Sample
 from edgedistill.images import load_image
 from edgedistill.labelling import Labeler, run_labeler
-from edgedistill.openai_api import CHAT, ApiClient, Usage
+from edgedistill.openai_api import CHAT, ApiClient
 from edgedistill.recipe import DetectionClass, VerifySettings
 
 PROMPT_VERSION = 1  # raise when the prompt changes: answers to the old one are not reused
@@ -150,23 +150,18 @@ def verify_labels(dataset: Dataset, samples: list[Sample], ontology: dict[str, D
     labeler = VerifyLabeler(ontology, settings)
     client = ApiClient(settings)  # a missing key is an error before any work
     wanted = [s for s in samples if labeler.wants(s)]
-    cached = {s.id for s in wanted if client.is_cached(dataset.store, CHAT, labeler.request(s))}
-    new = [s for s in wanted if s.id not in cached]
-    most_in, most_out = max((labeler.most_tokens(s) for s in new), default=(0, 0))
-    affordable = client.affordable(len(new), most_in, most_out)
-    chosen = {s.id for s in new[:affordable]} | cached
-    run = run_labeler(labeler, dataset, [s for s in wanted if s.id in chosen], work_dir, progress)
+    requests = [labeler.request(s) for s in wanted]
+    plan = client.budgeted(dataset.store, CHAT, requests, [labeler.most_tokens(s) for s in wanted])
+    run = run_labeler(labeler, dataset, [s for i, s in enumerate(wanted) if i in plan.chosen], work_dir, progress)
     verified = {s.id: s for s in run.samples}
     result = [verified.get(s.id, s) for s in samples]
-    usage = Usage(from_cache=len(cached))
-    for sample in new[:affordable]:  # what the answers asked now cost, as their cache entries recorded it
-        usage = usage.add(client.recorded_usage(dataset.store, CHAT, labeler.request(sample)))
+    usage = client.spent(dataset.store, CHAT, requests, plan)
     outcomes: dict[str, int] = {"accepted": 0, "relabelled": 0, "rejected": 0}
     for sample in result:
         for label in sample.labels:
             if label.verdict is not None and label.verdict.by.labeler == "verifier":
                 outcomes[label.verdict.outcome] += 1
-    report = {"model": settings.model, "base_url": client.base_url, "images_checked": len(chosen),
-              "images_left_unchecked": len(new) - affordable, "labels": outcomes,
+    report = {"model": settings.model, "base_url": client.base_url, "images_checked": len(plan.chosen),
+              "images_left_unchecked": len(plan.left), "labels": outcomes,
               "api_usage": {"verify": usage.as_dict()}}
     return result, report
