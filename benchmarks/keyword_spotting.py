@@ -22,8 +22,7 @@ import yaml
 from edgedistill.bundle import load_bundle
 from edgedistill.dataset import Dataset
 from edgedistill.recipe import load_recipe
-from flows.cli import prefect_defaults
-from flows.run import recipe_flow
+from flows.run import one_prefect_server, recipe_flow
 from flows.runs import RunPaths, TrainedModel, newest
 from figures import bundle_rows, print_figures  # benchmarks/figures.py
 from real_speech import DEFAULT_REAL, print_real_table  # benchmarks/real_speech.py
@@ -52,7 +51,6 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="reuse an earlier run (times only what is left)")
     parser.add_argument("--real", type=Path, default=DEFAULT_REAL, help="real recordings to measure on")
     args = parser.parse_args()
-    prefect_defaults()
     if args.real.exists():
         args.recipe = _with_real_evaluation(Path(args.recipe), args.real)
     else:
@@ -62,11 +60,12 @@ def main() -> None:
     if paths.out.exists() and not args.keep:
         shutil.rmtree(paths.out)
     paths.out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    state = recipe_flow(args.dask)(str(Path(args.recipe).resolve()), str(paths.out.resolve()), return_state=True)
-    total = time.perf_counter() - started
+    with one_prefect_server():
+        started = time.perf_counter()
+        state = recipe_flow(args.dask)(str(Path(args.recipe).resolve()), str(paths.out.resolve()), return_state=True)
+        total = time.perf_counter() - started
+        stages = stage_seconds(state.state_details.flow_run_id)
     manifest = load_bundle(state.result())
-    stages = stage_seconds(state.state_details.flow_run_id)
     dataset = Dataset.open(paths.dataset)
     synthesized, checked = newest(dataset, "synthesize"), newest(dataset, "whisper_check")
     training_set, trained = newest(dataset, "augment"), TrainedModel.load(paths)

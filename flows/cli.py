@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,6 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from edgedistill.errors import EdgedistillError
+from flows import progress
 from flows.progress import console, print_table, progress_bar
 from flows.review import review_app
 
@@ -29,11 +31,14 @@ DaskOpt = Annotated[Optional[str], typer.Option(
                                       'one here); default: a process pool on this machine')]
 
 
-def prefect_defaults() -> None:
-    """An embedded Prefect server that starts reliably offline, on a slow first start too."""
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+@app.callback()
+def _options(verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="show library output (framework warnings, logs) here; without it, it goes to the "
+                                "log file: edgedistill.log in the run folder, or in ~/.cache/edgedistill")] = False,
+             ) -> None:
+    if not verbose:
+        progress.log_to(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgedistill"
+                        / "edgedistill.log")
 
 
 def _load(recipe_path: Path, out: Path | None):
@@ -42,19 +47,21 @@ def _load(recipe_path: Path, out: Path | None):
     from flows.runs import RunPaths
 
     recipe = open_recipe(recipe_path)
-    return recipe, pipeline_for(recipe), RunPaths.of(recipe, out or Path("runs") / recipe.name)
+    paths = RunPaths.of(recipe, out or Path("runs") / recipe.name)
+    progress.keep_log_in(paths.out / "edgedistill.log")
+    return recipe, pipeline_for(recipe), paths
 
 
 @app.command()
 def run(recipe: RecipeArg, out: OutOpt = None, dask: DaskOpt = None) -> None:
     """The whole flow, ending in a bundle under OUT."""
-    prefect_defaults()
     from edgedistill.bundle import load_bundle
-    from flows.run import recipe_flow
+    from flows.run import one_prefect_server, recipe_flow
 
     _, _, paths = _load(recipe, out)
     paths.out.mkdir(parents=True, exist_ok=True)
-    bundle = recipe_flow(dask)(str(recipe.resolve()), str(paths.out.resolve()))
+    with one_prefect_server():
+        bundle = recipe_flow(dask)(str(recipe.resolve()), str(paths.out.resolve()))
     _closing_table(load_bundle(bundle), Path(bundle))
 
 
@@ -189,8 +196,9 @@ def _stream_with_progress(bundle: Path, file: Path, stream_file) -> tuple[list[d
 def deploy(recipe: RecipeArg, cron: Annotated[str, typer.Option(help='schedule, e.g. "0 3 * * *"')],
            out: OutOpt = None, dask: DaskOpt = None) -> None:
     """Serve the recipe's flow on a cron schedule (needs a Prefect server: `prefect server start`)."""
+    from flows.run import prefect_defaults, recipe_flow
+
     prefect_defaults()
-    from flows.run import recipe_flow
 
     parsed, _, paths = _load(recipe, out)
     flow = recipe_flow(dask)
@@ -281,8 +289,12 @@ def _closing_table(manifest, bundle: Path) -> None:
 
 
 def main() -> None:
+    # --verbose is the front door's option; accept it after the command's name too, where people type it
+    args = sys.argv[1:]
+    if "--" not in args and any(arg in ("--verbose", "-v") for arg in args[1:]):
+        args = ["--verbose", *(arg for arg in args if arg not in ("--verbose", "-v"))]
     try:
-        app()
+        app(args)
     except EdgedistillError as error:
         console.print(f"[red]error:[/red] {error.problem}")
         if error.hint:
@@ -291,6 +303,14 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("interrupted: finished work is kept; run the same command again to resume")
         sys.exit(130)
+    except Exception as error:
+        if progress.log_file_path is None:  # --verbose: the traceback belongs on the terminal
+            raise
+        traceback.print_exc()  # into the log
+        console.print(f"[red]error:[/red] {type(error).__name__}: {error}\n"
+                      f"  [yellow]->[/yellow] the full traceback is in {progress.log_file_path}; this is a bug in "
+                      f"edgedistill or a library it runs, please report it with that traceback")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

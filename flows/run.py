@@ -7,9 +7,11 @@ the Prefect flow below runs them as tasks, with the review step between labellin
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
+from typing import Callable, Iterator
 
 from edgedistill.errors import EdgedistillError
 from edgedistill.recipe import AnyRecipe, DetectionRecipe, KeywordSpottingRecipe, load_recipe
@@ -34,6 +36,38 @@ def pipeline_for(recipe: AnyRecipe) -> ModuleType:
     from flows import keyword_spotting
 
     return keyword_spotting
+
+
+def prefect_defaults() -> None:
+    """Prefect that starts reliably offline, on a slow first start too; call it before importing Prefect."""
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+@contextmanager
+def one_prefect_server() -> Iterator[None]:
+    """The Prefect API of one run: the server the user configured (PREFECT_API_URL), or else one embedded
+    server that the flow and all its worker processes share. Left to itself, Prefect starts an embedded
+    server in the flow's process and another in each process-pool worker, each a start-up and steady CPU."""
+    prefect_defaults()
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()
+    try:
+        # the settings reach process-pool workers; the variable reaches Dask's and any other child process
+        os.environ["PREFECT_API_URL"] = server.api_url
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        server.stop()
 
 
 def _run_one_shard(run_shard: RunShard, shard: list) -> ShardOutput:

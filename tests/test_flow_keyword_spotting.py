@@ -1,11 +1,15 @@
 """The whole keyword-spotting flow, through the CLI and a real (embedded) Prefect server."""
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 import soundfile
 
@@ -48,6 +52,23 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           env=os.environ | {"PREFECT_HOME": str(cwd / "prefect-home")}, timeout=1500)
 
 
+def _cli_watching_servers(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, set[int]]:
+    """_cli, and the process ids of the Prefect servers (uvicorn) the command and its workers started."""
+    command = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               env=os.environ | {"PREFECT_HOME": str(cwd / "prefect-home")})
+    servers: set[int] = set()
+    with ThreadPoolExecutor(1) as reader:
+        output = reader.submit(command.communicate, timeout=1500)
+        while command.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                servers |= {child.pid for child in psutil.Process(command.pid).children(recursive=True)
+                            if "uvicorn" in " ".join(child.cmdline())}
+            time.sleep(0.2)
+        stdout, stderr = output.result()
+    return subprocess.CompletedProcess(command.args, command.returncode, stdout, stderr), servers
+
+
 TASK_RUNS = """
 import json
 from prefect.client.orchestration import get_client
@@ -82,8 +103,15 @@ def test_run_makes_a_bundle_predict_reads_it_and_a_rerun_resumes(tmp_path):
     recorded = _recorded_words(tmp_path / "recorded")
     recipe.write_text(TINY_RECIPE.format(real=recorded))
     out = tmp_path / "run"
-    first = _cli("run", str(recipe), "--out", str(out), cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
+    first, servers = _cli_watching_servers("run", str(recipe), "--out", str(out), cwd=tmp_path)
+    log = (out / "edgedistill.log").read_text()
+    assert first.returncode == 0, first.stderr[-3000:] + log[-3000:]
+    # one Prefect server for the run, not one more in each process-pool worker
+    assert len(servers) == 1
+    # people see progress and the closing table; the libraries' chatter is kept in the run's log
+    assert "tiny: bundle ready" in first.stderr
+    for chatter in ("torchvision is not installed", "FutureWarning", "XNNPACK", "torchao"):
+        assert chatter not in first.stderr and chatter in log
     manifest = load_bundle(out / "bundle")
     labels = manifest.labels
     assert labels == ["yes", "no", "_unknown_", "_silence_"]
@@ -108,8 +136,9 @@ def test_run_makes_a_bundle_predict_reads_it_and_a_rerun_resumes(tmp_path):
     # predict gives, clip by clip, exactly the answers the bundle's int8 and real-recording figures were counted from
     words = [recorded / f"{word}.wav" for word in ("yes", "no", "stop")]
     files = [dataset.media_path(s) for s in test] + words
-    predicted = _cli("predict", str(out / "bundle"), *map(str, files), "--json", cwd=tmp_path)
+    predicted = _cli("predict", str(out / "bundle"), *map(str, files), "--json", "--verbose", cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert "XNNPACK" in predicted.stderr  # --verbose shows the libraries' output
     results = [json.loads(line) for line in predicted.stdout.strip().splitlines()]
     assert [r["file"] for r in results] == [str(f) for f in files]
     for result in results:
