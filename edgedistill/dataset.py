@@ -1,9 +1,13 @@
 """The dataset model: a folder of content-addressed media and immutable, hashed versions.
 
 Layout (DESIGN.md):
-  dataset.json              name, task, ontology, media policy, version history
+  dataset.json              name, task, ontology, media policy; written once
   versions/<hash>.jsonl     one Sample per line; never changed once written
+  history/<key>.json        the version one stage run made (its parent, stage, params, counts): the history
   media/<aa>/<sha256>.<ext> every clip or image, stored once
+
+No file is ever read, changed and written back, so two processes (or machines) writing the same dataset
+cannot undo each other's work: each version is one file, and so is each entry of the history.
 
 The folder is a local path or an fsspec URL (s3://bucket/faces; gs:// and az:// with gcsfs or
 adlfs). Every local write goes to a temporary file first and is renamed into place, and an object
@@ -15,10 +19,13 @@ content-addressed cache (`cache_dir()`), which every dataset on the machine shar
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -153,6 +160,7 @@ class DatasetInfo(_Strict):
     task: Task
     ontology: list[OntologyClass]
     media: MediaPolicy = Field(default_factory=MediaPolicy)
+    # read from history/ (and, for datasets written before it, from dataset.json), oldest first
     versions: list[VersionInfo] = Field(default_factory=list)
 
 
@@ -247,6 +255,17 @@ class Store:
         found = self._call("list", "", lambda: self.fs.find(self.base, detail=True))
         return {path[len(self.base) + 1:]: details for path, details in found.items()}
 
+    def names(self, folder: str) -> list[str]:
+        """The names of the files in a folder (none when it does not exist), as they are now."""
+        def names() -> list[str]:
+            self.fs.invalidate_cache(self.path(folder))  # another process may have written since
+            try:
+                return [path.rsplit("/", 1)[-1] for path in self.fs.ls(self.path(folder), detail=False)]
+            except FileNotFoundError:
+                return []
+
+        return self._call("list", folder, names)
+
     def read(self, relative: str) -> bytes | None:
         def read() -> bytes | None:
             try:
@@ -326,14 +345,16 @@ class Dataset:
             raise EdgedistillError(f"{store.location} is not a dataset: it has no dataset.json",
                                    "pass the folder that `edgedistill run` or `generate` made")
         try:
-            return cls(store, DatasetInfo.model_validate_json(data))
+            info = DatasetInfo.model_validate_json(data)
         except ValidationError as error:
             raise EdgedistillError(f"{store.location}/dataset.json is not a valid dataset description:\n"
                                    f"{describe_validation_error(error)}",
                                    "restore it from a backup or recreate the dataset") from None
+        info.versions = _newest_per_key(info.versions + _read_history(store))
+        return cls(store, info)
 
     def _save_info(self) -> None:
-        self.store.write("dataset.json", self.info.model_dump_json(indent=2).encode())
+        self.store.write("dataset.json", self.info.model_dump_json(indent=2, exclude={"versions"}).encode())
 
     # -- media -----------------------------------------------------------------------------
     def add_media(self, data: bytes, ext: str) -> tuple[str, str]:
@@ -479,8 +500,8 @@ class Dataset:
             id=version_id, parent=parent, stage=stage, params=params, key=key, counts=count_samples(samples),
             report=report_path, created=datetime.now(timezone.utc),
         )
-        self.info.versions = [v for v in self.info.versions if v.key != info.key] + [info]
-        self._save_info()
+        self.store.write(f"history/{key}.json", info.model_dump_json(indent=2).encode())  # the version is in
+        self.info.versions = _newest_per_key([*self.info.versions, info])
         return info
 
     def derive(self, parent: VersionInfo | None, stage: str, params: dict[str, Any],
@@ -496,17 +517,73 @@ class Dataset:
         if done is not None:
             return done
         work = self.work_dir(stage_key(parent_id, stage, params))
-        work.mkdir(parents=True, exist_ok=True)
-        made = make(self.samples(parent_id) if parent_id else [], work)
-        samples, report = made if isinstance(made, tuple) else (made, None)
-        info = self.commit(samples, parent_id, stage, params, report)
-        shutil.rmtree(work, ignore_errors=True)
+        with _only_runner(work, f"stage {stage} of {self.location}"):
+            # another process may have finished this work while this one waited to start it
+            self.info.versions = _newest_per_key(self.info.versions + _read_history(self.store))
+            done = self.find_version(parent_id, stage, params)
+            if done is not None:
+                return done
+            work.mkdir(parents=True, exist_ok=True)
+            made = make(self.samples(parent_id) if parent_id else [], work)
+            samples, report = made if isinstance(made, tuple) else (made, None)
+            info = self.commit(samples, parent_id, stage, params, report)
+            shutil.rmtree(work, ignore_errors=True)
         return info
 
     def report(self, version: VersionInfo) -> dict[str, Any] | None:
         """The report a stage left with its version, if it left one."""
         data = self.store.read(version.report) if version.report else None
         return json.loads(data) if data is not None else None
+
+
+@contextlib.contextmanager
+def _only_runner(work: Path, what: str) -> Iterator[None]:
+    """One process at a time does a piece of work (on this machine: its work folder is local). A second one
+    gets an error naming the first, instead of the two sharing, and one deleting, a folder of finished shards.
+    The lock is the kernel's (flock), so a process that is killed lets go of it."""
+    lock_path = work.with_name(f"{work.name}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        lock = open(lock_path, "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip()
+            lock.close()
+            raise EdgedistillError(f"{what} is being run by another edgedistill process: {holder}",
+                                   "wait for it to finish (then run again: its work is kept), or stop it") from None
+        if lock_path.exists() and os.stat(lock_path).st_ino == os.fstat(lock.fileno()).st_ino:
+            break
+        lock.close()  # the file was removed by the process that just finished: lock the new one
+    with lock:
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now():%Y-%m-%d %H:%M:%S} "
+                   f"({' '.join(sys.argv)[:200]})")
+        lock.flush()
+        try:
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)  # still locked: a later process makes and locks a new file
+
+
+def _read_history(store: Store) -> list[VersionInfo]:
+    names = [f"history/{name}" for name in store.names("history") if name.endswith(".json")]
+    versions = []
+    for relative, data in (store.read_many(names) if names else {}).items():
+        try:
+            versions.append(VersionInfo.model_validate_json(data))
+        except ValidationError as error:
+            raise EdgedistillError(f"{store.location}/{relative} is not a valid version record:\n"
+                                   f"{describe_validation_error(error)}",
+                                   "delete it and rerun the stage that made it") from None
+    return versions
+
+
+def _newest_per_key(versions: list[VersionInfo]) -> list[VersionInfo]:
+    """The history, oldest first: for each piece of work (its key), the version it made last."""
+    newest = {v.key: v for v in sorted(versions, key=lambda v: v.created)}
+    return sorted(newest.values(), key=lambda v: v.created)
 
 
 def count_samples(samples: list[Sample]) -> dict[str, int]:

@@ -43,14 +43,14 @@ def test_changed_version_file_is_refused(tmp_path, audio_sample_factory):
 def test_bad_manifest_line_names_the_field(tmp_path, audio_sample_factory):
     dataset = _dataset(tmp_path)
     info = dataset.commit([audio_sample_factory(dataset, "yes", "v1")], None, "synthesize", {})
-    meta = json.loads((Path(dataset.location) / "dataset.json").read_text())
+    record = Path(dataset.location) / "history" / f"{info.key}.json"
+    meta = json.loads(record.read_text())
     body = '{"id": "x", "media": "m", "kind": "video"}\n'
     import hashlib
 
     new_id = hashlib.sha256(body.encode()).hexdigest()[:16]
     (Path(dataset.location) / "versions" / f"{new_id}.jsonl").write_text(body)
-    meta["versions"][0]["id"] = new_id
-    (Path(dataset.location) / "dataset.json").write_text(json.dumps(meta))
+    record.write_text(json.dumps(meta | {"id": new_id}))
     with pytest.raises(EdgedistillError, match="line 1.*\n.*kind"):
         Dataset.open(dataset.location).samples(new_id)
     assert info.id != new_id
@@ -130,6 +130,7 @@ def test_a_dataset_in_a_bucket_keeps_its_files_there_and_media_in_a_local_cache(
     prefix = bucket.removeprefix("s3://") + "/teams/words"
     held = sorted(path.removeprefix(prefix + "/") for path in store.find(prefix))
     assert held == sorted(["dataset.json", f"versions/{base.id}.jsonl", f"versions/{split.id}.jsonl",
+                           f"history/{base.key}.json", f"history/{split.key}.json",
                            f"reports/{split.report.split('/')[-1]}", *(s.media for s in samples)])
 
     reopened = Dataset.open(location)  # as another machine sees it, with an empty cache
