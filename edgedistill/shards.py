@@ -6,10 +6,11 @@ once done, so a crash or Ctrl-C loses at most the shards in flight, a rerun redo
 ones, and a plan that changed keeps every shard whose jobs it still holds (a shard of other jobs
 can never be mistaken for one of these).
 
-Where the shards run is the caller's choice: by default a process pool on this machine; inside
-`shards_run_by(mapper)` the mapper runs them (the Prefect flow maps them as tasks onto its task
-runner: a local process pool, or a Dask cluster). Finished shards come back here either way, so
-saving, resuming and progress do not depend on where they ran.
+Where the shards run is the caller's choice: by default worker processes on this machine
+(`WorkerPool`); inside `shards_run_by(mapper)` the mapper runs them (the Prefect flow maps them as
+tasks, which hand them to a `WorkerPool` or run on a Dask cluster). Finished shards come back here
+either way, so saving, resuming and progress do not depend on where they ran. A shard that fails
+does not stop the others: they finish and are kept, and then the failure is raised.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ import functools
 import hashlib
 import json
 import multiprocessing
+import queue
+import signal
+import threading
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
@@ -29,6 +33,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from pydantic import BaseModel
 
 from edgedistill.dataset import Sample, write_atomic
+from edgedistill.errors import EdgedistillError
 
 Job = TypeVar("Job")
 
@@ -46,8 +51,9 @@ class ShardRun:
 
 
 RunShard = Callable[[list[Any]], ShardOutput]
-ShardMapper = Callable[[RunShard, dict[int, list[Any]]], Iterator[tuple[int, ShardOutput]]]
-"""Runs `run_shard` on each shard (index -> jobs) and yields (index, output) as each one finishes."""
+ShardMapper = Callable[[RunShard, dict[int, list[Any]]], Iterator[tuple[int, "ShardOutput | Exception"]]]
+"""Runs `run_shard` on each shard (index -> jobs) and yields (index, output), or (index, the exception it
+raised), as each one finishes."""
 
 _mapper: ContextVar[ShardMapper | None] = ContextVar("shard_mapper", default=None)
 
@@ -125,28 +131,163 @@ def run_shards(jobs: Sequence[Job], run_shard: RunShard, work_dir: Path, shard_s
     else:
         mapper = _mapper.get() or (functools.partial(_in_processes, workers=workers) if workers > 1 and len(todo) > 1
                                    else _in_this_process)
-    for index, output in mapper(run_shard, {index: shards[index] for index in todo}):
-        finish(index, output)
+    failed: dict[int, Exception] = {}
+    for index, outcome in mapper(run_shard, {index: shards[index] for index in todo}):
+        if isinstance(outcome, Exception):
+            failed[index] = outcome
+        else:
+            finish(index, outcome)
+    if failed:
+        raise _failure(failed, len(todo))
     return ShardRun([output for output in outputs if output is not None], todo)
 
 
-def _in_this_process(run_shard: RunShard, shards: dict[int, list[Any]]) -> Iterator[tuple[int, ShardOutput]]:
+def _failure(failed: dict[int, Exception], tried: int) -> Exception:
+    first = next(iter(failed.values()))
+    if not isinstance(first, EdgedistillError):
+        return first  # a bug: its own traceback
+    return EdgedistillError(f"{len(failed)} of {tried} shards failed; the first: {first.problem}",
+                            f"{first.hint + '; ' if first.hint else ''}the {tried - len(failed)} finished shards are "
+                            "kept: run the same command again to redo only the failed ones")
+
+
+def _in_this_process(run_shard: RunShard, shards: dict[int, list[Any]]) -> Iterator[tuple[int, Any]]:
     for index, shard in shards.items():
-        yield index, run_shard(shard)
-
-
-def _in_processes(run_shard: RunShard, shards: dict[int, list[Any]],
-                  workers: int) -> Iterator[tuple[int, ShardOutput]]:
-    # spawn, not fork: the caller may hold threads (Prefect) or native libraries that do not fork
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(shards)), mp_context=context) as pool:
-        pending: dict[Future, int] = {pool.submit(run_shard, shard): index for index, shard in shards.items()}
         try:
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    yield pending.pop(future), future.result()
-        except BaseException:  # Ctrl-C, a failed shard, or the caller stopped: start nothing more
-            for future in pending:
-                future.cancel()
-            raise
+            outcome = run_shard(shard)
+        except Exception as error:
+            outcome = error
+        yield index, outcome
+
+
+def _in_processes(run_shard: RunShard, shards: dict[int, list[Any]], workers: int) -> Iterator[tuple[int, Any]]:
+    pool = WorkerPool(min(workers, len(shards)))
+    threads = ThreadPoolExecutor(pool.size)
+    try:
+        pending = {threads.submit(pool.run, run_shard, shard): index for index, shard in shards.items()}
+        for future in as_completed(pending):
+            yield pending[future], future.exception() or future.result()
+    finally:  # done, or Ctrl-C, or the caller stopped: start nothing more, stop the workers
+        threads.shutdown(wait=False, cancel_futures=True)
+        pool.close()
+        threads.shutdown(wait=True)
+
+
+class WorkerDied(EdgedistillError):
+    pass
+
+
+class WorkerPool:
+    """Worker processes, each running one call at a time, that outlive each other. When one dies inside a
+    call (killed for its memory, a crash in a native library), that call is tried once more on a new worker
+    and then fails with a clear error, and the other calls go on. (A ProcessPoolExecutor breaks as a whole
+    when one worker dies, and fails every call in it.) Thread-safe: each thread waits for its own call."""
+
+    ATTEMPTS = 2
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        # spawn, not fork: the caller holds threads (Prefect's) and native libraries that do not fork
+        self._context = multiprocessing.get_context("spawn")
+        self._idle: queue.Queue[_Worker | None] = queue.Queue()
+        self._workers: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, function: Callable[..., Any], *args: Any) -> Any:
+        for attempt in range(1, self.ATTEMPTS + 1):
+            worker = self._take()
+            try:
+                ok, value = worker.call(function, args)
+            except _Died as died:
+                if self._closed:
+                    raise EdgedistillError("stopped before this shard finished") from None
+                if attempt == self.ATTEMPTS:
+                    raise WorkerDied(f"a worker process died in the middle of this shard, {self.ATTEMPTS} times "
+                                     f"({died})", "a worker killed by SIGKILL has often run out of memory: give the "
+                                                  "machine more, or fewer workers") from None
+                continue
+            self._idle.put(worker)
+            if ok:
+                return value
+            raise value
+
+    def _take(self) -> "_Worker":
+        """An idle worker; a new one while there are fewer than `size` alive; else wait for one."""
+        with self._lock:
+            if self._closed:
+                raise EdgedistillError("stopped before this shard started")
+            with contextlib.suppress(queue.Empty):
+                return self._idle.get_nowait()
+            self._workers = [worker for worker in self._workers if worker.alive]
+            if len(self._workers) < self.size:
+                self._workers.append(_Worker(self._context))
+                return self._workers[-1]
+        worker = self._idle.get()
+        if worker is None:  # closed while we waited; pass the word on to the next waiting thread
+            self._idle.put(None)
+            raise EdgedistillError("stopped before this shard started")
+        return worker
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for worker in self._workers:
+                worker.stop()
+        self._idle.put(None)
+
+
+class _Died(Exception):
+    pass
+
+
+class _Worker:
+    def __init__(self, context) -> None:
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child,), name="edgedistill-worker")
+        self._process.start()
+        child.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._process.is_alive()
+
+    def call(self, function: Callable[..., Any], args: tuple) -> tuple[bool, Any]:
+        try:
+            self._conn.send((function, args))
+            multiprocessing.connection.wait([self._conn, self._process.sentinel])
+            return self._conn.recv()
+        except (EOFError, OSError):
+            self._process.join(5)
+            code = self._process.exitcode
+            raise _Died(f"killed by {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}") \
+                from None
+
+    def stop(self) -> None:
+        if self._process.is_alive():
+            self._process.terminate()
+        self._conn.close()
+
+
+def _serve(conn) -> None:
+    """A worker: run calls until the pool (or the process that made it) goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the pool stops us
+    while True:
+        try:
+            function, args = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            outcome = (True, function(*args))
+        except Exception as error:
+            outcome = (False, error)
+        try:
+            conn.send(outcome)
+        except Exception as error:  # an answer that does not pickle
+            conn.send((False, RuntimeError(f"{type(error).__name__}: {error}")))

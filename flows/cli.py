@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import traceback
 from enum import Enum
@@ -293,24 +294,51 @@ def main() -> None:
     args = sys.argv[1:]
     if "--" not in args and any(arg in ("--verbose", "-v") for arg in args[1:]):
         args = ["--verbose", *(arg for arg in args if arg not in ("--verbose", "-v"))]
+    stopped_by: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:  # Ctrl-C, or `kill` from a person or a supervisor
+        stopped_by.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # Prefect puts its own in place while a flow runs: see _stop_signal
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with SIGINT ignored
+        signal.signal(signal.SIGINT, stop)
     try:
         app(args)
-    except EdgedistillError as error:
-        console.print(f"[red]error:[/red] {error.problem}")
-        if error.hint:
-            console.print(f"  [yellow]->[/yellow] {error.hint}")
-        sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("interrupted: finished work is kept; run the same command again to resume")
-        sys.exit(130)
-    except Exception as error:
-        if progress.log_file_path is None:  # --verbose: the traceback belongs on the terminal
+    except SystemExit:
+        raise
+    except BaseException as error:
+        signum = stopped_by[0] if stopped_by else _stop_signal(error)
+        if signum is not None:  # the stop, or what it broke on its way out (the Prefect server, stopped too)
+            if not isinstance(error, KeyboardInterrupt):
+                traceback.print_exc()  # into the log
+            console.print(f"stopped ({signal.Signals(signum).name}): finished work is kept; run the same command "
+                          "again to resume")
+            sys.exit(128 + signum)
+        if isinstance(error, EdgedistillError):
+            console.print(f"[red]error:[/red] {error.problem}")
+            if error.hint:
+                console.print(f"  [yellow]->[/yellow] {error.hint}")
+            sys.exit(2)
+        if progress.log_file_path is None or not isinstance(error, Exception):  # --verbose: on the terminal
             raise
         traceback.print_exc()  # into the log
         console.print(f"[red]error:[/red] {type(error).__name__}: {error}\n"
                       f"  [yellow]->[/yellow] the full traceback is in {progress.log_file_path}; this is a bug in "
                       f"edgedistill or a library it runs, please report it with that traceback")
         sys.exit(1)
+
+
+def _stop_signal(error: BaseException | None) -> int | None:
+    """The signal that stopped the command, when `error` is that stop (Ctrl-C; Prefect's TerminationSignal
+    for SIGTERM while a flow runs) or was raised while handling it."""
+    while error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            return signal.SIGINT
+        if type(error).__name__ == "TerminationSignal":
+            return getattr(error, "signal", signal.SIGTERM)
+        error = error.__cause__ or error.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -8,14 +8,14 @@ the Prefect flow below runs them as tasks, with the review step between labellin
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from types import ModuleType
 from typing import Callable, Iterator
 
 from edgedistill.errors import EdgedistillError
 from edgedistill.recipe import AnyRecipe, DetectionRecipe, KeywordSpottingRecipe, load_recipe
-from edgedistill.shards import RunShard, ShardMapper, ShardOutput, shards_run_by
+from edgedistill.shards import RunShard, ShardMapper, ShardOutput, WorkerPool, shards_run_by
 from flows.runs import RunPaths
 
 
@@ -70,34 +70,39 @@ def one_prefect_server() -> Iterator[None]:
         server.stop()
 
 
-def _run_one_shard(run_shard: RunShard, shard: list) -> ShardOutput:
-    return run_shard(shard)
-
-
-def prefect_shard_mapper(stage: str) -> ShardMapper:
-    """Each shard of a stage becomes a Prefect task run on the flow's task runner (processes or Dask)."""
+def prefect_shard_mapper(stage: str, pool: WorkerPool | None = None) -> ShardMapper:
+    """Each shard of a stage becomes a Prefect task run on the flow's task runner: a thread that hands the
+    shard to `pool`'s worker processes, or, without a pool, a Dask worker (or this process) that runs it."""
     from prefect import task
     from prefect.cache_policies import NO_CACHE
     from prefect.futures import as_completed
 
-    # the shard files are the cache (edgedistill/shards.py), not Prefect's results
-    shard_task = task(_run_one_shard, name=f"{stage}-shard", cache_policy=NO_CACHE, persist_result=False,
-                      retries=1)
+    def run_one(run_shard: RunShard, shard: list) -> ShardOutput:
+        return pool.run(run_shard, shard) if pool else run_shard(shard)
+
+    # the shard files are the cache (edgedistill/shards.py), not Prefect's results; a shard whose worker
+    # died is tried again by the pool (or by Dask), a shard that raised would only raise again
+    shard_task = task(run_one, name=f"{stage}-shard", cache_policy=NO_CACHE, persist_result=False)
 
     def run(run_shard: RunShard, shards: dict[int, list]):
         futures = {shard_task.submit(run_shard, shard): index for index, shard in shards.items()}
         for future in as_completed(list(futures)):
-            yield futures[future], future.result()
+            try:
+                outcome = future.result()
+            except Exception as error:
+                outcome = error
+            yield futures[future], outcome
 
     return run
 
 
 def task_runner(dask: str | None = None):
-    """Where shard tasks run: a process pool here, or Dask ("local" starts a cluster on this machine)."""
+    """Where shard tasks run: threads here, each handing its shard to a worker process (`WorkerPool`), or
+    Dask ("local" starts a cluster on this machine)."""
     if dask is None:
-        from prefect.task_runners import ProcessPoolTaskRunner
+        from prefect.task_runners import ThreadPoolTaskRunner
 
-        return ProcessPoolTaskRunner()
+        return ThreadPoolTaskRunner(max_workers=os.cpu_count())
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError as error:
@@ -125,7 +130,8 @@ def recipe_flow(dask: str | None = None):
     def stage(name: str, work: Callable, retries: int = 1):
         def run(recipe_path: str, out: str, *args):
             recipe = open_recipe(recipe_path)
-            with progress_bar(name) as update, shards_run_by(prefect_shard_mapper(name)):
+            with (WorkerPool(os.cpu_count() or 1) if dask is None else nullcontext()) as pool, \
+                    progress_bar(name) as update, shards_run_by(prefect_shard_mapper(name, pool)):
                 return work(pipeline_for(recipe), recipe, RunPaths.of(recipe, out), *args, update)
 
         return task(name=name, cache_policy=NO_CACHE, retries=retries)(run)

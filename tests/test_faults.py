@@ -1,9 +1,14 @@
 """Real edgedistill processes that run at once on one dataset, or are killed mid-run."""
 
+import contextlib
+import ctypes
+import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -12,6 +17,8 @@ import pytest
 from PIL import Image
 
 from edgedistill.dataset import Dataset
+from edgedistill.errors import EdgedistillError
+from edgedistill.shards import ShardOutput, run_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,3 +79,163 @@ def test_a_second_process_on_the_same_stage_is_told_who_runs_it_and_the_work_is_
     assert again.returncode == 0, stderr[-2000:]
     assert [v.stage for v in Dataset.open(out / "dataset").info.versions] == ["synthesize"]
     assert not list(work.glob("*")), "the work folder and its lock are cleaned up"
+
+
+TINY_RECIPE = """
+task: keyword_spotting
+name: tiny
+keywords: [yes, "no"]
+speech:
+  engines: [espeak-ng, flite]
+  voices_per_engine: 4
+  variants_per_voice: 2
+  unknown_share: 0.5
+  silence_share: 0.5
+augment:
+  copies: 1
+whisper_check:
+  clips_per_voice: 1
+train:
+  epochs: 3
+  width: 16
+  val_share: 0.25
+  test_share: 0.25
+export:
+  max_int8_accuracy_drop: 1.0
+  calibration_samples: 50
+"""
+
+
+class Watcher(threading.Thread):
+    """Looks at a run folder all the time a run goes on, as another program reading it would: every version
+    file it can see is whole, every history record names a version that is there, a bundle folder is whole,
+    and no finished shard is ever written a second time (a rewrite is a new file, a new inode)."""
+
+    def __init__(self, out: Path) -> None:
+        super().__init__(daemon=True)
+        self.out, self.stopped, self.problems = out, threading.Event(), []
+        self.shards: dict[Path, int] = {}
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            with contextlib.suppress(FileNotFoundError):  # a work folder removed while we looked
+                self.look()
+            time.sleep(0.02)
+
+    def look(self) -> None:
+        dataset = self.out / "dataset"
+        for version in dataset.glob("versions/*.jsonl"):
+            if hashlib.sha256(version.read_bytes()).hexdigest()[:16] != version.stem:
+                self.problems.append(f"half-written version {version.name}")
+        for record in dataset.glob("history/*.json"):
+            version_id = json.loads(record.read_text())["id"]
+            if not (dataset / "versions" / f"{version_id}.jsonl").exists():
+                self.problems.append(f"{record.name} names a version that is not there")
+        if (self.out / "bundle").exists() and not (self.out / "bundle" / "manifest.json").exists():
+            self.problems.append("a bundle folder without its manifest")
+        for shard in dataset.glob("work/**/shard-*.jsonl"):
+            inode = shard.stat().st_ino
+            if self.shards.setdefault(shard, inode) != inode:
+                self.problems.append(f"finished shard {shard.name} was made again")
+
+
+def _stage_running(out: Path, stage: str) -> bool:
+    """`stage` is under way: the stages before it have their versions, and a stage holds its lock."""
+    history = [json.loads(p.read_text())["stage"] for p in (out / "dataset").glob("history/*.json")]
+    before = {"whisper_check": ["synthesize"]}.get(stage, [])
+    return all(s in history for s in before) and stage not in history and \
+        any((out / "dataset").glob("work/*.lock"))
+
+
+KILLS = [  # (where, when it is there, the signal: as a crash, a `kill`, Ctrl-C at the terminal)
+    ("synthesis, a shard finished", lambda out: any((out / "dataset").glob("work/*/shard-*.jsonl")), signal.SIGKILL),
+    ("labelling (Whisper check)", lambda out: _stage_running(out, "whisper_check"), signal.SIGTERM),
+    ("training, an epoch saved", lambda out: any(out.glob("model/checkpoints/*/checkpoint.pt")), signal.SIGKILL),
+    ("export, the bundle being built", lambda out: any(out.glob(".bundle.building-*")), signal.SIGINT),
+]
+
+
+def _run(recipe: Path, out: Path, home: Path, stop_when=None, stop_with=signal.SIGKILL) -> tuple[int, bool]:
+    """`edgedistill run`, sent `stop_with` (its whole process group, as a terminal or a supervisor does) once
+    `stop_when(out)` holds; returns its exit code and whether it was stopped, once no process of it is left.
+    A SIGTERM or Ctrl-C ends it with the exit code and the words of a stop."""
+    terminal = open(out.parent / f"{out.name}-terminal.txt", "w+")
+    run = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(recipe), "--out", str(out)],
+                           cwd=recipe.parent, start_new_session=True, stdout=terminal, stderr=terminal,
+                           env=os.environ | {"PREFECT_HOME": str(home)})
+    stopped = False
+    while run.poll() is None:
+        if stop_when is not None and not stopped and stop_when(out):
+            os.killpg(run.pid, stop_with)
+            stopped = True
+        time.sleep(0.02)
+    for _ in range(300):  # the workers and the Prefect server go too: nothing is left running
+        try:
+            os.killpg(run.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.killpg(run.pid, signal.SIGKILL)
+        raise AssertionError(f"processes of the run were left running after {stop_with!r}")
+    if stopped and stop_with != signal.SIGKILL:  # a stop it could see: it says so, and not as a bug
+        terminal.seek(0)
+        said = " ".join(terminal.read().split())
+        assert f"stopped ({stop_with.name}): finished work is kept; run the same command again to resume" in said
+        assert run.returncode == 128 + stop_with
+    terminal.close()
+    return run.returncode, stopped
+
+
+def _result(out: Path) -> tuple[dict, dict]:
+    """What a run made: its dataset versions by stage, and its bundle's model files by content."""
+    versions = {v.stage: v.id for v in Dataset.open(out / "dataset").info.versions}
+    bundle = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (out / "bundle").iterdir()
+              if p.suffix in (".tflite", ".onnx", ".h")}
+    return versions, bundle
+
+
+@pytest.mark.slow
+def test_a_run_stopped_anywhere_resumes_to_what_an_unstopped_run_makes(tmp_path):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE)
+    assert _run(recipe, tmp_path / "whole", tmp_path / "prefect-whole") == (0, False)
+    expected = _result(tmp_path / "whole")
+
+    out = tmp_path / "stopped"
+    watcher = Watcher(out)
+    watcher.start()
+    for where, when, stop_with in KILLS:
+        code, stopped = _run(recipe, out, tmp_path / "prefect", when, stop_with)
+        assert stopped and code != 0, f"the run ended before it reached {where}"
+        print(f"stopped during {where} with {stop_with.name}: exit code {code}, nothing left running")
+    assert _run(recipe, out, tmp_path / "prefect") == (0, False)
+    watcher.stopped.set()
+    watcher.join()
+    assert watcher.problems == []
+    assert watcher.shards, "the watcher saw finished shards"
+    assert _result(out) == expected
+
+
+def shard_that_dies_on_4_and_7(jobs):
+    if 4 in jobs:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer does
+    if 7 in jobs:
+        ctypes.string_at(0)  # a segfault, as in a native TTS engine
+    return ShardOutput(failures=[{"square": job * job} for job in jobs])
+
+
+def shard_that_squares(jobs):
+    return ShardOutput(failures=[{"square": job * job} for job in jobs])
+
+
+def test_a_worker_that_dies_fails_only_its_shard_and_the_rerun_does_only_that_one(tmp_path):
+    with pytest.raises(EdgedistillError) as failed:
+        run_shards(list(range(12)), shard_that_dies_on_4_and_7, tmp_path, shard_size=3, workers=2)
+    message = failed.value.problem
+    assert message.startswith("2 of 4 shards failed; the first: a worker process died in the middle of this shard, "
+                              "2 times (killed by SIG"), message
+    assert "the 2 finished shards are kept" in failed.value.hint
+    rerun = run_shards(list(range(12)), shard_that_squares, tmp_path, shard_size=3, workers=2)
+    assert rerun.ran == [1, 2]
+    assert [record["square"] for output in rerun.outputs for record in output.failures] == [j * j for j in range(12)]

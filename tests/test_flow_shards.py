@@ -16,16 +16,13 @@ from pathlib import Path
 from prefect import flow
 from prefect.client.orchestration import get_client
 from flows.run import prefect_shard_mapper, task_runner
-from edgedistill.shards import ShardOutput, run_shards, shards_run_by
-
-def square_shard(jobs):
-    # failure records are free-form: a handy way to bring the worker's process id back
-    return ShardOutput(failures=[{"job": job, "square": job * job, "pid": os.getpid()} for job in jobs])
+from edgedistill.shards import WorkerPool, run_shards, shards_run_by
+from tests.test_flow_shards import square_shard_with_pid
 
 @flow(task_runner=task_runner(None if sys.argv[2] == "processes" else sys.argv[2]))
 def squares(work):
-    with shards_run_by(prefect_shard_mapper("squares")):
-        return run_shards(list(range(10)), square_shard, Path(work), shard_size=3, workers=2)
+    with WorkerPool(2) as pool, shards_run_by(prefect_shard_mapper("squares", pool if sys.argv[2] == "processes" else None)):
+        return run_shards(list(range(10)), square_shard_with_pid, Path(work), shard_size=3, workers=2)
 
 run = squares(sys.argv[1])
 with get_client(sync_client=True) as client:
@@ -51,6 +48,11 @@ def test_shards_run_as_prefect_tasks_elsewhere_and_are_kept_here(tmp_path, runne
     assert all(shard_path(work, list(range(10))[i:i + 3]).exists() for i in range(0, 10, 3))
     again = run_shards(list(range(10)), _never_called, work, shard_size=3, workers=2)
     assert again.ran == [] and len(again.outputs) == 4
+
+
+def square_shard_with_pid(jobs):
+    # failure records are free-form: a handy way to bring the worker's process id back
+    return ShardOutput(failures=[{"job": job, "square": job * job, "pid": os.getpid()} for job in jobs])
 
 
 def _never_called(jobs):
