@@ -22,6 +22,7 @@ from edgedistill.recipe import DetectionRecipe
 from edgedistill.registry import load_plugin
 from flows.runs import Progress, RunPaths, TrainedModel, dataset_ref, newest
 
+LABELLED_STAGES = ("review", "split")  # what `train` may start from; review reviews the newest split
 
 
 def open_dataset(recipe: DetectionRecipe, location: str) -> Dataset:
@@ -117,7 +118,7 @@ def train(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = Non
 
     torch.set_num_threads(1)
     dataset = open_dataset(recipe, paths.dataset)
-    labelled = dataset.version(version_id) if version_id else newest(dataset, "review", "split")
+    labelled = dataset.version(version_id) if version_id else newest(dataset, *LABELLED_STAGES)
     version = composite_step(recipe, dataset, labelled, progress)
     labels = recipe.class_names
     samples = [s for s in dataset.samples(version.id) if s.review.status != "rejected"]

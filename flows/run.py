@@ -157,7 +157,7 @@ def recipe_flow(dask: str | None = None):
         check_evaluation_set(recipe)
         version_id = label(recipe_path, out, generate(recipe_path, out))
         if recipe.review.enabled:  # pauses the run until people have reviewed the doubtful samples
-            version_id = review_step(RunPaths.of(recipe, out).dataset, recipe.review)
+            version_id = review_step(RunPaths.of(recipe, out).dataset, recipe.review, version_id)
         train(recipe_path, out, version_id)
         return export(recipe_path, out)
 

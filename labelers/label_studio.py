@@ -10,8 +10,10 @@ The round trip, for keyword-spotting (audio) and detection (images, boxes, optio
 - `pull_reviews`: read the annotations back into a new dataset version with review state
   (accepted, corrected, rejected), who reviewed and when, and a report of auto-label quality.
 
-Routing: a sample whose weakest label scores below `threshold` goes to review, plus a seeded
-random `qc_share` of the confident ones (quality control); the rest are accepted automatically.
+Routing: a sample whose weakest label scores below `threshold` (or that the verifier doubts) goes to
+people as "doubtful"; a seeded random `qc_share` of the confident ones goes as "quality_check", and the
+same share of the samples with no labels at all as "nothing_found" (people look there for what the
+teacher missed); the rest are accepted automatically.
 Label Studio's JSON (result regions to and from Labels) is spoken in edgedistill/formats/label_studio.py;
 the dataset never sees it.
 """
@@ -21,10 +23,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal, get_args
 
 from edgedistill.boxes import label_iou
 from edgedistill.dataset import Dataset, Label, LabelSource, Review, Sample, VersionInfo
@@ -35,7 +38,7 @@ from edgedistill.masks import decode_rle
 from edgedistill.recipe import ReviewSettings
 from edgedistill.secrets import secret
 
-Route = Literal["review", "quality_control", "auto"]
+Route = Literal["doubtful", "nothing_found", "quality_check", "auto"]
 
 REVIEW_STAGE = "review"
 HUMAN = LabelSource(labeler="label-studio", model="human review")
@@ -160,11 +163,9 @@ def config_problems(parsed: dict[str, Any], required: dict[str, tuple[str, set[s
 
 
 # -- routing -------------------------------------------------------------------------------------
-def confidence(sample: Sample) -> float:
-    """The weakest label's score; a label without a score counts as sure, no labels at all as doubtful."""
-    if not sample.labels:
-        return 0.0
-    return min(1.0 if label.score is None else label.score for label in sample.labels)
+def confidence(sample: Sample) -> float | None:
+    """The weakest label's score; a label without a score counts as sure; None without labels."""
+    return min((1.0 if label.score is None else label.score for label in sample.labels), default=None)
 
 
 def _draw(seed: int, sample_id: str) -> float:
@@ -176,9 +177,12 @@ def _draw(seed: int, sample_id: str) -> float:
 def route(sample: Sample, settings: ReviewSettings) -> Route:
     if sample.review.status != "auto":
         return "auto"  # people already decided; never ask again
+    sampled = _draw(settings.seed, sample.id) < settings.qc_share
+    if not sample.labels:  # the teacher found nothing: not doubtful, but worth a sampled look for misses
+        return "nothing_found" if sampled else "auto"
     if confidence(sample) < settings.threshold or any(label.doubted for label in sample.labels):
-        return "review"
-    return "quality_control" if _draw(settings.seed, sample.id) < settings.qc_share else "auto"
+        return "doubtful"
+    return "quality_check" if sampled else "auto"
 
 
 # -- tasks -------------------------------------------------------------------------------------
@@ -190,14 +194,15 @@ def model_version(sample: Sample) -> str:
 
 def make_task(dataset: Dataset, sample: Sample, version: VersionInfo, why: Route, media: str) -> dict:
     media_key = IMAGE if dataset.info.task == "detection" else AUDIO
+    score = confidence(sample)
     data = {media_key: media, "sample_id": sample.id, "dataset": dataset.info.name,
-            "version": version.id, "route": why, "confidence": round(confidence(sample), 4)}
+            "version": version.id, "route": why, "confidence": None if score is None else round(score, 4)}
     verdicts = [f"{label.class_name}: {label.verdict.outcome}"
                 f"{f' (was {label.verdict.was})' if label.verdict.was else ''}: {label.verdict.reason}"
                 for label in sample.labels if label.doubted]
     if verdicts:  # why the verifier doubts the sample, beside it in the data manager
         data["verifier"] = "; ".join(verdicts)
-    prediction = {"model_version": model_version(sample), "score": confidence(sample),
+    prediction = {"model_version": model_version(sample), "score": score,
                   "result": label_results(sample, dataset.info.task)}
     return {"data": data, "predictions": [prediction]}
 
@@ -210,7 +215,7 @@ class PushResult:
     created_project: bool
     imported: int  # new tasks this push
     already_there: int  # routed samples whose task existed (not touched)
-    routes: dict[str, int]  # review / quality_control / auto -> samples
+    routes: dict[str, int]  # route (doubtful / nothing_found / quality_check / auto) -> samples
     config_edited: bool  # the project's config differs from ours but still fits
 
 
@@ -218,9 +223,33 @@ def project_title(dataset: Dataset, settings: ReviewSettings) -> str:
     return settings.project or f"edgedistill: {dataset.info.name}"
 
 
-def find_project(client, connection: Connection, title: str) -> Any | None:
-    matches = [p for p in _call(connection, "list projects", client.projects.list, title=title) if p.title == title]
-    return min(matches, key=lambda p: p.id) if matches else None  # the oldest: the one people worked in
+def description(dataset: Dataset) -> str:
+    """A project's description names the dataset it reviews by its location: projects are found by it,
+    so that a copy of a dataset in another folder (same name, same sample ids) is another dataset."""
+    return f"Auto-labels of {dataset.location} to review (made by edgedistill)"
+
+
+def reviewed_location(project) -> str | None:
+    """The location of the dataset a project reviews, read from its description (kept when people add to it)."""
+    found = re.search(r"Auto-labels of (.+?) to review", project.description or "")
+    return found.group(1) if found else None
+
+
+def own_title(dataset: Dataset, title: str) -> str:
+    """The title of this dataset's project when another dataset's project has `title` already."""
+    return f"{title} ({hashlib.sha256(dataset.location.encode()).hexdigest()[:6]})"
+
+
+def projects_titled(client, connection: Connection, title: str) -> list[Any]:
+    """The projects whose title is `title`, or `title` with a dataset's own suffix (`own_title`)."""
+    listed = _call(connection, "list projects", lambda: list(client.projects.list(title=title)))
+    return [p for p in listed if p.title == title or p.title.startswith(f"{title} (")]
+
+
+def find_project(projects: list[Any], dataset: Dataset, title: str) -> Any | None:
+    ours = [p for p in projects if p.title in (title, own_title(dataset, title))
+            and reviewed_location(p) == dataset.location]
+    return min(ours, key=lambda p: p.id, default=None)  # the oldest: the one people worked in
 
 
 def existing_tasks(client, connection: Connection, project_id: int) -> dict[str, Any]:
@@ -253,7 +282,7 @@ def push_for_review(dataset: Dataset, connection: Connection, settings: ReviewSe
     for start in range(0, len(new), 500):
         _call(connection, "import tasks", client.projects.import_tasks, project.id,
               request=new[start:start + 500], return_task_ids=True)
-    counts = {name: sum(1 for r in routes.values() if r == name) for name in ("review", "quality_control", "auto")}
+    counts = {name: sum(1 for r in routes.values() if r == name) for name in get_args(Route)}
     return PushResult(project_id=project.id, project_url=f"{connection.url}/projects/{project.id}",
                       created_project=created, imported=len(new),
                       already_there=sum(1 for s in samples if routes[s.id] != "auto" and s.id in present),
@@ -263,13 +292,15 @@ def push_for_review(dataset: Dataset, connection: Connection, settings: ReviewSe
 def _project_for(dataset: Dataset, client, connection: Connection, settings: ReviewSettings,
                  masks: bool) -> tuple[Any, bool]:
     title = project_title(dataset, settings)
-    project = find_project(client, connection, title)
+    projects = projects_titled(client, connection, title)
+    project = find_project(projects, dataset, title)
     if project is not None:
         return project, False
+    if any(p.title == title for p in projects):  # another dataset's: a copy of this one elsewhere, or a namesake
+        title = own_title(dataset, title)
     _call(connection, "create the project", client.projects.create, title=title, label_config=label_config(dataset, masks),
-          description=f"Auto-labels of {dataset.location} to review (made by edgedistill)",
-          show_collab_predictions=True)
-    return find_project(client, connection, title), True
+          description=description(dataset), show_collab_predictions=True)
+    return find_project(projects_titled(client, connection, title), dataset, title), True
 
 
 def _config_error(project, problems: list[str]) -> EdgedistillError:
@@ -496,10 +527,18 @@ def pull_reviews(dataset: Dataset, connection: Connection, settings: ReviewSetti
 
 def pushed_project(dataset: Dataset, client, connection: Connection, settings: ReviewSettings, masks: bool) -> Any:
     """The dataset's project, checked to still hold the controls the round trip reads."""
-    project = find_project(client, connection, project_title(dataset, settings))
+    title = project_title(dataset, settings)
+    projects = projects_titled(client, connection, title)
+    project = find_project(projects, dataset, title)
     if project is None:
-        raise EdgedistillError(f"Label Studio has no project '{project_title(dataset, settings)}'",
-                               "run `edgedistill review push` first")
+        others = [f"'{p.title}' (id {p.id}) reviews {reviewed_location(p) or 'a dataset edgedistill did not push'}"
+                  for p in projects]
+        raise EdgedistillError(
+            f"{dataset.location} was never pushed to Label Studio: it has no project '{title}' for it"
+            + (f"; {'; '.join(others)}" if others else ""),
+            "run `edgedistill review push` for this dataset first"
+            + ("; if it is that dataset moved here, edit the project's description in Label Studio to say "
+               f"'{description(dataset)}'" if others else ""))
     problems = config_problems(project.parsed_label_config or {}, required_controls(dataset, masks))
     if problems:
         raise _config_error(project, problems)

@@ -92,14 +92,7 @@ def start_label_studio(data_dir: Path, port: int | None = None, document_root: P
     data_dir = data_dir.resolve()
     login = credentials(data_dir)
     port = port or free_port()
-    env = os.environ | {
-        "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
-        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
-        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(document_root.resolve()),
-        # read like --password / --user-token, but kept out of the process list (`ps`)
-        "LABEL_STUDIO_PASSWORD": login["password"],
-        "LABEL_STUDIO_USER_TOKEN": login["token"],
-    }
+    env = server_environment(data_dir, document_root, login)
     log = open(log_path or data_dir / "label-studio.log", "ab")
     command = [str(label_studio_command()), "start", "--no-browser", "--internal-host", "127.0.0.1",
                "--port", str(port), "--username", login["username"], "--enable-legacy-api-token"]
@@ -115,6 +108,25 @@ def start_label_studio(data_dir: Path, port: int | None = None, document_root: P
         server.stop()
         raise
     return server
+
+
+def server_environment(data_dir: Path, document_root: Path, login: dict[str, str]) -> dict[str, str]:
+    """The environment Label Studio runs in: SQLite and media in `data_dir`, files served from under
+    `document_root`, and nothing sent out: a private, offline tool reports no errors to Sentry (server and
+    browser), sends no usage analytics and asks PyPI for no newer version. The LABEL_STUDIO_ prefix is the
+    name Label Studio reads first, so a plain SENTRY_DSN elsewhere in the environment cannot turn them on."""
+    return os.environ | {
+        "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
+        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(document_root.resolve()),
+        # read like --password / --user-token, but kept out of the process list (`ps`)
+        "LABEL_STUDIO_PASSWORD": login["password"],
+        "LABEL_STUDIO_USER_TOKEN": login["token"],
+        "LABEL_STUDIO_SENTRY_DSN": "",
+        "LABEL_STUDIO_FRONTEND_SENTRY_DSN": "",
+        "LABEL_STUDIO_COLLECT_ANALYTICS": "false",
+        "LABEL_STUDIO_LATEST_VERSION_CHECK": "false",
+    }
 
 
 def wait_until_up(server: LocalServer, timeout_s: float) -> None:

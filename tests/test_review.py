@@ -10,6 +10,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -92,18 +96,20 @@ def _mask(box: tuple[int, int, int, int]) -> dict:
     return encode_rle(mask)
 
 
-def detection_dataset(root: Path, scores: list[float], masks: bool = True) -> Dataset:
-    dataset = Dataset.create(root, root.name, "detection", [OntologyClass(name="cat"), OntologyClass(name="dog")])
+def detection_dataset(root: Path, scores: list[float | None], masks: bool = True, name: str | None = None) -> Dataset:
+    """A cat (scored) and a dog per photo, or no labels where the score is None; committed as labelling's
+    `split` version is."""
+    dataset = Dataset.create(root, name or root.name, "detection", [OntologyClass(name="cat"), OntologyClass(name="dog")])
     samples = []
     for index, score in enumerate(scores):
         digest, media = _image(dataset, index)
         box = (10 + index, 8, 30, 20)
         labels = [Label(class_name="cat", box=box, score=score, source=OWL,
                         mask=_mask(box) if masks and index % 2 == 0 else None),
-                  Label(class_name="dog", box=(50, 30, 20, 25), score=0.95, source=OWL)]
+                  Label(class_name="dog", box=(50, 30, 20, 25), score=0.95, source=OWL)] if score is not None else []
         samples.append(Sample(id=digest[:16], media=media, kind="image", shape=ImageShape(width=80, height=60),
                               provenance=Provenance(source="test", seed=index), labels=labels))
-    dataset.commit(samples, None, "auto_label", {"scores": scores})
+    dataset.commit(samples, None, "split", {"scores": scores})
     return dataset
 
 
@@ -146,16 +152,20 @@ def test_label_config_follows_the_ontology(tmp_path, audio_sample_factory):
     assert config_problems(parsed, required_controls(detection, masks=False)) == ["'box' lacks the labels ['dog']"]
 
 
-def test_routing_sends_doubtful_samples_and_a_stable_quality_share(tmp_path):
-    scores = list(np.linspace(0.0, 0.99, 200))
+def test_routing_sends_doubtful_samples_and_stable_quality_shares(tmp_path):
+    scores = [*np.linspace(0.0, 0.99, 200), *[None] * 200]
     dataset = detection_dataset(tmp_path / "det", scores, masks=False)
     settings = ReviewSettings(threshold=0.5, qc_share=0.2, seed=3)
     routes = [route(s, settings) for s in dataset.samples()]
-    doubtful = [r for s, r in zip(scores, routes) if s < 0.5]
-    confident = [r for s, r in zip(scores, routes) if s >= 0.5]
-    assert set(doubtful) == {"review"}
-    assert 0.1 < confident.count("quality_control") / len(confident) < 0.3
+    doubtful = [r for s, r in zip(scores, routes) if s is not None and s < 0.5]
+    confident = [r for s, r in zip(scores, routes) if s is not None and s >= 0.5]
+    empty = [r for s, r in zip(scores, routes) if s is None]
+    assert set(doubtful) == {"doubtful"}
+    assert set(confident) == {"quality_check", "auto"} and 0.1 < confident.count("quality_check") / len(confident) < 0.3
+    # photos with nothing found are not doubtful: a sampled share of them goes to people, under its own name
+    assert set(empty) == {"nothing_found", "auto"} and 0.1 < empty.count("nothing_found") / len(empty) < 0.3
     assert routes == [route(s, settings) for s in dataset.samples()]  # the draw never changes
+    assert "nothing_found" not in [route(s, settings.model_copy(update={"qc_share": 0.0})) for s in dataset.samples()]
 
 
 def test_masks_survive_the_brush_format():
@@ -210,6 +220,52 @@ def test_a_server_that_is_down_or_missing_settings_gives_a_clear_error(tmp_path,
     with pytest.raises(EdgedistillError, match="LABEL_STUDIO_URL"):
         connection_from_env()
     assert len(dataset.info.versions) == 1
+
+
+def test_the_quality_table_reads_at_80_columns():
+    from rich.console import Console
+
+    from flows.review import quality_table
+
+    figures = {"accepted": 120, "corrected": 33, "rejected": 4, "auto_accepted": 2177, "pending": 12,
+               "precision": 0.8123, "recall": 0.91}
+    screen = Console(width=80, record=True, file=io.StringIO())
+    screen.print(quality_table({"per_class": {"person": figures, "traffic light": figures}}))
+    lines = screen.export_text().splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 80
+    assert "counts are labels, not samples" in lines[0]
+    header = next(line for line in lines if line.lstrip().startswith("class")).split()
+    assert header == ["class", "accepted", "corrected", "rejected", "accepted", "pending", "precision", "recall"]
+    assert "auto-" in lines[lines.index(next(l for l in lines if l.lstrip().startswith("class"))) - 1]
+    assert next(line for line in lines if "traffic light" in line).split()[2:] == [
+        "120", "33", "4", "2177", "12", "0.81", "0.91"]
+
+
+OFFLINE_PROBE = """
+import os, sys, label_studio
+sys.path.insert(0, os.path.dirname(label_studio.__file__))
+from django.conf import settings
+print(repr((settings.SENTRY_DSN, settings.FRONTEND_SENTRY_DSN, settings.COLLECT_ANALYTICS,
+            settings.LATEST_VERSION_CHECK)))
+"""
+
+
+def test_label_studio_starts_offline(tmp_path):
+    """What Label Studio's own settings make of the environment edgedistill starts it in: no Sentry (server or
+    browser), no usage analytics, no PyPI version check; also with a Sentry DSN elsewhere in the environment."""
+    from labelers.label_studio_server import label_studio_command, server_environment
+
+    try:
+        python = label_studio_command().parent / "python"
+    except EdgedistillError as error:
+        pytest.skip(f"{error.problem}: {error.hint}")
+    env = server_environment(tmp_path, tmp_path, {"password": "p", "token": "t"}) | {
+        "SENTRY_DSN": "https://key@sentry.example/1", "DJANGO_SETTINGS_MODULE": "label_studio.core.settings.label_studio"}
+    probe = subprocess.run([str(python), "-c", OFFLINE_PROBE], env=env, capture_output=True, text=True, timeout=120,
+                           cwd=tmp_path)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    # Label Studio's defaults would be two Sentry DSNs, True, True
+    assert probe.stdout.strip().splitlines()[-1] == "('', '', False, False)"
 
 
 # -- against the real server -----------------------------------------------------------------------
@@ -364,7 +420,7 @@ def test_a_dataset_in_a_bucket_is_reviewed_from_that_bucket(label_studio, client
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
     runner = CliRunner()
     before = set(store.find(bucket))
-    pushed = runner.invoke(review_app, ["push", location, "--threshold", "1.0", "--qc-share", "0"])
+    pushed = runner.invoke(review_app, ["push", location, "--threshold", "1.0", "--qc-share", "1"])
     assert pushed.exit_code == 0, pushed.output
     assert set(store.find(bucket)) == before  # nothing copied: Label Studio reads the dataset's own media
     project = next(p for p in client.projects.list(title="edgedistill: bucket-faces"))
@@ -372,7 +428,9 @@ def test_a_dataset_in_a_bucket_is_reviewed_from_that_bucket(label_studio, client
     storages = client.import_storage.s3.list(project=project.id)
     assert [(s.bucket, s.prefix, s.s3endpoint) for s in storages] == [(bucket[5:], "teams/faces", endpoint)]
     tasks = existing_tasks(client, _connection(label_studio), project.id)
-    assert set(tasks) == {s.id for s in samples}
+    assert set(tasks) == {s.id for s in samples}  # every sample: the photos with faces doubtful, the others sampled
+    assert {s.id: tasks[s.id].data["route"] for s in samples} == {
+        s.id: "doubtful" if s.labels else "nothing_found" for s in samples}
     for sample in samples[:2]:
         served = httpx.get(server.url + tasks[sample.id].data["image"], follow_redirects=True,
                            headers={"Authorization": f"Token {server.token}"})
@@ -380,7 +438,7 @@ def test_a_dataset_in_a_bucket_is_reviewed_from_that_bucket(label_studio, client
 
     for task in tasks.values():
         annotate(client, task, [{**REJECTION}])
-    pulled = runner.invoke(review_app, ["pull", location, "--threshold", "1.0", "--qc-share", "0"])
+    pulled = runner.invoke(review_app, ["pull", location, "--threshold", "1.0", "--qc-share", "1"])
     assert pulled.exit_code == 0, pulled.output
     reviewed = Dataset.open(location)
     assert reviewed.version().stage == "review" and reviewed.version().counts["review:rejected"] == 37
@@ -468,6 +526,81 @@ def test_a_task_deleted_in_the_ui_is_reported_and_pushed_again(label_studio, cli
     assert push_for_review(dataset, connection, settings).imported == 1
 
 
+def test_the_cli_reviews_the_labelled_version_of_a_run_folder(label_studio, client, monkeypatch):
+    """`review push|pull RUN` (the folder `edgedistill run --out` made) reviews its dataset's labelled (split)
+    version, not the composites training derived from it; photos with nothing found go as their own sampled
+    group, not as doubtful ones."""
+    from typer.testing import CliRunner
+
+    from flows.review import review_app
+
+    server, base = label_studio
+    dataset = detection_dataset(base / "team-run" / "dataset", [0.1, 0.2, 0.9, *[None] * 40], masks=False,
+                                name="team-run")
+    labelled = dataset.version()
+    samples = dataset.samples()
+    digest, media = _image(dataset, 500)  # a composite: doubtful-looking, but made for training, not for people
+    composite = samples[0].model_copy(update={"id": digest[:16], "media": media,
+                                              "provenance": Provenance(source="compositing", seed=500)})
+    dataset.commit([*samples, composite], labelled.id, "composite", {})
+    monkeypatch.setenv("LABEL_STUDIO_URL", server.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
+    runner = CliRunner()
+    options = ["--threshold", "0.5", "--qc-share", "0.25"]
+    settings = ReviewSettings(threshold=0.5, qc_share=0.25)
+
+    pushed = runner.invoke(review_app, ["push", str(base / "team-run"), *options])
+    assert pushed.exit_code == 0, pushed.output
+    output = " ".join(pushed.output.split())
+    assert f"reviewing version {labelled.id} (split)" in output and "the newest labelled version" in output
+    routes = {s.id: route(s, settings) for s in samples}
+    sampled_empty = sum(1 for r in routes.values() if r == "nothing_found")
+    assert routes[samples[0].id] == routes[samples[1].id] == "doubtful" and 3 <= sampled_empty <= 18
+    assert re.search(rf"doubtful labels\s*│\s*2\b", output) and re.search(
+        rf"nothing found \(sampled\)\s*│\s*{sampled_empty}\b", output), output
+    project = next(p for p in client.projects.list(title="edgedistill: team-run"))
+    tasks = existing_tasks(client, _connection(label_studio), project.id)
+    assert {sid: task.data["route"] for sid, task in tasks.items()} == {
+        sid: why for sid, why in routes.items() if why != "auto"}  # the composite is not among them
+
+    annotate(client, tasks[samples[0].id], tasks[samples[0].id].predictions[0].result)
+    pulled = runner.invoke(review_app, ["pull", str(base / "team-run"), *options])
+    assert pulled.exit_code == 0, pulled.output
+    reopened = Dataset.open(dataset.location)
+    reviewed = reopened.version()
+    assert (reviewed.stage, reviewed.parent) == ("review", labelled.id)
+    assert composite.id not in {s.id for s in reopened.samples(reviewed.id)}
+    output = " ".join(pulled.output.split())
+    assert "counts are labels, not samples" in output
+    assert f"made from {labelled.id} (split); samples: accepted 1, corrected 0, rejected 0, auto accepted " in output
+
+
+def test_a_copy_of_a_dataset_elsewhere_is_another_dataset(label_studio, client):
+    """Projects are found by the dataset's location, not its name: a copy in another folder has the same name
+    and sample ids, but never reads the original's reviews."""
+    _, base = label_studio
+    connection = _connection(label_studio)
+    settings = ReviewSettings()
+    original = detection_dataset(base / "team-a" / "twin", [0.1, 0.2], masks=False)
+    pushed = push_for_review(original, connection, settings)
+    for task in existing_tasks(client, connection, pushed.project_id).values():
+        annotate(client, task, [REJECTION])
+    shutil.copytree(base / "team-a" / "twin", base / "team-b" / "twin")
+    copy = Dataset.open(base / "team-b" / "twin")
+
+    with pytest.raises(EdgedistillError, match="never pushed") as error:
+        pull_reviews(copy, connection, settings)
+    assert f"reviews {original.location}" in str(error.value.problem) and "review push" in error.value.hint
+    assert Dataset.open(copy.location).info.versions == original.info.versions  # nothing written
+
+    again = push_for_review(copy, connection, settings)
+    assert again.project_id != pushed.project_id and (again.created_project, again.imported) == (True, 2)
+    assert re.fullmatch(r"edgedistill: twin \([0-9a-f]{6}\)", client.projects.get(again.project_id).title)
+    assert push_for_review(copy, connection, settings).project_id == again.project_id  # found again, by location
+    assert pull_reviews(copy, connection, settings).counts["pending"] == 2  # its own project: nobody looked yet
+    assert pull_reviews(original, connection, settings).counts["rejected"] == 2
+
+
 FLOW_SCRIPT = """
 import json, os, sys
 from prefect.blocks.system import Secret
@@ -524,34 +657,65 @@ def test_the_flow_pauses_until_people_finish(label_studio, client, tmp_path):
     assert server.token not in out + err
 
 
-def test_serve_restarts_on_its_data_prints_credentials_and_stops_cleanly(label_studio):
-    """Runs last: it stops the module's server and serves the same data folder through the CLI."""
+def _processes_serving(data_dir: Path) -> list[int]:
+    """The processes running Label Studio on `data_dir`: the server and whatever it forked, whatever their group."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if f"\0LABEL_STUDIO_BASE_DATA_DIR={data_dir}\0".encode() in b"\0" + environ.read_bytes():
+                found.append(int(environ.parent.name))
+        except OSError:  # gone meanwhile, or another user's
+            continue
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds processes through /proc (Linux)")
+def test_serve_in_the_background_stops_label_studio_on_sigterm_sigint_and_sighup(label_studio):
+    """Runs last: it stops the module's server and serves the same data folder through the CLI, started as a
+    team starts it, `edgedistill review serve ... &` (no terminal, SIGINT ignored); each stop signal ends it,
+    and with it Label Studio and everything Label Studio started."""
     import httpx
-    import signal
 
     from labelers.label_studio_server import free_port
 
     server, base = label_studio
     server.stop()
     port = free_port()
-    # started with SIGINT ignored, as a shell's background job is: Ctrl-C must still stop it
-    serve = subprocess.Popen(
-        [sys.executable, "-c", "from flows.review import review_app; review_app()", "serve", "--data-dir",
-         str(server.data_dir), "--port", str(port), "--document-root", str(base)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        cwd=Path(__file__).parents[1], preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    try:
-        output = ""
-        while "press Ctrl-C" not in output and serve.poll() is None:
-            output += serve.stdout.readline()
-        assert f"LABEL_STUDIO_API_KEY={server.token}" in output, output
-        assert f"LABEL_STUDIO_URL=http://127.0.0.1:{port}" in output
-        who = httpx.get(f"http://127.0.0.1:{port}/api/current-user/whoami",
-                        headers={"Authorization": f"Token {server.token}"}, timeout=10)
-        assert who.json()["email"] == server.username
-    finally:
-        serve.send_signal(signal.SIGINT)
-        assert serve.wait(60) == 0
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
-
+    serve = shlex.join([sys.executable, "-m", "flows.cli", "review", "serve", "--data-dir", str(server.data_dir),
+                        "--port", str(port), "--document-root", str(base)])
+    probe = subprocess.run(["bash", "-c", "grep SigIgn /proc/self/status & wait"], capture_output=True, text=True)
+    assert int(probe.stdout.split()[1], 16) & (1 << (signal.SIGINT - 1))  # what `&` does: SIGINT ignored
+    for stop in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        log = base / f"serve-{stop.name}.log"
+        started = subprocess.run(["bash", "-c", f"{serve} > {shlex.quote(str(log))} 2>&1 & echo $!"],
+                                 capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1])
+        pid = int(started.stdout)
+        try:
+            deadline = time.monotonic() + 240
+            while "press Ctrl-C" not in log.read_text():
+                assert _running(pid) and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.5)
+            output = log.read_text()
+            assert f"LABEL_STUDIO_API_KEY={server.token}" in output and f"LABEL_STUDIO_URL=http://127.0.0.1:{port}" in output
+            who = httpx.get(f"http://127.0.0.1:{port}/api/current-user/whoami",
+                            headers={"Authorization": f"Token {server.token}"}, timeout=10)
+            assert who.json()["email"] == server.username
+            assert _processes_serving(server.data_dir)
+            os.kill(pid, stop)
+            deadline = time.monotonic() + 60
+            while _running(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not _running(pid) and "stopping Label Studio" in log.read_text(), (stop, log.read_text())
+            assert _processes_serving(server.data_dir) == [], stop
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+        finally:
+            for left in _processes_serving(server.data_dir) + ([pid] if _running(pid) else []):
+                os.kill(left, signal.SIGKILL)  # a failed check must not leave a server behind

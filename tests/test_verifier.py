@@ -86,10 +86,10 @@ def test_verdicts_come_back_with_reasons_nothing_is_deleted_and_a_rerun_asks_not
     assert {l.verdict.by.labeler for s in (cat_and_dog, empty, cat) for l in s.labels} == {"verifier"}
     # the doubted samples go to people; a rejected box stays out of training until they decide
     settings = ReviewSettings(threshold=0.2, qc_share=0.0)
-    assert [route(s, settings) for s in result] == ["review", "review", "auto", "auto"]
-    task = make_task(dataset, cat_and_dog, dataset.commit(result, None, "verify", {}), "review", "/data/x.png")
+    assert [route(s, settings) for s in result] == ["doubtful", "doubtful", "auto", "auto"]
+    task = make_task(dataset, cat_and_dog, dataset.commit(result, None, "verify", {}), "doubtful", "/data/x.png")
     assert task["data"]["verifier"] == "dog: relabelled (was cat): that is a dog"  # beside the photo, for people
-    assert "verifier" not in make_task(dataset, cat, dataset.head, "review", "/data/y.png")["data"]
+    assert "verifier" not in make_task(dataset, cat, dataset.head, "doubtful", "/data/y.png")["data"]
     assert len(Detections.from_labels(empty.labels, list(ONTOLOGY))) == 0
     assert list(Detections.from_labels(cat_and_dog.labels, list(ONTOLOGY)).class_ids) == [0, 1]
 
