@@ -98,7 +98,7 @@ def operate(operation: str, folder: Path) -> dict[str, float]:
     digests = (folder / "digests.txt").read_text().split("\n") if operation == "commit" else []
     handed = [make_sample(index, digest) for index, digest in enumerate(digests)]
     start = memory_mb("VmRSS")
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     if operation == "commit":
         Dataset.open(location).commit(handed, None, "scale", {"samples": len(handed)})
     elif operation == "list":
@@ -118,7 +118,8 @@ def operate(operation: str, folder: Path) -> dict[str, float]:
         export_labels(operation, location, folder / f"export-{operation}")
     elif operation == "push":
         push_tasks(location)
-    return {"seconds": time.perf_counter() - began, "start_mb": start, "peak_mb": memory_mb("VmHWM")}
+    return {"seconds": time.perf_counter() - began, "cpu_seconds": time.process_time() - cpu, "start_mb": start,
+            "peak_mb": memory_mb("VmHWM")}
 
 
 def push_tasks(location: Path) -> None:
@@ -148,7 +149,8 @@ def measure(count: int, keep: bool) -> dict[str, dict[str, float]]:
         if done.returncode != 0:
             raise SystemExit(f"{name} at {count} samples failed:\n{done.stderr}")
         figures[name] = json.loads(done.stdout.splitlines()[-1])
-        print(f"  {name}: {figures[name]['seconds']:.2f} s, peak {figures[name]['peak_mb']:.0f} MB", flush=True)
+        print(f"  {name}: {figures[name]['seconds']:.2f} s ({figures[name]['cpu_seconds']:.2f} s CPU), "
+              f"peak {figures[name]['peak_mb']:.0f} MB", flush=True)
     line_bytes = sum(p.stat().st_size for p in (folder / "dataset" / "versions").glob("*.jsonl"))
     print(f"  sample lines: {line_bytes / (2 * count):.0f} bytes on average", flush=True)
     if not keep:
@@ -163,17 +165,18 @@ def print_table(results: dict[int, dict[str, dict[str, float]]]) -> None:
                         f"(samples x{last / first:g} from first to last)")
     table.add_column("operation")
     for n in sizes:
-        table.add_column(f"{n:,}: s", justify="right")
+        table.add_column(f"{n:,}: s (CPU s)", justify="right")
         table.add_column(f"{n:,}: peak MB (start)", justify="right")
-    table.add_column("time x", justify="right")
+    table.add_column("time x (CPU x)", justify="right")
     table.add_column("MB above start x", justify="right")
     for name in OPERATIONS:
         row = [name]
         for n in sizes:
             f = results[n][name]
-            row += [f"{f['seconds']:.2f}", f"{f['peak_mb']:.0f} ({f['start_mb']:.0f})"]
+            row += [f"{f['seconds']:.2f} ({f['cpu_seconds']:.2f})", f"{f['peak_mb']:.0f} ({f['start_mb']:.0f})"]
         a, b = results[first][name], results[last][name]
-        row.append(f"{b['seconds'] / max(a['seconds'], 1e-3):.1f}")
+        ratio = {key: b[key] / max(a[key], 1e-3) for key in ("seconds", "cpu_seconds")}
+        row.append(f"{ratio['seconds']:.1f} ({ratio['cpu_seconds']:.1f})")
         row.append(f"{(b['peak_mb'] - b['start_mb']) / max(a['peak_mb'] - a['start_mb'], 1.0):.1f}")
         table.add_row(*row)
     Console().print(table)

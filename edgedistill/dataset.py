@@ -15,6 +15,7 @@ content-addressed cache (`cache_dir()`), which every dataset on the machine shar
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import io
 import json
@@ -453,7 +454,8 @@ class Dataset:
             current = self.version(current.parent) if current.parent else None
 
     def samples(self, version_id: str | None = None) -> list[Sample]:
-        return list(self.iter_samples(version_id))
+        with _long_lived():
+            return list(self.iter_samples(version_id))
 
     def iter_samples(self, version_id: str | None = None) -> Iterator[Sample]:
         """A version's samples one at a time: work that needs no list of them all (an export) holds only
@@ -524,6 +526,23 @@ class Dataset:
         """The report a stage left with its version, if it left one."""
         data = self.store.read(version.report) if version.report else None
         return json.loads(data) if data is not None else None
+
+
+@contextlib.contextmanager
+def _long_lived() -> Iterator[None]:
+    """What is made inside goes straight to the cycle collector's oldest generation. A version's samples are
+    hundreds of thousands of objects that all live on; made under the collector, they are walked again and
+    again as they grow (three quarters of the time of reading 100,000 samples, and more than linear)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if not gc.get_freeze_count():  # (a process that froze objects of its own keeps them frozen)
+            gc.freeze()  # every tracked object into the permanent generation, and back into the oldest one,
+            gc.unfreeze()  # with no walk over them
+        if enabled:
+            gc.enable()
 
 
 def count_samples(samples: list[Sample]) -> dict[str, int]:
