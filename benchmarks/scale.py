@@ -16,14 +16,18 @@ fresh Python process, so its peak RSS (VmHWM) is its own:
 - export COCO / export Label Studio: `edgedistill export-labels coco|labelstudio` (copies every image)
 - push tasks:    the Label Studio task dicts `review push` sends, batch by batch, without a server
 
-"start" is the process's RSS before the operation (interpreter, imports, and for commit the samples
-it is handed); the last columns say how time and memory above start grew from the first size to the
-last, against how the sample count grew.
+Each size shows seconds of wall clock / CPU / of those, Python's cycle collector (which walks every
+live object now and then, a sample list's too), and the peak RSS with, in brackets, the RSS at the start
+of the operation (interpreter, imports, and for commit the samples it is handed). The last columns say
+how each grew from the first size to the last (against how the sample count grew) and the memory above
+start per sample at the last size. Wall clock counts disk waits and other work on the machine: compare
+CPU seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import json
 import subprocess
@@ -31,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from PIL import Image
 from rich.console import Console
@@ -97,8 +102,9 @@ def operate(operation: str, folder: Path) -> dict[str, float]:
     location = folder / "dataset"
     digests = (folder / "digests.txt").read_text().split("\n") if operation == "commit" else []
     handed = [make_sample(index, digest) for index, digest in enumerate(digests)]
+    collecting = collector_clock()
     start = memory_mb("VmRSS")
-    began, cpu = time.perf_counter(), time.process_time()
+    began, cpu, collected = time.perf_counter(), time.process_time(), collecting()
     if operation == "commit":
         Dataset.open(location).commit(handed, None, "scale", {"samples": len(handed)})
     elif operation == "list":
@@ -118,8 +124,22 @@ def operate(operation: str, folder: Path) -> dict[str, float]:
         export_labels(operation, location, folder / f"export-{operation}")
     elif operation == "push":
         push_tasks(location)
-    return {"seconds": time.perf_counter() - began, "cpu_seconds": time.process_time() - cpu, "start_mb": start,
-            "peak_mb": memory_mb("VmHWM")}
+    return {"seconds": time.perf_counter() - began, "cpu_seconds": time.process_time() - cpu,
+            "gc_seconds": collecting() - collected, "start_mb": start, "peak_mb": memory_mb("VmHWM")}
+
+
+def collector_clock() -> Callable[[], float]:
+    """A clock of the CPU seconds Python's cycle collector has spent since it was made."""
+    spent, began = [0.0], [0.0]
+
+    def note(phase: str, _info: dict) -> None:
+        if phase == "start":
+            began[0] = time.process_time()
+        else:
+            spent[0] += time.process_time() - began[0]
+
+    gc.callbacks.append(note)
+    return lambda: spent[0]
 
 
 def push_tasks(location: Path) -> None:
@@ -149,8 +169,7 @@ def measure(count: int, keep: bool) -> dict[str, dict[str, float]]:
         if done.returncode != 0:
             raise SystemExit(f"{name} at {count} samples failed:\n{done.stderr}")
         figures[name] = json.loads(done.stdout.splitlines()[-1])
-        print(f"  {name}: {figures[name]['seconds']:.2f} s ({figures[name]['cpu_seconds']:.2f} s CPU), "
-              f"peak {figures[name]['peak_mb']:.0f} MB", flush=True)
+        print(f"  {name}: {times(figures[name])} s, peak {figures[name]['peak_mb']:.0f} MB", flush=True)
     line_bytes = sum(p.stat().st_size for p in (folder / "dataset" / "versions").glob("*.jsonl"))
     print(f"  sample lines: {line_bytes / (2 * count):.0f} bytes on average", flush=True)
     if not keep:
@@ -158,28 +177,35 @@ def measure(count: int, keep: bool) -> dict[str, dict[str, float]]:
     return figures
 
 
+def times(figures: dict[str, float]) -> str:
+    return f"{figures['seconds']:.2f} / {figures['cpu_seconds']:.2f} / {figures['gc_seconds']:.2f}"
+
+
 def print_table(results: dict[int, dict[str, dict[str, float]]]) -> None:
     sizes = sorted(results)
     first, last = sizes[0], sizes[-1]
-    table = Table(title=f"dataset operations at {', '.join(f'{n:,}' for n in sizes)} samples "
-                        f"(samples x{last / first:g} from first to last)")
+    table = Table(title=f"dataset operations at {', '.join(f'{n:,}' for n in sizes)} samples: seconds of wall clock / "
+                        f"CPU / of which cycle collector; peak RSS (RSS at start); growth from {first:,} to {last:,}")
     table.add_column("operation")
     for n in sizes:
-        table.add_column(f"{n:,}: s (CPU s)", justify="right")
-        table.add_column(f"{n:,}: peak MB (start)", justify="right")
-    table.add_column("time x (CPU x)", justify="right")
-    table.add_column("MB above start x", justify="right")
+        table.add_column(f"{n:,}: s", justify="right")
+        table.add_column(f"{n:,}: MB", justify="right")
+    for growth in ("wall", "CPU", "CPU less GC", "MB above start"):
+        table.add_column(f"{growth} x", justify="right")
+    table.add_column(f"KB a sample at {last:,}", justify="right")
     for name in OPERATIONS:
         row = [name]
         for n in sizes:
             f = results[n][name]
-            row += [f"{f['seconds']:.2f} ({f['cpu_seconds']:.2f})", f"{f['peak_mb']:.0f} ({f['start_mb']:.0f})"]
+            row += [times(f), f"{f['peak_mb']:.0f} ({f['start_mb']:.0f})"]
         a, b = results[first][name], results[last][name]
-        ratio = {key: b[key] / max(a[key], 1e-3) for key in ("seconds", "cpu_seconds")}
-        row.append(f"{ratio['seconds']:.1f} ({ratio['cpu_seconds']:.1f})")
+        for key in ("seconds", "cpu_seconds"):
+            row.append(f"{b[key] / max(a[key], 1e-3):.1f}")
+        row.append(f"{(b['cpu_seconds'] - b['gc_seconds']) / max(a['cpu_seconds'] - a['gc_seconds'], 1e-3):.1f}")
         row.append(f"{(b['peak_mb'] - b['start_mb']) / max(a['peak_mb'] - a['start_mb'], 1.0):.1f}")
+        row.append(f"{(b['peak_mb'] - b['start_mb']) * 1024 / last:.1f}")
         table.add_row(*row)
-    Console().print(table)
+    Console(width=200).print(table)
 
 
 def main() -> None:
