@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, get_args
+from typing import Any, Callable, Iterable, Iterator, Literal, get_args
 
 from edgedistill.boxes import label_iou
 from edgedistill.dataset import Dataset, Label, LabelSource, Review, Sample, VersionInfo
@@ -207,6 +207,13 @@ def make_task(dataset: Dataset, sample: Sample, version: VersionInfo, why: Route
     return {"data": data, "predictions": [prediction]}
 
 
+def task_batches(dataset: Dataset, version: VersionInfo, samples: list[Sample], routes: dict[str, Route],
+                 store: LocalFiles | S3Media, size: int = 500) -> Iterator[list[dict]]:
+    """The samples' tasks, `size` at a time (one import request each), so that no more are ever held."""
+    for start in range(0, len(samples), size):
+        yield [make_task(dataset, s, version, routes[s.id], store.url(dataset, s)) for s in samples[start:start + size]]
+
+
 # -- push ----------------------------------------------------------------------------------------
 @dataclass
 class PushResult:
@@ -278,13 +285,12 @@ def push_for_review(dataset: Dataset, connection: Connection, settings: ReviewSe
     present = existing_tasks(client, connection, project.id)
     pending = [s for s in samples if routes[s.id] != "auto" and s.id not in present]
     store.connect(dataset, client, connection, project.id, pending)
-    new = [make_task(dataset, s, version, routes[s.id], store.url(dataset, s)) for s in pending]
-    for start in range(0, len(new), 500):
-        _call(connection, "import tasks", client.projects.import_tasks, project.id,
-              request=new[start:start + 500], return_task_ids=True)
+    for batch in task_batches(dataset, version, pending, routes, store):
+        _call(connection, "import tasks", client.projects.import_tasks, project.id, request=batch,
+              return_task_ids=True)
     counts = {name: sum(1 for r in routes.values() if r == name) for name in get_args(Route)}
     return PushResult(project_id=project.id, project_url=f"{connection.url}/projects/{project.id}",
-                      created_project=created, imported=len(new),
+                      created_project=created, imported=len(pending),
                       already_there=sum(1 for s in samples if routes[s.id] != "auto" and s.id in present),
                       routes=counts, config_edited=config_edited)
 

@@ -56,6 +56,16 @@ def test_bad_manifest_line_names_the_field(tmp_path, audio_sample_factory):
     assert info.id != new_id
 
 
+def test_a_transcript_with_unicode_line_breaks_reads_back(tmp_path, audio_sample_factory):
+    # JSON leaves U+2028 and U+0085 as they are, and a version is read line by line: by bytes, not str.splitlines
+    dataset = _dataset(tmp_path)
+    sample = audio_sample_factory(dataset, "yes", "v1")
+    transcript = sample.labels[0].model_copy(update={"transcript": "yes\u2028yes\x85 yes"})
+    said = sample.model_copy(update={"labels": [transcript]})
+    info = dataset.commit([said, audio_sample_factory(dataset, "no", "v2", 660)], None, "mine", {})
+    assert Dataset.open(dataset.location).samples(info.id)[0] == said
+
+
 def test_invalid_dataset_json_is_a_clear_error(tmp_path):
     (tmp_path / "dataset.json").write_text('{"name": "x", "task": "dancing", "ontology": []}')
     with pytest.raises(EdgedistillError, match="task"):

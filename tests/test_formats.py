@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, OntologyClass, Provenance, Review, Sample
 from edgedistill.errors import EdgedistillError
+from edgedistill.formats.coco import coco_dict
 from edgedistill.formats.exporter import export_labels
 from edgedistill.formats.importer import import_labels
 from edgedistill.masks import decode_rle, encode_rle, mask_box
@@ -247,6 +248,15 @@ def test_the_cli_exports_a_version_without_its_rejected_samples_into_a_new_folde
     media.write_bytes(kept)
     assert export_labels("labelstudio", dataset.location, tmp_path / "studio", split.id).report["images"] == 3
     assert sorted(p.name for p in tmp_path.iterdir() if "studio" in p.name) == ["studio"]
+
+
+def test_a_coco_export_holds_what_coco_dict_makes_of_the_samples_review_kept(tmp_path):
+    dataset, samples = _dataset(tmp_path / "pets")
+    rejected = samples[1].model_copy(update={"review": Review(status="rejected")})
+    dataset.commit([samples[0], rejected, samples[2]], dataset.head.id, "review", {})
+    exported = export_labels("coco", dataset.location, tmp_path / "coco")  # written sample by sample
+    assert json.loads(exported.path.read_text()) == coco_dict([samples[0], samples[2]], CLASSES)  # with a mask
+    assert sorted(p.name for p in (tmp_path / "coco").iterdir()) == ["annotations.json", "images"]
 
 
 def test_a_keyword_dataset_is_not_exported_as_boxes(tmp_path):

@@ -4,13 +4,14 @@ masks (RLE or polygons; crowd boxes are ignore regions), `coco_dict` and `write_
 from __future__ import annotations
 
 import json
-import shutil
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
-from edgedistill.dataset import Dataset, Label, LabelSource, Sample, write_atomic
+from edgedistill.dataset import Dataset, Label, LabelSource, Sample
 from edgedistill.errors import EdgedistillError
-from edgedistill.formats.labelled import LabelledImage, LabelledSet, checked_box, image_file, labelled_image, load_json
+from edgedistill.formats.labelled import (LabelledImage, LabelledSet, checked_box, copy_images, image_file,
+                                         labelled_image, load_json, write_json_array)
 from edgedistill.masks import decode_rle, encode_rle
 
 SOURCE = LabelSource(labeler="import:coco")
@@ -73,29 +74,53 @@ def _mask(segmentation: Any, image: LabelledImage, where: str) -> dict[str, Any]
                                "export the labels again, or remove the segmentation to keep the box only") from None
 
 
-def coco_dict(samples: list[Sample], classes: list[str]) -> dict[str, Any]:
-    """Samples as COCO: image ids 1.. in order, category ids 1.. in the order of `classes`, and the boxes (and
-    masks) of the labels of those classes; an image's file_name is its media file's name."""
+def coco_entries(samples: Iterable[Sample], classes: list[str]) -> Iterator[tuple[dict, list[dict]]]:
+    """Each sample's COCO image and annotations: image ids 1.. in order, annotation ids 1.. across them all,
+    category ids 1.. in the order of `classes`, and the boxes (and masks) of the labels of those classes; an
+    image's file_name is its media file's name."""
     category = {name: i for i, name in enumerate(classes, start=1)}
-    coco: dict[str, Any] = {"images": [], "annotations": [],
-                            "categories": [{"id": i, "name": name} for name, i in category.items()]}
+    annotation_id = 0
     for image_id, sample in enumerate(samples, start=1):
-        coco["images"].append({"id": image_id, "file_name": Path(sample.media).name,
-                               "width": sample.shape.width, "height": sample.shape.height})
+        annotations = []
         for label in sample.labels:
             if label.box and label.class_name in category:
-                coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image_id,
-                                            "category_id": category[label.class_name], "bbox": list(label.box),
-                                            "area": label.box[2] * label.box[3], "iscrowd": 0,
-                                            **({"segmentation": label.mask} if label.mask else {})})
+                annotation_id += 1
+                annotations.append({"id": annotation_id, "image_id": image_id,
+                                    "category_id": category[label.class_name], "bbox": list(label.box),
+                                    "area": label.box[2] * label.box[3], "iscrowd": 0,
+                                    **({"segmentation": label.mask} if label.mask else {})})
+        yield ({"id": image_id, "file_name": Path(sample.media).name, "width": sample.shape.width,
+                "height": sample.shape.height}, annotations)
+
+
+def coco_categories(classes: list[str]) -> list[dict[str, Any]]:
+    return [{"id": i, "name": name} for i, name in enumerate(classes, start=1)]
+
+
+def coco_dict(samples: list[Sample], classes: list[str]) -> dict[str, Any]:
+    """Samples as one COCO dict (see `coco_entries`)."""
+    coco: dict[str, Any] = {"images": [], "annotations": [], "categories": coco_categories(classes)}
+    for image, annotations in coco_entries(samples, classes):
+        coco["images"].append(image)
+        coco["annotations"] += annotations
     return coco
 
 
-def write_coco(dataset: Dataset, samples: list[Sample], classes: list[str], folder: Path) -> Path:
-    """`annotations.json` and a copy of each image in `images/`; returns the JSON's path."""
+def write_coco(dataset: Dataset, samples: Iterable[Sample], classes: list[str], folder: Path) -> Path:
+    """`annotations.json` (as `coco_dict`) and a copy of each image in `images/`, written as the samples come;
+    returns the JSON's path."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    for media in dataset.media_paths(samples):
-        shutil.copyfile(media, folder / "images" / media.name)
     path = folder / "annotations.json"
-    write_atomic(path, json.dumps(coco_dict(samples, classes), indent=1).encode())
+    with open(path, "w") as coco, tempfile.TemporaryFile("w+", dir=folder) as boxes:
+        def images() -> Iterator[str]:  # the annotations wait in `boxes`, a line each, until the images are out
+            for image, annotations in coco_entries(copy_images(dataset, samples, folder / "images"), classes):
+                boxes.writelines(json.dumps(annotation) + "\n" for annotation in annotations)
+                yield json.dumps(image)
+
+        coco.write(f'{{"categories": {json.dumps(coco_categories(classes))},\n"images": ')
+        write_json_array(coco, images())
+        boxes.seek(0)
+        coco.write(',\n"annotations": ')
+        write_json_array(coco, (line.rstrip("\n") for line in boxes))
+        coco.write("}\n")
     return path

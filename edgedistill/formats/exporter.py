@@ -13,7 +13,7 @@ import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from edgedistill.dataset import Dataset, Sample, VersionInfo
 from edgedistill.errors import EdgedistillError
@@ -41,26 +41,35 @@ def export_labels(label_format: str, location: str | Path, out: str | Path, vers
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise EdgedistillError(f"{out} already exists and is not an empty folder",
                                "choose a new folder for the export, or delete this one to export again")
-    samples = dataset.samples(version.id)
-    kept = [s for s in samples if s.review.status != "rejected"]
     classes = [c.name for c in dataset.info.ontology]
+    counts: Counter[str] = Counter()  # images, empty, rejected
+    objects: Counter[str] = Counter()
+
+    def kept() -> Iterator[Sample]:  # one at a time, counted on the way: no list of them all
+        for sample in dataset.iter_samples(version.id):
+            if sample.review.status == "rejected":
+                counts["rejected"] += 1
+                continue
+            counts["images"] += 1
+            counts["empty"] += not sample.labels
+            objects.update(label.class_name for label in sample.labels if label.box and label.class_name in classes)
+            yield sample
+
     partial = out.with_name(f".{out.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)  # left by an export that was killed
     try:
-        written = _write(label_format, dataset, kept, classes, partial)
+        written = _write(label_format, dataset, kept(), classes, partial)
         if out.exists():
             out.rmdir()
         partial.rename(out)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    objects = Counter(label.class_name for sample in kept for label in sample.labels
-                      if label.box and label.class_name in classes)
-    report = {"images": len(kept), "empty_images": sum(1 for s in kept if not s.labels),
-              "objects": dict(sorted(objects.items())), "rejected_left_out": len(samples) - len(kept)}
+    report = {"images": counts["images"], "empty_images": counts["empty"], "objects": dict(sorted(objects.items())),
+              "rejected_left_out": counts["rejected"]}
     return Exported(dataset, version, out / written.relative_to(partial), report)
 
 
-def _write(label_format: str, dataset: Dataset, samples: list[Sample], classes: list[str], folder: Path) -> Path:
+def _write(label_format: str, dataset: Dataset, samples: Iterable[Sample], classes: list[str], folder: Path) -> Path:
     if label_format == "coco":
         return write_coco(dataset, samples, classes, folder)
     if label_format == "yolo":

@@ -6,17 +6,17 @@ these lives in labelers/label_studio.py."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 from urllib.parse import parse_qs, unquote, urlparse
 
 import numpy as np
 
 from edgedistill.boxes import label_iou
-from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, Sample, write_atomic
+from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, Sample
 from edgedistill.errors import EdgedistillError
-from edgedistill.formats.labelled import LabelledSet, checked_box, image_file, labelled_image, load_json
+from edgedistill.formats.labelled import (LabelledSet, checked_box, copy_images, image_file, labelled_image, load_json,
+                                         write_json_array)
 from edgedistill.masks import decode_rle, encode_rle, mask_box
 
 SOURCE = LabelSource(labeler="import:labelstudio")
@@ -170,16 +170,14 @@ def _local_name(reference: str) -> str:
     return Path(unquote(parsed.path)).name
 
 
-def write_label_studio(dataset: Dataset, samples: list[Sample], folder: Path) -> Path:
+def write_label_studio(dataset: Dataset, samples: Iterable[Sample], folder: Path) -> Path:
     """A detection version as a Label Studio JSON export (`tasks.json`, each sample's labels as its annotation)
-    with a copy of each image in `images/`; returns the JSON's path."""
+    with a copy of each image in `images/`, written as the samples come; returns the JSON's path."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    tasks = []
-    for number, (sample, media) in enumerate(zip(samples, dataset.media_paths(samples)), start=1):
-        shutil.copyfile(media, folder / "images" / media.name)
-        tasks.append({"id": number, "data": {IMAGE: f"images/{media.name}", "sample_id": sample.id},
-                      "annotations": [{"id": number, "result": label_results(sample, "detection"),
-                                       "was_cancelled": False}]})
+    tasks = ({"id": number, "data": {IMAGE: f"images/{Path(sample.media).name}", "sample_id": sample.id},
+              "annotations": [{"id": number, "result": label_results(sample, "detection"), "was_cancelled": False}]}
+             for number, sample in enumerate(copy_images(dataset, samples, folder / "images"), start=1))
     path = folder / "tasks.json"
-    write_atomic(path, json.dumps(tasks, indent=1).encode())
+    with open(path, "w") as export:
+        write_json_array(export, map(json.dumps, tasks))
     return path

@@ -1,15 +1,18 @@
 """What every reader of a label file returns: the images it names, each with its labels as our Labels,
-checked against the image (the file exists and opens, every box lies in it)."""
+checked against the image (the file exists and opens, every box lies in it); and what the writers share,
+which write as the samples stream by, so that an export of any size holds one sample at a time."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator, TextIO
 
 from PIL import Image, UnidentifiedImageError
 
-from edgedistill.dataset import Label
+from edgedistill.dataset import Dataset, Label, Sample
 from edgedistill.errors import EdgedistillError
 
 BOX_TOLERANCE = 2.0  # pixels a box may reach past the border (annotators' rounding)
@@ -73,3 +76,18 @@ def checked_box(corners: tuple[float, float, float, float], image: LabelledImage
                                f"photo {image.path.name}", "check that boxes are in pixels of the upright photo")
     x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, width), min(y1, height)
     return x0, y0, x1 - x0, y1 - y0
+
+
+def copy_images(dataset: Dataset, samples: Iterable[Sample], folder: Path) -> Iterator[Sample]:
+    """The samples as they come, each once its image is copied into `folder` under its media file's name."""
+    for sample, media in dataset.with_media(samples):
+        shutil.copyfile(media, folder / media.name)
+        yield sample
+
+
+def write_json_array(handle: TextIO, items: Iterable[str]) -> None:
+    """Items already encoded as JSON, written as one JSON array, an item a line, as they come."""
+    handle.write("[")
+    for number, item in enumerate(items):
+        handle.write(f"{',' if number else ''}\n{item}")
+    handle.write("\n]")

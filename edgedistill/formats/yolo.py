@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Iterable
 
 import yaml
 
@@ -59,7 +60,7 @@ def yolo_names(root: Path) -> list[str]:
     raise EdgedistillError(f"the YOLO folder {root} names no classes", "add data.yaml with `names: [...]` or classes.txt")
 
 
-def write_yolo_folder(dataset: Dataset, samples: list[Sample], labels: list[str], folder: Path,
+def write_yolo_folder(dataset: Dataset, samples: Iterable[Sample], labels: list[str], folder: Path,
                       link_images: bool = False) -> Path:
     """images/<split>/ and labels/<split>/ (class cx cy w h, 0-1), samples not yet split under train;
     returns data.yaml, whose folder is the dataset root. Images are copies, or links to the media
@@ -68,7 +69,7 @@ def write_yolo_folder(dataset: Dataset, samples: list[Sample], labels: list[str]
     for split in SPLITS:
         (folder / "images" / split).mkdir(parents=True, exist_ok=True)
         (folder / "labels" / split).mkdir(parents=True, exist_ok=True)
-    for sample, path in zip(samples, dataset.media_paths(samples)):
+    for sample, path in dataset.with_media(samples):
         media, split = path.resolve(), sample.split or "train"
         image = folder / "images" / split / f"{sample.id}{media.suffix}"
         if link_images and not image.is_symlink():
