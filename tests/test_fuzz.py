@@ -562,6 +562,16 @@ def test_a_mutated_coco_file_reads_or_is_refused(data, tmp_path_factory):
     result_or_refusal(read_coco, folder / "annotations.json")
 
 
+@pytest.mark.parametrize("polygons", [[[]], [[1, 2, 6, 2]], [[1, 2, 6]]])
+def test_a_coco_polygon_of_fewer_than_three_points_leaves_the_box_without_a_mask(polygons, tmp_path):
+    _photos(tmp_path)
+    coco = copy.deepcopy(COCO)
+    coco["annotations"][0]["segmentation"] = polygons
+    (tmp_path / "annotations.json").write_text(json.dumps(coco))
+    first = read_coco(tmp_path / "annotations.json").images[0].labels[0]
+    assert first.box == (1.0, 2.0, 5.0, 4.0) and first.mask is None
+
+
 BOX_TOKENS = ["0", "1", "-1", "0.5", "nan", "inf", "-inf", "1e999", "9" * 40, "0x10", "", "a", "½", "\x00", "1,5"]
 
 

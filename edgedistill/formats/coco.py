@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -40,7 +40,7 @@ class _Rle(_Entry):
 class _Annotation(_Entry):
     image_id: int | str | None = None
     category_id: int | str | None = None
-    segmentation: list[Annotated[list[float], Field(min_length=6)]] | _Rle | None = None  # polygons of 3+ points
+    segmentation: list[list[float]] | _Rle | None = None  # polygons, or RLE
 
 
 class _Coco(_Entry):
@@ -99,7 +99,11 @@ def _mask(segmentation: Any, image: LabelledImage, where: str) -> dict[str, Any]
 
     try:
         if isinstance(segmentation, list):  # polygons: [[x0, y0, x1, y1, ...], ...]
-            rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, image.height, image.width))
+            # one of fewer than 3 points outlines nothing (and pycocotools reads 2 points as a box)
+            polygons = [polygon for polygon in segmentation if len(polygon) >= 6]
+            if not polygons:
+                return None
+            rle = coco_mask.merge(coco_mask.frPyObjects(polygons, image.height, image.width))
         elif list(segmentation["size"]) == [image.height, image.width]:
             rle = segmentation
         else:
