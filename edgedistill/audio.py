@@ -18,6 +18,8 @@ from edgedistill.errors import EdgedistillError
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus", ".aiff", ".aif"}
 FFMPEG_RATE = 48000  # what ffmpeg decodes to; soxr then resamples, as for every other file
 FFMPEG_PREROLL_SECONDS = 0.1
+# a header claiming a rate outside these is damaged: resampling 1 Hz "audio" to 16 kHz makes 16,000 samples of each
+PLAUSIBLE_RATES = (1000, 768_000)
 
 
 def resample(audio: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
@@ -34,6 +36,7 @@ def decode_audio(data: bytes, target_rate: int, name: str = "audio") -> np.ndarr
         audio, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError):
         audio, rate = _decode_with_ffmpeg(data, name)
+    _check_rate(rate, name)
     audio = audio.mean(axis=1) if audio.ndim == 2 else audio
     if audio.size == 0:
         raise EdgedistillError(f"{name} holds no audio samples", "pass a file with sound in it")
@@ -128,6 +131,14 @@ def _existing(path: str | Path) -> Path:
     return path
 
 
+def _check_rate(rate: int, name: str) -> int:
+    if not PLAUSIBLE_RATES[0] <= rate <= PLAUSIBLE_RATES[1]:
+        raise EdgedistillError(f"{name} claims a sample rate of {rate} Hz, so its header is damaged",
+                               f"check that the file is complete and is audio (rates from {PLAUSIBLE_RATES[0]} to "
+                               f"{PLAUSIBLE_RATES[1]} Hz are read)")
+    return rate
+
+
 def _need_ffmpeg(path: Path) -> None:
     if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
         raise EdgedistillError(f"{path} is not audio that libsndfile can read",
@@ -137,12 +148,19 @@ def _need_ffmpeg(path: Path) -> None:
 def _soundfile_blocks(source: soundfile.SoundFile, block_seconds: float, start: float,
                       end: float | None) -> Iterator[np.ndarray]:
     with source:
+        _check_rate(source.samplerate, str(source.name))
         first = min(source.frames, max(0, round(start * source.samplerate)))
         last = source.frames if end is None else min(source.frames, max(first, round(end * source.samplerate)))
-        source.seek(first)
-        for block in source.blocks(blocksize=max(1, int(block_seconds * source.samplerate)), frames=last - first,
-                                   dtype="float32", always_2d=True):
-            yield block.mean(axis=1)
+        read = 0
+        try:
+            source.seek(first)
+            for block in source.blocks(blocksize=max(1, int(block_seconds * source.samplerate)), frames=last - first,
+                                       dtype="float32", always_2d=True):
+                read += block.size
+                yield block.mean(axis=1)
+        except soundfile.LibsndfileError as error:  # as with ffmpeg, a damaged tail after good audio is kept
+            if not read:
+                raise _unreadable(str(source.name), str(error)) from None
 
 
 def _ffmpeg_blocks(path: Path, block_seconds: float, start: float, end: float | None,

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
+from pydantic_core import PydanticSerializationError
 
 from edgedistill.errors import EdgedistillError, describe_validation_error
 
@@ -47,7 +48,8 @@ ReviewStatus = Literal["auto", "accepted", "corrected", "rejected"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # JSON has no NaN or infinity: one in a box or a duration would be written as null and never read back
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class LabelSource(_Strict):
@@ -147,13 +149,14 @@ class MediaPolicy(_Strict):
 
 
 class VersionInfo(_Strict):
-    id: str  # sha256 of the manifest file, shortened
+    id: str = Field(pattern=r"^[0-9a-f]{16}$")  # sha256 of the manifest file, shortened
     parent: str | None
-    stage: str
+    stage: str = Field(pattern=r"^[\w.-]+$")  # a plain name: it names the report file
     params: dict[str, Any] = Field(default_factory=dict)
     key: str  # hash of (parent, stage, params): the same work twice finds this version
     counts: dict[str, int] = Field(default_factory=dict)
-    report: str | None = None  # reports/<id>.json: what the stage saw (clips lost per voice, ...)
+    # reports/<stage>-<key>.json: what the stage saw (clips lost per voice, ...)
+    report: str | None = Field(None, pattern=r"^reports/[\w.-]+\.json$")
     created: datetime
 
 
@@ -468,11 +471,20 @@ class Dataset:
         return next((v for v in self.info.versions if v.key == key), None)
 
     def lineage(self, version: VersionInfo) -> Iterator[VersionInfo]:
-        """The version, then its parent, and so on to the first."""
-        current: VersionInfo | None = version
-        while current is not None:
+        """The version, then its parent, and so on to the first; each entry once. A stage that changed nothing
+        made a version with its parent's id: the parent is then the other entry with that id."""
+        unvisited = [v for v in self.info.versions if v != version]
+        current = version
+        while current.parent:
             yield current
-            current = self.version(current.parent) if current.parent else None
+            parents = [v for v in unvisited if v.id == current.parent]
+            if not parents:
+                raise EdgedistillError(f"the history of {self.location} is broken: the parent "
+                                       f"{current.parent} of version {current.id} is not another version in it",
+                                       "restore its history/ folder from a backup, or recreate the dataset")
+            current = parents[-1]
+            unvisited.remove(current)
+        yield current
 
     def samples(self, version_id: str | None = None) -> list[Sample]:
         with _long_lived():
@@ -487,7 +499,7 @@ class Dataset:
         if data is None or sha256_bytes(data)[:16] != info.id:
             raise EdgedistillError(f"version {info.id} of {self.location} is missing or was changed on disk",
                                    "versions are immutable: rerun the stage that made it to rebuild it")
-        for number, line in enumerate(io.BytesIO(data), start=1):
+        for number, line in enumerate(io.BytesIO(data), start=1):  # split at \n only, as written
             try:
                 yield Sample.model_validate_json(line)
             except ValidationError as error:
@@ -497,29 +509,32 @@ class Dataset:
 
     def commit(self, samples: Iterable[Sample], parent: str | None, stage: str,
                params: dict[str, Any], report: dict[str, Any] | None = None) -> VersionInfo:
-        """Write a new immutable version and record it in the history."""
+        """Write a new immutable version and record it in the history. All of it is made before any of it
+        is written, so that a commit that cannot be recorded leaves nothing behind."""
         samples = list(samples)
         ids = Counter(s.id for s in samples)
         duplicated = [sample_id for sample_id, count in ids.items() if count > 1]
         if duplicated:
             raise EdgedistillError(f"stage {stage} produced duplicate sample ids: {duplicated[:5]}",
                                    "this is a bug in that stage; please report it")
-        lines = io.BytesIO()  # not a list of lines, their join and its encoding: half the memory
-        for sample in samples:
-            lines.write(sample.model_dump_json().encode() + b"\n")
-        body = lines.getvalue()
-        version_id = sha256_bytes(body)[:16]
-        key = stage_key(parent, stage, params)
-        report_path = None
-        if report is not None:
-            report_path = f"reports/{stage}-{key}.json"
-            self.store.write(report_path, json.dumps(report, indent=2, default=str).encode())
+        try:  # everything is made, and checked, before anything is written
+            lines = io.BytesIO()  # not a list of lines, their join and its encoding: half the memory
+            for sample in samples:
+                lines.write(sample.model_dump_json().encode() + b"\n")
+            body = lines.getvalue()
+            version_id, key = sha256_bytes(body)[:16], stage_key(parent, stage, params)
+            report_path = None if report is None else f"reports/{stage}-{key}.json"
+            report_json = None if report is None else json.dumps(report, indent=2, default=str).encode()
+            info = VersionInfo(id=version_id, parent=parent, stage=stage, params=params, key=key,
+                               counts=count_samples(samples), report=report_path, created=datetime.now(timezone.utc))
+            record = info.model_dump_json(indent=2).encode()
+        except (ValueError, TypeError, PydanticSerializationError) as error:  # ValidationError is a ValueError
+            raise EdgedistillError(f"stage {stage!r} made a version that cannot be recorded: {error}",
+                                   "this is a bug in that stage; please report it") from None
+        if report_json is not None:
+            self.store.write(report_path, report_json)
         self.store.write(f"versions/{version_id}.jsonl", body)
-        info = VersionInfo(
-            id=version_id, parent=parent, stage=stage, params=params, key=key, counts=count_samples(samples),
-            report=report_path, created=datetime.now(timezone.utc),
-        )
-        self.store.write(f"history/{key}.json", info.model_dump_json(indent=2).encode())  # the version is in
+        self.store.write(f"history/{key}.json", record)  # now the version is in
         self.info.versions = _newest_per_key([*self.info.versions, info])
         return info
 
@@ -552,7 +567,11 @@ class Dataset:
     def report(self, version: VersionInfo) -> dict[str, Any] | None:
         """The report a stage left with its version, if it left one."""
         data = self.store.read(version.report) if version.report else None
-        return json.loads(data) if data is not None else None
+        try:
+            return json.loads(data) if data is not None else None
+        except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, or nested too deeply
+            raise EdgedistillError(f"{self.location}/{version.report} is not a readable report: {error}",
+                                   f"rerun the stage that made version {version.id} to write it again") from None
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ OPENAI_VOICES = ("alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "m
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # `.inf` or `.nan` is no setting
 
 
 class ApiSettings(_Section):
@@ -166,10 +166,10 @@ class TrainSettings(_Section):
 
 
 class FrontEndSettings(_Section):
-    frame_length: int = 512  # samples; the FFT length, a power of two for CMSIS-DSP
-    hop_length: int = 320
-    mel_filters: int = 40
-    mfcc: int = 10
+    frame_length: int = Field(512, ge=1)  # samples; the FFT length, a power of two for CMSIS-DSP
+    hop_length: int = Field(320, ge=1)
+    mel_filters: int = Field(40, ge=1)
+    mfcc: int = Field(10, ge=1)
     f_min: float = 20.0
     f_max: float = 4000.0
 
@@ -477,10 +477,18 @@ _RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:t
 
 def load_recipe(path: str | Path) -> AnyRecipe:
     path = Path(path)
-    if not path.exists():
-        raise EdgedistillError(f"recipe {path} does not exist", "check the path")
+    if not path.is_file():
+        raise EdgedistillError(f"recipe {path} {'is a folder' if path.is_dir() else 'does not exist'}",
+                               "give the path of the recipe's YAML file")
     try:
-        data = yaml.load(path.read_text(), Loader=_RecipeLoader)
-    except yaml.YAMLError as error:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_RecipeLoader)
+    except UnicodeDecodeError as error:
+        raise EdgedistillError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})",
+                               "save the recipe as UTF-8") from None
+    # PyYAML's constructors raise plain Python errors for some bad scalars: `!!int x`, `!!bool x`,
+    # `!!timestamp 2020-99-99`, or an integer of more than 4300 digits
+    except (yaml.YAMLError, ValueError, KeyError, AttributeError, TypeError) as error:
         raise EdgedistillError(f"{path} is not valid YAML: {error}", "fix the syntax") from None
+    except RecursionError:
+        raise EdgedistillError(f"{path} nests its YAML too deeply to read", "fix the brackets") from None
     return parse_recipe(data, origin=str(path))

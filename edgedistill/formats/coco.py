@@ -8,13 +8,48 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from edgedistill.dataset import Dataset, Label, LabelSource, Sample
-from edgedistill.errors import EdgedistillError
+from edgedistill.errors import EdgedistillError, describe_validation_error
 from edgedistill.formats.labelled import (LabelledImage, LabelledSet, checked_box, copy_images, image_file,
                                          labelled_image, load_json, write_json_array)
 from edgedistill.masks import decode_rle, encode_rle
 
 SOURCE = LabelSource(labeler="import:coco")
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="allow")  # COCO files carry more than is read here
+
+
+class _Image(_Entry):
+    id: int | str
+    file_name: str
+
+
+class _Category(_Entry):
+    id: int | str
+    name: str
+
+
+class _Rle(_Entry):
+    size: tuple[int, int]
+    counts: str | list[int]
+
+
+class _Annotation(_Entry):
+    image_id: int | str | None = None
+    category_id: int | str | None = None
+    segmentation: list[list[float]] | _Rle | None = None  # polygons, or RLE
+
+
+class _Coco(_Entry):
+    """The parts of a COCO file that are read, typed; a bbox is checked where it is read."""
+
+    images: list[_Image]
+    annotations: list[_Annotation]
+    categories: list[_Category] = Field(default_factory=list)
 
 
 def is_coco(data: object) -> bool:
@@ -31,12 +66,14 @@ def read_coco(path: Path) -> LabelledSet:
 
 def coco_set(path: Path, data: dict) -> LabelledSet:
     """The images and labels of a parsed COCO file; file names are relative to it or its images/ folder."""
-    names = {c["id"]: c["name"] for c in data.get("categories", [])}
+    try:
+        data = _Coco.model_validate(data).model_dump()
+    except ValidationError as error:
+        raise EdgedistillError(f"{path} is not a COCO file that can be read:\n{describe_validation_error(error)}",
+                               "export the labels again as COCO JSON") from None
+    names = {c["id"]: c["name"] for c in data["categories"]}
     images: dict[Any, LabelledImage] = {}
     for image in data["images"]:
-        if "id" not in image or "file_name" not in image:
-            raise EdgedistillError(f"{path} lists an image without an id or file_name: {image}",
-                                   "export the labels again with their images")
         images[image["id"]] = labelled_image(image_file(path.parent, image["file_name"]), f"{path} image {image['id']}")
     for annotation in data["annotations"]:
         where = f"{path} annotation {annotation.get('id')}"
@@ -63,7 +100,11 @@ def _mask(segmentation: Any, image: LabelledImage, where: str) -> dict[str, Any]
 
     try:
         if isinstance(segmentation, list):  # polygons: [[x0, y0, x1, y1, ...], ...]
-            rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, image.height, image.width))
+            # one of fewer than 3 points outlines nothing (and pycocotools reads 2 points as a box)
+            polygons = [polygon for polygon in segmentation if len(polygon) >= 6]
+            if not polygons:
+                return None
+            rle = coco_mask.merge(coco_mask.frPyObjects(polygons, image.height, image.width))
         elif list(segmentation["size"]) == [image.height, image.width]:
             rle = segmentation
         else:

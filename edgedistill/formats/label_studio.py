@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Annotated, Any, Iterable, Literal, Union
 from urllib.parse import parse_qs, unquote, urlparse
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, model_validator
 
 from edgedistill.boxes import label_iou
 from edgedistill.dataset import Dataset, ImageShape, Label, LabelSource, Sample
-from edgedistill.errors import EdgedistillError
+from edgedistill.errors import EdgedistillError, describe_validation_error
 from edgedistill.formats.labelled import (LabelledSet, checked_box, copy_images, image_file, labelled_image, load_json,
                                          write_json_array)
 from edgedistill.masks import decode_rle, encode_rle, mask_box
@@ -69,7 +70,11 @@ def coco_to_brush(rle: dict[str, Any]) -> list[int]:
 def brush_to_mask(rle: list[int], width: int, height: int) -> np.ndarray:
     from label_studio_sdk.converter.brush import decode_rle as decode_brush
 
-    return decode_brush(rle).reshape(height, width, 4)[:, :, 3] > 127
+    try:
+        return decode_brush(rle).reshape(height, width, 4)[:, :, 3] > 127
+    except (ValueError, IndexError) as error:  # a damaged stroke, or one of an image of another size
+        raise EdgedistillError(f"a brush mask is not a mask of the {width}x{height} image it is on ({error})",
+                               "draw the mask again in Label Studio, or delete it") from None
 
 
 # -- result regions -> our labels ---------------------------------------------------------------
@@ -129,6 +134,67 @@ def _merge_masks_into_boxes(labels: list[Label]) -> list[Label]:
 
 
 # -- JSON exports -------------------------------------------------------------------------------
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="allow")  # exports carry more than is read here
+
+
+class _Box(_Entry):
+    x: float
+    y: float
+    width: float
+    height: float
+    rectanglelabels: list[str] = Field(min_length=1)
+
+
+class _Brush(_Entry):
+    format: str | None = None
+    rle: list[int] | None = None
+    brushlabels: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _rle_when_rle(self) -> "_Brush":
+        if self.format == "rle" and self.rle is None:
+            raise ValueError("a brush region in the rle format has no rle")
+        return self
+
+
+class _BoxRegion(_Entry):
+    type: Literal["rectanglelabels"]
+    value: _Box
+
+
+class _BrushRegion(_Entry):
+    type: Literal["brushlabels"]
+    value: _Brush
+
+
+class _OtherRegion(_Entry):  # choices, text...: not read for images
+    type: str | None = None
+    value: dict[str, Any] = Field(default_factory=dict)
+
+
+def _region_type(region: Any) -> str:
+    kind = region.get("type") if isinstance(region, dict) else None
+    return kind if kind in ("rectanglelabels", "brushlabels") else "other"
+
+
+class _Annotation(_Entry):
+    id: int | None = None
+    updated_at: str | None = None
+    was_cancelled: bool = False
+    result: list[Annotated[Union[Annotated[_BoxRegion, Tag("rectanglelabels")],
+                                 Annotated[_BrushRegion, Tag("brushlabels")], Annotated[_OtherRegion, Tag("other")]],
+                           Discriminator(_region_type)]] | None = None
+
+
+class _Task(_Entry):
+    data: dict[str, Any]
+    annotations: list[_Annotation] | None = None
+
+
+_EXPORT = TypeAdapter(list[_Task])
+
+
 def is_label_studio(data: object) -> bool:
     return isinstance(data, list) and all(isinstance(task, dict) and "data" in task for task in data)
 
@@ -145,6 +211,12 @@ def read_label_studio(path: Path) -> LabelledSet:
 def label_studio_set(path: Path, tasks: list[dict]) -> LabelledSet:
     """The images of an export's annotated tasks, with the boxes and masks of each task's newest annotation.
     A task nobody annotated is no labelled image and is left out; its image is looked for beside the export."""
+    try:  # the parts read below, typed
+        tasks = [task.model_dump() for task in _EXPORT.validate_python(tasks)]
+    except ValidationError as error:
+        raise EdgedistillError(f"{path} is not a Label Studio export that can be read:\n"
+                               f"{describe_validation_error(error)}", "export the project from Label Studio as JSON "
+                                                                      "again") from None
     images = []
     for task in tasks:
         annotation = latest_annotation(task.get("annotations") or [])
@@ -164,7 +236,10 @@ def label_studio_set(path: Path, tasks: list[dict]) -> LabelledSet:
 def _local_name(reference: str) -> str:
     """A Label Studio image reference (`/data/local-files/?d=photos/a.jpg`, `/data/upload/3/ab-a.jpg`, a URL
     or a path) -> a path to look for beside the export."""
-    parsed = urlparse(reference)
+    try:
+        parsed = urlparse(reference)
+    except ValueError:  # "http://[...": no URL, so a path
+        return Path(reference).name
     if "d" in parse_qs(parsed.query):
         return Path(unquote(parse_qs(parsed.query)["d"][0])).name
     return Path(unquote(parsed.path)).name

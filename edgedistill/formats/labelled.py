@@ -60,6 +60,9 @@ def labelled_image(path: Path, where: str) -> LabelledImage:
     except (UnidentifiedImageError, OSError) as error:
         raise EdgedistillError(f"{path} is not an image that can be read ({error.__class__.__name__})",
                                "replace it, or remove its entries from the labels") from None
+    except Image.DecompressionBombError as error:
+        raise EdgedistillError(f"{path} is too large to read: {error}", "downscale it, or remove its entries from "
+                                                                        "the labels") from None
     return LabelledImage(path, width, height)
 
 

@@ -25,7 +25,7 @@ def read_yolo(root: Path) -> LabelledSet:
     for path in sorted(p for p in (root / "images").rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
         label_file = root / "labels" / path.relative_to(root / "images").with_suffix(".txt")
         image = labelled_image(path, str(label_file))
-        lines = label_file.read_text().splitlines() if label_file.is_file() else []
+        lines = _text(label_file).splitlines() if label_file.is_file() else []
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -47,16 +47,24 @@ def read_yolo(root: Path) -> LabelledSet:
 
 
 def yolo_names(root: Path) -> list[str]:
-    for name in ("data.yaml", "dataset.yaml"):
-        if (root / name).is_file():
-            names = (yaml.safe_load((root / name).read_text()) or {}).get("names")
-            if isinstance(names, dict):
-                return [str(names[key]) for key in sorted(names)]
+    for path in (root / "data.yaml", root / "dataset.yaml"):
+        if path.is_file():
+            try:
+                data = yaml.safe_load(_text(path))
+            # PyYAML's constructors raise plain Python errors for some bad scalars (`!!int x`)
+            except (yaml.YAMLError, ValueError, KeyError, AttributeError, TypeError, RecursionError) as error:
+                raise EdgedistillError(f"{path} is not readable YAML: {error}", "fix its syntax") from None
+            names = data.get("names") if isinstance(data, dict) else None
             if isinstance(names, list):
                 return [str(n) for n in names]
+            if isinstance(names, dict) and all(isinstance(key, int) for key in names):
+                return [str(names[key]) for key in sorted(names)]
+            if names is not None:
+                raise EdgedistillError(f"{path} has `names` that are neither a list nor class numbers with names",
+                                       "write `names: [cat, dog]` or `names: {0: cat, 1: dog}`")
     for name in ("classes.txt", "obj.names"):
         if (root / name).is_file():
-            return [line.strip() for line in (root / name).read_text().splitlines() if line.strip()]
+            return [line.strip() for line in _text(root / name).splitlines() if line.strip()]
     raise EdgedistillError(f"the YOLO folder {root} names no classes", "add data.yaml with `names: [...]` or classes.txt")
 
 
@@ -85,3 +93,11 @@ def write_yolo_folder(dataset: Dataset, samples: Iterable[Sample], labels: list[
     data = folder / "data.yaml"
     write_atomic(data, yaml.safe_dump({**{s: f"images/{s}" for s in SPLITS}, "names": dict(enumerate(labels))}).encode())
     return data
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise EdgedistillError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})",
+                               "save it as UTF-8") from None
