@@ -19,6 +19,10 @@ def decode_rle(rle: dict[str, Any]) -> np.ndarray:
     """COCO RLE (compressed as str or bytes, or uncompressed counts) -> boolean (h, w) mask."""
     height, width = rle["size"]
     counts = rle["counts"]
+    runs = counts if isinstance(counts, list) else _runs(counts.encode() if isinstance(counts, str) else counts)
+    # pycocotools writes each run without a bound: runs that do not tile the image would write past the mask
+    if any(not isinstance(run, int) or run < 0 for run in runs) or sum(runs) != height * width:
+        raise ValueError(f"its runs do not cover its {height} x {width} pixels exactly")
     if isinstance(counts, list):
         encoded = coco_mask.frPyObjects(rle, height, width)
     else:
@@ -26,6 +30,25 @@ def decode_rle(rle: dict[str, Any]) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # pycocotools vs numpy 2's copy keyword
         return coco_mask.decode(encoded).astype(bool)
+
+
+def _runs(compressed: bytes) -> list[int]:
+    """The run lengths of a compressed COCO RLE string (pycocotools' rleFrString, which checks nothing)."""
+    runs: list[int] = []
+    position = 0
+    while position < len(compressed):
+        value, shift, more = 0, 0, True
+        while more:
+            if position == len(compressed):
+                raise ValueError("its compressed counts end in the middle of a number")
+            chunk = compressed[position] - 48
+            value |= (chunk & 0x1F) << shift
+            more = bool(chunk & 0x20)
+            position, shift = position + 1, shift + 5
+            if not more and chunk & 0x10:
+                value |= -1 << shift
+        runs.append(value + runs[-2] if len(runs) > 2 else value)
+    return runs
 
 
 def mask_box(mask: np.ndarray) -> tuple[float, float, float, float] | None:

@@ -37,9 +37,7 @@ def _options(verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="show library output (framework warnings, logs) here; without it, it goes to the "
                                 "log file: edgedistill.log in the run folder, or in ~/.cache/edgedistill")] = False,
              ) -> None:
-    if not verbose:
-        progress.log_to(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgedistill"
-                        / "edgedistill.log")
+    """(main() acts on --verbose, before any command runs; the option is here for --help and the parser.)"""
 
 
 def _load(recipe_path: Path, out: Path | None):
@@ -292,8 +290,11 @@ def _closing_table(manifest, bundle: Path) -> None:
 def main() -> None:
     # --verbose is the front door's option; accept it after the command's name too, where people type it
     args = sys.argv[1:]
-    if "--" not in args and any(arg in ("--verbose", "-v") for arg in args[1:]):
+    if "--" not in args and any(arg in ("--verbose", "-v") for arg in args):
         args = ["--verbose", *(arg for arg in args if arg not in ("--verbose", "-v"))]
+    else:
+        progress.log_to(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgedistill"
+                        / "edgedistill.log")
     stopped_by: list[int] = []
 
     def stop(signum: int, frame: object) -> None:  # Ctrl-C, or `kill` from a person or a supervisor

@@ -10,6 +10,7 @@ import copy
 import io
 import json
 import math
+import os
 import shutil
 import signal
 import struct
@@ -46,8 +47,11 @@ HANG_SECONDS = 20  # one input's parse or decode; the slowest seen (ffmpeg on a 
 
 # A wall-clock deadline would flake on a busy machine; the hang guard below fails a hang instead.
 # Sized for about a minute of one core in all: audio decoding falls back to ffmpeg, a process per try.
-FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomized: the same examples on every run, so that the suite passes or fails on the code alone (a new
+# seed, to look further: HYPOTHESIS_RANDOM=1)
+_RANDOM = bool(os.environ.get("HYPOTHESIS_RANDOM"))
+FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=not _RANDOM)
+SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=not _RANDOM)
 
 
 class Hang(BaseException):
@@ -231,6 +235,14 @@ def dataset_folder(tmp_path_factory) -> Path:
     return folder
 
 
+def _description(source: Path) -> dict:
+    """The dataset's description with its history in it, as datasets before history/ kept it (and still may):
+    the tests write it whole, mutated or not, as dataset.json, and copy no history/ folder."""
+    description = json.loads((source / "dataset.json").read_text())
+    records = [json.loads(path.read_text()) for path in (source / "history").iterdir()]
+    return description | {"versions": sorted(records, key=lambda record: record["created"])}
+
+
 def _copy_dataset(source: Path, root: Path) -> Path:
     folder = fresh_folder(root)
     for part in ("versions", "reports", "media"):
@@ -252,7 +264,7 @@ def _read_everything(location: Path) -> None:
 @FAST
 @given(data=st.data())
 def test_a_mutated_dataset_description_opens_or_is_refused(data, dataset_folder, tmp_path_factory):
-    description = json.loads((dataset_folder / "dataset.json").read_text())
+    description = _description(dataset_folder)
     folder = _copy_dataset(dataset_folder, tmp_path_factory.getbasetemp())
     if data.draw(st.booleans(), label="as bytes"):
         text = data.draw(garbled(json.dumps(description).encode()), label="dataset.json")
@@ -263,7 +275,7 @@ def test_a_mutated_dataset_description_opens_or_is_refused(data, dataset_folder,
 
 
 def test_a_loop_of_parents_is_refused_not_walked_forever(dataset_folder, tmp_path):
-    description = json.loads((dataset_folder / "dataset.json").read_text())
+    description = _description(dataset_folder)
     first, second = description["versions"]
     first["parent"] = second["id"]  # each version is the other's parent
     folder = _copy_dataset(dataset_folder, tmp_path)
@@ -276,7 +288,7 @@ def test_a_loop_of_parents_is_refused_not_walked_forever(dataset_folder, tmp_pat
 def test_a_stage_that_changed_nothing_has_its_parent_in_its_lineage_once(dataset_folder, tmp_path):
     """Its version has its parent's id (the same content): the walk must not take it for its own parent."""
     folder = _copy_dataset(dataset_folder, tmp_path)
-    shutil.copy(dataset_folder / "dataset.json", folder / "dataset.json")
+    (folder / "dataset.json").write_text(json.dumps(_description(dataset_folder)))
     dataset = Dataset.open(folder)
     head = dataset.head
     same = dataset.commit(dataset.samples(head.id), head.id, "verify", {"changed": "nothing"})
@@ -289,7 +301,7 @@ def test_a_stage_that_changed_nothing_has_its_parent_in_its_lineage_once(dataset
 @given(data=st.data())
 @example(data=None)  # stands for a line that is not UTF-8; see below
 def test_a_mutated_version_file_reads_or_is_refused(data, dataset_folder, tmp_path_factory):
-    description = json.loads((dataset_folder / "dataset.json").read_text())
+    description = _description(dataset_folder)
     old_id = description["versions"][-1]["id"]
     lines = (dataset_folder / "versions" / f"{old_id}.jsonl").read_bytes().splitlines()
     if data is None:
@@ -345,7 +357,7 @@ REPORTS = st.none() | st.dictionaries(TEXT, VALUES, max_size=3) | st.sampled_fro
 def test_a_commit_writes_a_version_that_reads_back_or_writes_nothing(made, params, report, stage, dataset_folder,
                                                                      tmp_path_factory):
     folder = _copy_dataset(dataset_folder, tmp_path_factory.getbasetemp())
-    shutil.copy(dataset_folder / "dataset.json", folder / "dataset.json")
+    (folder / "dataset.json").write_text(json.dumps(_description(dataset_folder)))
     dataset = Dataset.open(folder)
     history, files = list(dataset.info.versions), sorted((folder / "versions").iterdir())
     head = dataset.head.id
@@ -354,7 +366,7 @@ def test_a_commit_writes_a_version_that_reads_back_or_writes_nothing(made, param
     if version is None:  # refused: nothing of it is visible, in this object or on disk
         assert dataset.info.versions == history
         assert [v.id for v in reopened.info.versions] == [v.id for v in history]
-        assert sorted((folder / "versions").iterdir()) == files
+        assert sorted((folder / "versions").iterdir()) == files and not (folder / "history").exists()
         return
     assert reopened.info.versions[-1].id == version.id
     written = [s.model_dump_json() for s in made]

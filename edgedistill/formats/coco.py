@@ -4,6 +4,7 @@ masks (RLE or polygons; crowd boxes are ignore regions), `coco_dict` and `write_
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -104,6 +105,10 @@ def _mask(segmentation: Any, image: LabelledImage, where: str) -> dict[str, Any]
             polygons = [polygon for polygon in segmentation if len(polygon) >= 6]
             if not polygons:
                 return None
+            # pycocotools rasterises any numbers it is given, however far out (and crashes on some)
+            limit = 2 * max(image.width, image.height)
+            if not all(math.isfinite(value) and abs(value) <= limit for polygon in polygons for value in polygon):
+                raise ValueError("a polygon has points far outside the image, or that are not numbers")
             rle = coco_mask.merge(coco_mask.frPyObjects(polygons, image.height, image.width))
         elif list(segmentation["size"]) == [image.height, image.width]:
             rle = segmentation

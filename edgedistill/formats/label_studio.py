@@ -72,7 +72,7 @@ def brush_to_mask(rle: list[int], width: int, height: int) -> np.ndarray:
 
     try:
         return decode_brush(rle).reshape(height, width, 4)[:, :, 3] > 127
-    except (ValueError, IndexError) as error:  # a damaged stroke, or one of an image of another size
+    except (ValueError, IndexError, OverflowError) as error:  # a damaged stroke, or one of an image of another size
         raise EdgedistillError(f"a brush mask is not a mask of the {width}x{height} image it is on ({error})",
                                "draw the mask again in Label Studio, or delete it") from None
 

@@ -57,12 +57,12 @@ def labelled_image(path: Path, where: str) -> LabelledImage:
         with Image.open(path) as image:
             quarter_turn = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that swap the sides
             width, height = (image.height, image.width) if quarter_turn else (image.width, image.height)
-    except (UnidentifiedImageError, OSError) as error:
-        raise EdgedistillError(f"{path} is not an image that can be read ({error.__class__.__name__})",
-                               "replace it, or remove its entries from the labels") from None
     except Image.DecompressionBombError as error:
         raise EdgedistillError(f"{path} is too large to read: {error}", "downscale it, or remove its entries from "
                                                                         "the labels") from None
+    except (UnidentifiedImageError, OSError, ValueError) as error:  # a damaged header raises ValueError too
+        raise EdgedistillError(f"{path} is not an image that can be read ({error.__class__.__name__})",
+                               "replace it, or remove its entries from the labels") from None
     return LabelledImage(path, width, height)
 
 
