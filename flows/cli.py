@@ -192,17 +192,54 @@ def _stream_with_progress(bundle: Path, file: Path, stream_file) -> tuple[list[d
 
 
 @app.command()
-def deploy(recipe: RecipeArg, cron: Annotated[str, typer.Option(help='schedule, e.g. "0 3 * * *"')],
+def deploy(recipe: RecipeArg,
+           cron: Annotated[Optional[str], typer.Option(help='cron schedule, e.g. "0 3 * * *" (03:00 daily)')] = None,
+           interval: Annotated[Optional[int], typer.Option(min=1, metavar="SECONDS",
+                                                           help="run every SECONDS instead")] = None,
            out: OutOpt = None, dask: DaskOpt = None) -> None:
-    """Serve the recipe's flow on a cron schedule (needs a Prefect server: `prefect server start`)."""
+    """Deploy the recipe's flow on a Prefect server and serve its scheduled runs until stopped (Ctrl-C)."""
     from flows.run import prefect_defaults, recipe_flow
 
     prefect_defaults()
+    schedule = _schedule(cron, interval)
+    _check_prefect_server()
 
     parsed, _, paths = _load(recipe, out)
-    flow = recipe_flow(dask)
-    flow.serve(name=parsed.name, cron=cron,
-               parameters={"recipe_path": str(recipe.resolve()), "out": str(paths.out.resolve())})
+    # one run at a time: a run that outlasts the interval would otherwise race the next over the same dataset
+    recipe_flow(dask).serve(name=parsed.name, schedules=[schedule], limit=1,
+                            parameters={"recipe_path": str(recipe.resolve()), "out": str(paths.out.resolve())})
+
+
+def _schedule(cron: str | None, interval: int | None):
+    if (cron is None) == (interval is None):
+        raise EdgedistillError("deploy needs exactly one schedule: --cron or --interval",
+                               'e.g. --cron "0 3 * * *" (every day at 03:00) or --interval 3600 (every hour)')
+    from datetime import timedelta
+
+    from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
+
+    if interval is not None:
+        return IntervalSchedule(interval=timedelta(seconds=interval))
+    try:
+        return CronSchedule(cron=cron)
+    except ValueError as error:
+        raise EdgedistillError(f"--cron {cron!r} is not a cron schedule",
+                               'five fields: minute hour day-of-month month day-of-week, e.g. "0 3 * * *"') from error
+
+
+def _check_prefect_server() -> None:
+    """A deployment lives on a Prefect server that outlives this command, not on a run's embedded one."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if not url:
+        raise EdgedistillError("no Prefect server is configured (PREFECT_API_URL is not set)",
+                               "start one with `prefect server start`, then set PREFECT_API_URL=http://127.0.0.1:4200/api")
+    with get_client(sync_client=True) as client:
+        if (error := client.api_healthcheck()) is not None:
+            raise EdgedistillError(f"the Prefect server at {url} does not answer ({error})",
+                                   "start it with `prefect server start`, or point PREFECT_API_URL at one that runs")
 
 
 class LabelFormat(str, Enum):
