@@ -48,8 +48,9 @@ def prefect_defaults() -> None:
 @contextmanager
 def one_prefect_server() -> Iterator[None]:
     """The Prefect API of one run: the server the user configured (PREFECT_API_URL), or else one embedded
-    server that the flow and all its worker processes share. Left to itself, Prefect starts an embedded
-    server in the flow's process and another in each process-pool worker, each a start-up and steady CPU."""
+    server for the flow and every process of the run that talks to Prefect (Dask's workers). Left to
+    itself, Prefect starts an embedded server in each such process (and once did in each process-pool
+    worker, some outliving the run): a start-up each, and steady CPU."""
     prefect_defaults()
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -61,7 +62,7 @@ def one_prefect_server() -> Iterator[None]:
     server = SubprocessASGIServer()
     server.start()
     try:
-        # the settings reach process-pool workers; the variable reaches Dask's and any other child process
+        # the settings reach this process's Prefect; the variable, the processes it starts (Dask's workers)
         os.environ["PREFECT_API_URL"] = server.api_url
         with temporary_settings({PREFECT_API_URL: server.api_url}):
             yield

@@ -81,6 +81,7 @@ def test_a_second_process_on_the_same_stage_is_told_who_runs_it_and_the_work_is_
     assert not list(work.glob("*")), "the work folder and its lock are cleaned up"
 
 
+# enough clips for four synthesis shards, so that finished shards lie on disk while others still run
 TINY_RECIPE = """
 task: keyword_spotting
 name: tiny
@@ -88,7 +89,7 @@ keywords: [yes, "no"]
 speech:
   engines: [espeak-ng, flite]
   voices_per_engine: 4
-  variants_per_voice: 2
+  variants_per_voice: 10
   unknown_share: 0.5
   silence_share: 0.5
 augment:
