@@ -20,6 +20,7 @@ import functools
 import hashlib
 import json
 import multiprocessing
+import multiprocessing.connection
 import queue
 import signal
 import threading
@@ -173,10 +174,6 @@ def _in_processes(run_shard: RunShard, shards: dict[int, list[Any]], workers: in
         threads.shutdown(wait=True)
 
 
-class WorkerDied(EdgedistillError):
-    pass
-
-
 class WorkerPool:
     """Worker processes, each running one call at a time, that outlive each other. When one dies inside a
     call (killed for its memory, a crash in a native library), that call is tried once more on a new worker
@@ -209,9 +206,10 @@ class WorkerPool:
                 if self._closed:
                     raise EdgedistillError("stopped before this shard finished") from None
                 if attempt == self.ATTEMPTS:
-                    raise WorkerDied(f"a worker process died in the middle of this shard, {self.ATTEMPTS} times "
-                                     f"({died})", "a worker killed by SIGKILL has often run out of memory: give the "
-                                                  "machine more, or fewer workers") from None
+                    raise EdgedistillError(
+                        f"a worker process died in the middle of this shard, {self.ATTEMPTS} times ({died})",
+                        "a worker killed by SIGKILL has often run out of memory: give the machine more, or use fewer "
+                        "workers") from None
                 continue
             self._idle.put(worker)
             if ok:
