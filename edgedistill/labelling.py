@@ -2,7 +2,7 @@
 
 A labeler (OWL-ViT/OWLv2, a teacher detector, Segment Anything, the Whisper check) is a small
 picklable object built from recipe settings. The driver ships it to wherever the shards run (this
-process, a process pool, or the flow's task runner: Prefect's pool or a Dask cluster), loads its
+process, worker processes, or a Dask cluster), loads its
 model once per worker, and keeps each finished shard on disk (edgedistill/shards.py), so a crash
 or Ctrl-C loses only the shards in flight and a rerun labels only what is missing.
 """
