@@ -161,9 +161,11 @@ def _run(recipe: Path, out: Path, home: Path, stop_when=None, stop_with=signal.S
     `stop_when(out)` holds; returns its exit code and whether it was stopped, once no process of it is left.
     A SIGTERM or Ctrl-C ends it with the exit code and the words of a stop."""
     terminal = open(out.parent / f"{out.name}-terminal.txt", "w+")
+    # as if typed at a terminal: Ctrl-C not ignored, even when the tests run as a background job (which ignores it)
     run = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(recipe), "--out", str(out)],
                            cwd=recipe.parent, start_new_session=True, stdout=terminal, stderr=terminal,
-                           env=os.environ | {"PREFECT_HOME": str(home)})
+                           env=os.environ | {"PREFECT_HOME": str(home)},
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     stopped = False
     while run.poll() is None:
         if stop_when is not None and not stopped and stop_when(out):
