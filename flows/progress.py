@@ -22,9 +22,12 @@ console = Console(stderr=True)
 
 @contextmanager
 def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
-    """Yields `update(done, total)`; the bar shows on a terminal and stays quiet elsewhere."""
+    """Yields `update(done, total)`; the bar shows on a terminal and stays quiet elsewhere.
+
+    stderr is left alone: rich would put its own stream in place of sys.stderr while the bar shows, and a
+    library that sets up its logging then (torch does, on first use) would keep writing to the terminal."""
     with Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False, disable=not console.is_terminal) as bar:
+                  console=console, transient=False, disable=not console.is_terminal, redirect_stderr=False) as bar:
         task = bar.add_task(description, total=None)
 
         def update(done: int, total: int) -> None:

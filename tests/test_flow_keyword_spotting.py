@@ -53,20 +53,31 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def _cli_watching_servers(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, set[int]]:
-    """_cli, and the process ids of the Prefect servers (uvicorn) the command and its workers started."""
+    """_cli with stderr on a terminal (a pseudo-terminal), as people run it, so that progress bars show; and the
+    process ids of the Prefect servers (uvicorn) the command and its workers started."""
+    terminal, its_end = os.openpty()
     command = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True,
-                               env=os.environ | {"PREFECT_HOME": str(cwd / "prefect-home")})
+                               stderr=its_end, text=True,
+                               env=os.environ | {"PREFECT_HOME": str(cwd / "prefect-home"), "COLUMNS": "120"})
+    os.close(its_end)
+
+    def read_terminal() -> str:
+        chunks = []
+        with contextlib.suppress(OSError):  # EIO once the command has closed its end
+            while chunk := os.read(terminal, 1 << 16):
+                chunks.append(chunk)
+        os.close(terminal)
+        return b"".join(chunks).decode(errors="replace")
+
     servers: set[int] = set()
-    with ThreadPoolExecutor(1) as reader:
-        output = reader.submit(command.communicate, timeout=1500)
+    with ThreadPoolExecutor(2) as readers:
+        stdout, stderr = readers.submit(command.stdout.read), readers.submit(read_terminal)
         while command.poll() is None:
             with contextlib.suppress(psutil.Error):
                 servers |= {child.pid for child in psutil.Process(command.pid).children(recursive=True)
                             if "uvicorn" in " ".join(child.cmdline())}
             time.sleep(0.2)
-        stdout, stderr = output.result()
-    return subprocess.CompletedProcess(command.args, command.returncode, stdout, stderr), servers
+        return subprocess.CompletedProcess(command.args, command.returncode, stdout.result(), stderr.result()), servers
 
 
 TASK_RUNS = """
@@ -109,7 +120,7 @@ def test_run_makes_a_bundle_predict_reads_it_and_a_rerun_resumes(tmp_path):
     # one Prefect server for the run, not one more in each process-pool worker
     assert len(servers) == 1
     # people see progress and the closing table; the libraries' chatter is kept in the run's log
-    assert "tiny: bundle ready" in first.stderr
+    assert "tiny: bundle ready" in first.stderr and "━━━━" in first.stderr
     for chatter in ("torchvision is not installed", "FutureWarning", "XNNPACK", "torchao"):
         assert chatter not in first.stderr and chatter in log
     manifest = load_bundle(out / "bundle")
