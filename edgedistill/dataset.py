@@ -470,6 +470,16 @@ class Dataset:
         key = stage_key(parent, stage, params)
         return next((v for v in self.info.versions if v.key == key), None)
 
+    def earlier(self, stage: str, params: dict[str, Any], ignoring: tuple[str, ...] = ()) -> VersionInfo | None:
+        """The newest version `stage` made with these params, but for those named in `ignoring` (the stage's
+        inputs, such as a folder's fingerprint), from whatever parent: the work a rerun on new input builds on."""
+        def deciding(given: dict[str, Any]) -> str:
+            return stage_key(None, stage, {k: v for k, v in given.items() if k not in ignoring})
+
+        wanted = deciding(params)
+        return next((v for v in reversed(self.info.versions) if v.stage == stage and deciding(v.params) == wanted),
+                    None)
+
     def lineage(self, version: VersionInfo) -> Iterator[VersionInfo]:
         """The version, then its parent, and so on to the first; each entry once. A stage that changed nothing
         made a version with its parent's id: the parent is then the other entry with that id."""
@@ -563,6 +573,28 @@ class Dataset:
             info = self.commit(samples, parent_id, stage, params, report)
             shutil.rmtree(work, ignore_errors=True)
         return info
+
+    def derive_each(self, parent: VersionInfo, stage: str, params: dict[str, Any],
+                    make: Callable[[list[Sample], Path], list[Sample]]) -> VersionInfo:
+        """`derive` for a stage that treats each sample on its own (a labeler): a sample that an earlier version
+        of this stage, with these params, already treated as it is now is taken from that version, and `make`
+        sees only the others. A scheduled run that finds ten new photos among thousands labels ten."""
+        def make_new(samples: list[Sample], work: Path) -> tuple[list[Sample], dict[str, Any]]:
+            earlier = self.earlier(stage, params)
+            known = self._treated(earlier, samples) if earlier is not None else {}
+            made = {s.id: s for s in make([s for s in samples if s.id not in known], work)}
+            report = {"treated": len(made), "taken_from_earlier": len(known)}
+            if known:
+                report["earlier_version"] = earlier.id
+            return [known.get(s.id) or made[s.id] for s in samples if s.id in known or s.id in made], report
+
+        return self.derive(parent, stage, params, make_new)
+
+    def _treated(self, earlier: VersionInfo, samples: list[Sample]) -> dict[str, Sample]:
+        """What `earlier` made of each of `samples` that its parent held exactly as it is now."""
+        before = {s.id: s for s in self.iter_samples(earlier.parent)} if earlier.parent else {}
+        unchanged = {s.id for s in samples if before.get(s.id) == s}
+        return {s.id: s for s in self.iter_samples(earlier.id) if s.id in unchanged}
 
     def report(self, version: VersionInfo) -> dict[str, Any] | None:
         """The report a stage left with its version, if it left one."""

@@ -212,6 +212,9 @@ class ExportSettings(_Section):
     max_int8_accuracy_drop: float = Field(0.02, ge=0, le=1)  # measured: 0.1-0.3 points (digits, faces)
     calibration_samples: int = Field(300, ge=1)
     vela_accelerator: str = "ethos-u55-128"
+    # which bundle becomes the run's `bundle/` (each one is kept in `bundles/<dataset version>/`): one as good
+    # as the bundle there on the same held-out set, or always the newest
+    promote: Literal["if_better", "always"] = "if_better"
 
 
 class _Recipe(_Section):

@@ -14,7 +14,8 @@ import copy
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -23,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgedistill.bundle import MANIFEST, BundleFile, InputSpec, Manifest, OutputSpec, describe_file, write_manifest
+from edgedistill.bundle import (MANIFEST, BundleFile, InputSpec, Manifest, OutputSpec, describe_file, load_bundle,
+                                write_manifest)
 from edgedistill.boxes import Detections
 from edgedistill.errors import EdgedistillError
 from edgedistill.frontend import MfccFrontEnd
@@ -129,6 +131,41 @@ class _Task:
     # int8 classifier -> (title, JPEG bytes) figures for the report, made after evaluation
     report_images: Callable[[Int8Classifier], list[tuple[str, bytes]]] = lambda classifier: []
     companions: list[Companion] = field(default_factory=list)
+    # any int8 classifier of these inputs and labels, and its device loop -> its headline figures on this
+    # bundle's held-out set (and real recordings or photos, when given): how two bundles are compared
+    score: Callable[[Int8Classifier, StreamingSpec | None], dict] = lambda classifier, spec: {}
+    measure: str = "accuracy"  # what score's figures are
+
+
+def _compare_with_promoted(task: _Task, classifier: Int8Classifier, evaluation: Evaluation,
+                           promoted_dir: Path, settings: ExportSettings) -> dict:
+    """Whether this bundle replaces the promoted one: both int8 models on this bundle's held-out set (which
+    holds the old test samples and the new ones), the real figures beside; a worse one only when the recipe
+    says `export.promote: always`."""
+    if not (promoted_dir / MANIFEST).exists():
+        return {"promote": True, "reason": "no bundle was promoted before"}
+    try:
+        promoted = load_bundle(promoted_dir)
+    except EdgedistillError as error:
+        return {"promote": True, "reason": f"the promoted bundle cannot be read ({error.problem})"}
+    before = {"dataset_version": promoted.dataset.get("version"), "samples": promoted.dataset.get("counts", {}).get(
+        "samples"), "created": promoted.created.isoformat(timespec="seconds")}
+    if (promoted.labels, promoted.input.shape, promoted.input.frontend) != (
+            task.labels, classifier.input_shape, task.frontend_spec):
+        return {"promote": True, "before": before,
+                "reason": "the promoted bundle takes other inputs or labels (the recipe changed them)"}
+    old = Int8Classifier((promoted_dir / promoted.file("model_int8").path).read_bytes())
+    scores = {"before": task.score(old, promoted.streaming), "now": task.score(classifier, evaluation.streaming)}
+    better = scores["now"]["held_out"] >= scores["before"]["held_out"]
+    figures = f"held-out {task.measure} {scores['now']['held_out']:.1%} against {scores['before']['held_out']:.1%}"
+    if better:
+        reason = f"as good or better: {figures}"
+    elif settings.promote == "always":
+        reason = f"worse ({figures}), promoted as the recipe says (export.promote: always)"
+    else:
+        reason = f"worse: {figures}; the promoted bundle stays (export.promote: always would replace it)"
+    return {"promote": better or settings.promote == "always", "reason": reason, "before": before,
+            "measure": task.measure, "scores": scores}
 
 
 def _vela_stage(build: _Build, content: bytes, settings: ExportSettings, name: str) -> None:
@@ -161,28 +198,43 @@ def _refuse_foreign_folder(out_dir: Path) -> None:
 
 def _export(model: torch.nn.Module, task: _Task, *, out_dir: Path, name: str, calibration: np.ndarray,
             settings: ExportSettings, dataset_ref: dict, recipe: dict,
-            progress: Callable[[str], None] | None) -> Manifest:
-    """Build the bundle in a temporary sibling folder and swap it into `out_dir` only when complete."""
+            progress: Callable[[str], None] | None, promote_to: Path | None = None) -> Manifest:
+    """Build the bundle in a temporary sibling folder and swap it into `out_dir` only when complete; with
+    `promote_to`, compare it with the bundle there and copy it there when it is as good or better."""
     out_dir = Path(out_dir)
-    _refuse_foreign_folder(out_dir)
+    for folder in (out_dir, promote_to):
+        if folder is not None:
+            _refuse_foreign_folder(folder)
     say = progress or (lambda message: None)
     model = copy.deepcopy(model).eval().cpu()  # the caller's model keeps its mode and device
+    with _building(out_dir) as built:
+        manifest = _build_bundle(_Build(built), model, task, name, calibration, settings, dataset_ref, recipe, say,
+                                 promote_to)
+    say(f"bundle written to {out_dir}")
+    if promote_to is not None and manifest.metrics["promotion"]["promote"]:
+        with _building(promote_to) as built:
+            shutil.copytree(out_dir, built, dirs_exist_ok=True)
+        say(f"promoted to {promote_to}")
+    return manifest
+
+
+@contextmanager
+def _building(out_dir: Path) -> Iterator[Path]:
+    """A temporary sibling folder to build a bundle in, swapped into `out_dir` when the block ends well."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     built = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
     built.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
     try:
-        manifest = _build_bundle(_Build(built), model, task, name, calibration, settings, dataset_ref, recipe, say)
+        yield built
         _replace_folder(built, out_dir)
     except BaseException:
         shutil.rmtree(built, ignore_errors=True)
         raise
-    say(f"bundle written to {out_dir}")
-    return manifest
 
 
 def _build_bundle(build: _Build, model: torch.nn.Module, task: _Task, name: str, calibration: np.ndarray,
                   settings: ExportSettings, dataset_ref: dict, recipe: dict,
-                  say: Callable[[str], None]) -> Manifest:
+                  say: Callable[[str], None], promote_to: Path | None) -> Manifest:
     formats = set(settings.formats)
     if "onnx" in formats:
         say("exporting float ONNX")
@@ -216,6 +268,9 @@ def _build_bundle(build: _Build, model: torch.nn.Module, task: _Task, name: str,
     for companion in task.companions:
         build.write(companion.file_name, companion.role, companion.path.read_bytes())
         metrics[companion.role] = companion.metrics
+    if promote_to is not None:
+        say(f"comparing with the bundle in {promote_to}")
+        metrics["promotion"] = _compare_with_promoted(task, classifier, evaluation, promote_to, settings)
     manifest = Manifest(
         name=name, task=task.task, labels=task.labels,
         input=InputSpec(kind=task.input_kind, shape=classifier.input_shape,
@@ -247,7 +302,7 @@ def export_keyword_bundle(model: torch.nn.Module, *, out_dir: Path, name: str, l
                           dataset_ref: dict, recipe: dict, test_negative_kinds: list[str | None] = (),
                           test_origins: list[str] = (), held_out_audio: HeldOutAudio | None = None,
                           streaming: StreamingSettings | None = None, real_clips: list[LabelledClip] = (),
-                          progress: Callable[[str], None] | None = None) -> Manifest:
+                          progress: Callable[[str], None] | None = None, promote_to: Path | None = None) -> Manifest:
     """Export a trained float keyword model as a bundle in `out_dir`; return its manifest.
 
     `test_negative_kinds` names what each negative test clip says (a keyword's sound-alike, running speech...):
@@ -255,6 +310,7 @@ def export_keyword_bundle(model: torch.nn.Module, *, out_dir: Path, name: str, l
     mined from recordings): with more than one, the int8 figures of each are reported apart. With
     `held_out_audio`, the int8 model is run over it as the device would (`streaming` settings) to pick
     per-keyword thresholds for the false-accept target; `real_clips` are real recordings it is measured on.
+    With `promote_to`, the bundle there is measured on the same clips and replaced when this one is as good.
     Raises EdgedistillError, leaving `out_dir` as it was, when int8 accuracy drops more than
     `settings.max_int8_accuracy_drop` below `float_metrics["accuracy"]`.
     """
@@ -291,10 +347,20 @@ def export_keyword_bundle(model: torch.nn.Module, *, out_dir: Path, name: str, l
             metrics["real"] = evaluate_on_real(list(real_clips), labels, frontend, probabilities, spec)
         return Evaluation(metrics, spec)
 
+    def score(classifier: Int8Classifier, spec: StreamingSpec | None) -> dict:
+        predictions = classifier.logits(test_features).argmax(axis=1)
+        figures = {"held_out": float((predictions == np.asarray(test_labels)).mean())}
+        if real_clips:
+            real_figures = evaluate_on_real(list(real_clips), labels, frontend,
+                                            lambda features: softmax(classifier.logits(features)), spec)
+            figures["real"] = real_figures["keyword_accuracy"]
+        return figures
+
     task = _Task(task="keyword_spotting", input_kind="audio", frontend=frontend, frontend_spec=frontend.spec(),
-                 labels=labels, test_inputs=test_features, tflm_inputs=TFLM_CHECK_INPUTS, evaluate=evaluate)
+                 labels=labels, test_inputs=test_features, tflm_inputs=TFLM_CHECK_INPUTS, evaluate=evaluate,
+                 score=score, measure="accuracy")
     return _export(model, task, out_dir=out_dir, name=name, calibration=calibration, settings=settings,
-                   dataset_ref=dataset_ref, recipe=recipe, progress=progress)
+                   dataset_ref=dataset_ref, recipe=recipe, progress=progress, promote_to=promote_to)
 
 
 def _false_accepts_by_kind(predictions: np.ndarray, labels: list[str], kinds: list[str | None]) -> dict:
@@ -342,7 +408,7 @@ def export_detection_bundle(model: torch.nn.Module, *, out_dir: Path, name: str,
                             centroid_distance: float, settings: ExportSettings,
                             dataset_ref: dict, recipe: dict, companions: list[Companion] = (),
                             real: RealPhotoCheck | None = None,
-                            progress: Callable[[str], None] | None = None) -> Manifest:
+                            progress: Callable[[str], None] | None = None, promote_to: Path | None = None) -> Manifest:
     """Export a trained FOMO heat-map model as a bundle in `out_dir`; return its manifest.
 
     model: float inputs (n, size, size, channels) from `frontend` -> logits (n, grid, grid, 1 + classes).
@@ -352,7 +418,8 @@ def export_detection_bundle(model: torch.nn.Module, *, out_dir: Path, name: str,
     `edgedistill predict` runs it; the figures go under metrics["real"] and the report draws a few.
     Metrics are centroid F1 within `centroid_distance` x input size, float and int8; raises
     EdgedistillError, leaving `out_dir` as it was, when int8 F1 drops more than
-    `settings.max_int8_accuracy_drop` below float.
+    `settings.max_int8_accuracy_drop` below float. With `promote_to`, the bundle there is measured on the
+    same images and replaced when this one is as good.
     """
     test = _detection_test(frontend, test_images, test_objects)
     say = progress or (lambda message: None)
@@ -392,10 +459,20 @@ def export_detection_bundle(model: torch.nn.Module, *, out_dir: Path, name: str,
                                                   labels, teacher_boxes=teacher_boxes)))
         return figures
 
+    def score(classifier: Int8Classifier, _: StreamingSpec | None) -> dict:
+        found_now = [decoding.decode(p) for p in softmax(classifier.logits(test.inputs))]
+        figures = {"held_out": centroid_f1(test.truth, found_now, labels, radius)["f1"]}
+        if real is not None:
+            student, _ = measure_student(real, labels, lambda image: detect_centroids(classifier, frontend, decoding,
+                                                                                      image))
+            figures["real"] = student["student"]["f1"]
+        return figures
+
     task = _Task(task="detection", input_kind="image", frontend=frontend,
                  frontend_spec={**frontend.spec(), "heatmap": decoding.spec(), "centroid_distance": centroid_distance},
                  labels=[BACKGROUND, *labels], test_inputs=test.inputs, tflm_inputs=TFLM_CHECK_IMAGES,
-                 evaluate=evaluate, decoding=decoding, report_images=report_images, companions=list(companions))
+                 evaluate=evaluate, decoding=decoding, report_images=report_images, companions=list(companions),
+                 score=score, measure="centroid F1")
     return _export(model, task, out_dir=out_dir, name=name, calibration=calibration, settings=settings,
-                   dataset_ref=dataset_ref, recipe=recipe, progress=progress)
+                   dataset_ref=dataset_ref, recipe=recipe, progress=progress, promote_to=promote_to)
 

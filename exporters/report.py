@@ -55,6 +55,7 @@ def _common_context(manifest: Manifest) -> dict:
         "onnx": manifest.targets.get("onnx", {}), "agreement": manifest.metrics.get("int8_vs_float", {}),
         "recipe_yaml": yaml.safe_dump(manifest.recipe, sort_keys=False).strip() if manifest.recipe else "",
         "dataset_json": json.dumps(manifest.dataset, indent=2, default=str),
+        "promotion": manifest.metrics.get("promotion"),
     }
 
 
@@ -97,6 +98,28 @@ _CARD_SIZE = """\
 """
 
 _CARD_PROVENANCE = """\
+{% if promotion %}
+## What changed since the promoted bundle
+{% if promotion.get("before") %}
+- before: the bundle made {{ promotion.before.created }} from dataset version {{ promotion.before.dataset_version }}
+  ({{ promotion.before.samples }} samples); now version {{ m.dataset.get("version") }} ({{ m.dataset.get("counts", {}).get("samples") }} samples).
+{% endif %}
+{% for step in m.dataset.get("lineage", []) if step.photos_added is defined or step.recordings_mined_now is defined %}
+- new input in {{ step.stage }} version {{ step.version }}: {% if step.photos_added is defined %}{{ step.photos_added }} photos added, {{ step.photos_removed }} removed{% else %}{{ step.recordings_mined_now }} recordings mined{% endif %}.
+{% endfor %}
+{% if promotion.get("scores") %}
+
+| on this bundle's held-out set | the promoted bundle | this bundle |
+|---|---|---|
+| int8 {{ promotion.measure }} | {{ promotion.scores.before.held_out | percent }} | {{ promotion.scores.now.held_out | percent }} |
+{% if promotion.scores.now.real is defined %}
+| int8, real {{ "recordings" if m.task == "keyword_spotting" else "photos" }} | {{ promotion.scores.before.real | percent }} | {{ promotion.scores.now.real | percent }} |
+{% endif %}
+{% endif %}
+
+Promoted to the run's `bundle/`: {{ "yes" if promotion.promote else "no" }}, {{ promotion.reason }}.
+
+{% endif %}
 ## Provenance
 - created {{ m.created.isoformat(timespec="seconds") }} by edgedistill {{ m.edgedistill_version }}
 - dataset: `{{ dataset_json | replace("\\n", " ") }}`

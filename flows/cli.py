@@ -150,7 +150,8 @@ def train(recipe: RecipeArg, out: OutOpt = None) -> None:
 def export(recipe: RecipeArg, out: OutOpt = None) -> None:
     """Export the trained model as a bundle: int8 TFLite, ONNX, C header, TFLite Micro check, Vela."""
     parsed, pipeline, paths = _load(recipe, out)
-    _closing_table(pipeline.export(parsed, paths), paths.bundle)
+    manifest = pipeline.export(parsed, paths)
+    _closing_table(manifest, paths.bundle_of(manifest.dataset["version"]))
 
 
 @app.command()

@@ -34,9 +34,13 @@ def open_dataset(recipe: DetectionRecipe, location: str) -> Dataset:
 
 # -- the four stages, as the CLI and the Prefect flow call them (flows/run.py) -----------------
 def generate(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None) -> str:
-    """The unlabelled sources: the team's photos and, when enabled, diffusion and image-API images."""
+    """The unlabelled sources: the team's photos and, when enabled, diffusion and image-API images.
+
+    When photos were added to (or removed from) the folder since the last run, the new sources version is
+    made from the one before: its generated images and its unchanged photos are kept, and only new photos
+    are read; the labelling stages then label only those (`Dataset.derive_each`)."""
     from generators.diffusion import generate_images
-    from generators.photos import ingest_photos, photos_fingerprint
+    from generators.photos import ingest_photos, known_photos, photos_fingerprint
 
     dataset = open_dataset(recipe, paths.dataset)
     params = {"images": recipe.images and Store(recipe.images).location,
@@ -45,20 +49,33 @@ def generate(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None
               "seed": recipe.seed}
     if recipe.image_api.enabled:  # named only when enabled, so that recipes without it keep their versions
         params["image_api"] = recipe.image_api.deciding()
+    earlier = dataset.earlier("sources", params, ignoring=("images_fingerprint",))
+    if earlier is not None and earlier.key == stage_key(earlier.parent, "sources", params):
+        return earlier.id  # the same photos as last time
 
-    def make(_, work: Path) -> list[Sample] | tuple[list[Sample], dict]:
-        samples = ingest_photos(dataset, recipe.images, work / "photos", progress) if recipe.images else []
-        report = {}
-        if recipe.diffusion.enabled:
-            samples += generate_images(dataset, recipe, work / "diffusion", progress)
-        if recipe.image_api.enabled:
-            from generators.api_images import generate_api_images
+    def make(kept: list[Sample], work: Path) -> tuple[list[Sample], dict]:
+        report, samples = {}, []
+        if recipe.images:
+            known = known_photos((earlier and dataset.report(earlier) or {}).get("photos", []), kept)
+            photos = ingest_photos(dataset, recipe.images, work / "photos", progress, known=known)
+            samples, report["photos"] = photos.samples, photos.listing
+            if earlier is not None:
+                before = {s.id for s in kept if s.provenance.source == "photos"}
+                now = {s.id for s in samples}
+                report["photos_added"], report["photos_removed"] = len(now - before), len(before - now)
+        if earlier is not None:  # the generated images of the version before, with the same settings
+            samples += [s for s in kept if s.provenance.source != "photos"]
+        else:
+            if recipe.diffusion.enabled:
+                samples += generate_images(dataset, recipe, work / "diffusion", progress)
+            if recipe.image_api.enabled:
+                from generators.api_images import generate_api_images
 
-            made, report["image_api"] = generate_api_images(dataset, recipe, work / "image-api", progress)
-            samples += made
-        return (samples, report) if report else samples
+                made, report["image_api"] = generate_api_images(dataset, recipe, work / "image-api", progress)
+                samples += made
+        return samples, report
 
-    return dataset.derive(None, "sources", params, make).id
+    return dataset.derive(earlier, "sources", params, make).id
 
 
 def label(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = None,
@@ -76,13 +93,13 @@ def label(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = Non
     labelled = sources
     if settings.labeler != "none":
         labeler = load_plugin("labelers", settings.labeler)(recipe.classes, settings)
-        labelled = dataset.derive(
+        labelled = dataset.derive_each(
             sources, "autolabel", {"autolabel": settings.model_dump(mode="json"),
                                    "classes": {k: v.model_dump() for k, v in recipe.classes.items()}},
             lambda samples, work: run_labeler(labeler, dataset, samples, work, progress).samples)
         if settings.masks:
             masks = SamLabeler(settings.sam_model, settings.batch_size)
-            labelled = dataset.derive(labelled, "masks", {"sam_model": settings.sam_model},
+            labelled = dataset.derive_each(labelled, "masks", {"sam_model": settings.sam_model},
                                       lambda samples, work: run_labeler(masks, dataset, samples, work, progress).samples)
     if recipe.verify.enabled:
         from labelers.verifier import verify_labels
@@ -171,7 +188,8 @@ def export(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None) 
             calibration_set(samples, min(CALIBRATION_IMAGES, recipe.export.calibration_samples), recipe.seed),
             test_samples, labels, recipe.train.yolo_image_size, recipe.export, paths.model_dir / "yolo" / "int8")
     return export_detection_bundle(
-        model, out_dir=paths.bundle, name=recipe.name, labels=labels, frontend=frontend, decoding=decoding,
+        model, out_dir=paths.bundle_of(version.id), promote_to=paths.bundle, name=recipe.name, labels=labels,
+        frontend=frontend, decoding=decoding,
         calibration=model_inputs(detection_arrays(dataset, calibration, labels), frontend),
         test_images=test.images, test_objects=test.objects,
         centroid_distance=recipe.train.centroid_distance, settings=recipe.export,

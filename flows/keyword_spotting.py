@@ -73,28 +73,39 @@ def check_step(recipe: KeywordSpottingRecipe, dataset: Dataset, parent: VersionI
 def mine_step(recipe: KeywordSpottingRecipe, dataset: Dataset, locations: list[str],
               progress: Progress = None) -> VersionInfo:
     """Clips mined from real recordings (files or folders, local or s3://...), as a version of their own: its
-    stage key holds every file's fingerprint, so the same files are never mined twice and a changed one is."""
+    stage key holds every file's fingerprint, so the same files are never mined twice and a changed one is.
+    When recordings were added (or removed) since the last run, the version is made from the one before:
+    the clips of unchanged recordings are kept, and only the new or changed recordings are mined."""
     from labelers.recordings import RecordingMiner, find_recordings, mine_recordings
 
     recordings = find_recordings(locations)
     params = _params(recipe, "mining") | {"recordings": [[r.location, r.fingerprint] for r in recordings]}
+    earlier = dataset.earlier("recordings", params, ignoring=("recordings",))
+    if earlier is not None and earlier.key == stage_key(earlier.parent, "recordings", params):
+        return earlier
+    mined_before = {tuple(pair) for pair in earlier.params["recordings"]} if earlier else set()
+    fresh = [r for r in recordings if (r.location, r.fingerprint) not in mined_before]
+    unchanged = {r.location for r in recordings} - {r.location for r in fresh}
     miner = RecordingMiner(recipe.keywords, recipe.mining, recipe.sample_rate, recipe.clip_seconds)
 
-    def mine(_, work):
-        mined = mine_recordings(dataset, recordings, miner, work, progress)
-        if not mined.recordings:
-            reasons = "; ".join(f"{row['file']}: {row['reason']}" for row in mined.unreadable) or "no audio files"
+    def mine(kept, work):
+        before = dataset.report(earlier) or {} if earlier else {}
+        mined = mine_recordings(dataset, fresh, miner, work, progress)
+        rows = [row for row in before.get("recordings", []) if row["file"] in unchanged] + mined.recordings
+        unreadable = [row for row in before.get("unreadable", []) if row["file"] in unchanged] + mined.unreadable
+        if not rows:
+            reasons = "; ".join(f"{row['file']}: {row['reason']}" for row in unreadable) or "no audio files"
             raise EdgedistillError(f"no recording in {', '.join(locations)} could be read ({reasons})",
                                    f"give audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) or folders holding them")
-        doubtful = [s for s in mined.samples
-                    if is_keyword(s.class_name) and s.labels[0].score < recipe.review.threshold]
-        report = {"recordings": mined.recordings, "unreadable": mined.unreadable,
-                  "audio_hours": round(sum(row["minutes"] for row in mined.recordings) / 60, 4),
+        samples = [s for s in kept if s.provenance.group in unchanged] + mined.samples
+        doubtful = [s for s in samples if is_keyword(s.class_name) and s.labels[0].score < recipe.review.threshold]
+        report = {"recordings": rows, "unreadable": unreadable, "recordings_mined_now": len(fresh),
+                  "audio_hours": round(sum(row["minutes"] for row in rows) / 60, 4),
                   "audio_hours_per_hour": round(mined.audio_hours_per_hour, 1),
                   "keyword_clips_for_review": len(doubtful)}
-        return mined.samples, report
+        return samples, report
 
-    return dataset.derive(None, "recordings", params, mine)
+    return dataset.derive(earlier, "recordings", params, mine)
 
 
 def with_recordings_step(dataset: Dataset, parent: VersionInfo, mined: VersionInfo) -> VersionInfo:
@@ -184,7 +195,8 @@ def export_step(recipe: KeywordSpottingRecipe, dataset: Dataset, trained: Traine
     test_samples = [s for s in samples if s.split == "test"]
     test = clip_features(dataset, test_samples, frontend, labels)
     return export_keyword_bundle(
-        model, out_dir=paths.bundle, name=recipe.name, labels=labels, frontend=frontend,
+        model, out_dir=paths.bundle_of(version.id), promote_to=paths.bundle, name=recipe.name, labels=labels,
+        frontend=frontend,
         calibration=calibration.features, test_features=test.features, test_labels=test.targets,
         float_metrics=trained.float_metrics, settings=recipe.export,
         test_negative_kinds=[negative_kind(s) for s in test_samples],

@@ -148,9 +148,10 @@ def recipe_flow(dask: str | None = None):
         recipe = open_recipe(recipe_path)
         paths = RunPaths.of(recipe, out)
         manifest = pipeline_for(recipe).export(recipe, paths)
+        made = paths.bundle_of(manifest.dataset["version"])
         create_markdown_artifact(key=f"{recipe.name.lower().replace('_', '-')}-bundle",
-                                 markdown=summary_markdown(manifest, paths.bundle))
-        return str(paths.bundle)
+                                 markdown=summary_markdown(manifest, made))
+        return str(made)
 
     @flow(name="edgedistill-recipe", log_prints=True, task_runner=task_runner(dask))
     def run_recipe(recipe_path: str, out: str) -> str:
@@ -185,8 +186,11 @@ def summary_rows(manifest, bundle: Path) -> list[tuple[str, str]]:
     tflm = manifest.targets.get("tflite_micro", {})
     vela = manifest.targets.get("vela", {})
     quality = "accuracy" if "accuracy" in int8 else "f1"
+    promotion = manifest.metrics.get("promotion")
     return [
         ("bundle", str(bundle)),
+        *([("promoted to the run's bundle/", f"{'yes' if promotion['promote'] else 'no'}: {promotion['reason']}")]
+          if promotion else []),
         (f"float {quality} (held out)", _pct(floating.get(quality))),
         (f"int8 {quality} (held out)", _pct(int8.get(quality))),
         *((f"int8 {quality}, held-out {origin} ({figures['count']} clips)", _pct(figures.get(quality)))

@@ -49,7 +49,12 @@ class RunPaths:
 
     @property
     def bundle(self) -> Path:
+        """The promoted bundle, the one to ship: the newest one as good as the one before it (export.promote)."""
         return self.out / "bundle"
+
+    def bundle_of(self, version: str) -> Path:
+        """Every bundle a run made, by the dataset version it learned from, promoted or not."""
+        return self.out / "bundles" / version
 
 
 @dataclass
@@ -83,9 +88,18 @@ class TrainedModel:
                    yolo=yolo and YoloModel(Path(yolo["onnx"]), Path(yolo["program"]), yolo["metrics"]))
 
 
+INPUT_CHANGES = ("photos_added", "photos_removed", "recordings_mined_now")  # what the input stages report
+
+
 def dataset_ref(dataset: Dataset, version: VersionInfo) -> dict:
-    """What a bundle says of the dataset version it was trained on, with what the API calls behind it cost."""
-    ref = {"path": dataset.location, "version": version.id, "counts": version.counts}
+    """What a bundle says of the dataset version it was trained on: its lineage (each stage's version, with
+    what changed in the input when a run found new photos or recordings) and what its API calls cost."""
+    lineage = []
+    for made in dataset.lineage(version):
+        step = {"stage": made.stage, "version": made.id, "samples": made.counts.get("samples")}
+        report = dataset.report(made) or {} if made.stage in ("sources", "recordings") else {}
+        lineage.append(step | {name: report[name] for name in INPUT_CHANGES if name in report})
+    ref = {"path": dataset.location, "version": version.id, "counts": version.counts, "lineage": lineage}
     return ref | ({"api_usage": usage} if (usage := spent(dataset, version)) else {})
 
 

@@ -109,19 +109,36 @@ def _unique(samples: list[Sample]) -> tuple[list[Sample], list[str]]:
     return kept, duplicates
 
 
+def known_photos(listing: list[list], samples: list[Sample]) -> dict[PhotoJob, Sample]:
+    """The photos an earlier run read, as it listed them (`Photos.listing`), with the samples it made of them."""
+    by_file = {s.provenance.params["file"]: s for s in samples if s.provenance.source == "photos"}
+    return {job: by_file[job.relative] for job in (PhotoJob(*entry) for entry in listing) if job.relative in by_file}
+
+
+@dataclass
+class Photos:
+    samples: list[Sample]
+    listing: list[list]  # [file, size, stamp] of each photo found: what the next run tells new photos by
+
+
 def ingest_photos(dataset: Dataset, folder: str | Path, work_dir: Path,
-                  progress: Callable[[int, int], None] | None = None,
-                  workers: int | None = None) -> list[Sample]:
-    """Every readable image under `folder` as an unlabelled sample of `dataset` (the caller commits)."""
+                  progress: Callable[[int, int], None] | None = None, workers: int | None = None,
+                  known: dict[PhotoJob, Sample] | None = None) -> Photos:
+    """Every readable image under `folder` as an unlabelled sample of `dataset` (the caller commits). Photos
+    in `known` (unchanged since an earlier run read them) keep their samples and are not read again."""
     jobs = find_photos(folder)
     if not jobs:
         raise EdgedistillError(f"{folder} holds no images",
                                f"put photos with one of these suffixes in it: {' '.join(IMAGE_SUFFIXES)}")
-    shards = -(-len(jobs) // SHARD_SIZE)
-    run = run_shards(jobs, functools.partial(ingest_shard, _ShardSettings(dataset.location, str(folder))),
+    known = known or {}
+    fresh = [job for job in jobs if job not in known]
+    shards = max(1, -(-len(fresh) // SHARD_SIZE))
+    run = run_shards(fresh, functools.partial(ingest_shard, _ShardSettings(dataset.location, str(folder))),
                      Path(work_dir), SHARD_SIZE, min(workers or os.cpu_count() or 1, shards), progress)
     failures = [f for output in run.outputs for f in output.failures]
-    samples, duplicates = _unique([s for output in run.outputs for s in output.samples])
+    made = {s.provenance.params["file"]: s for output in run.outputs for s in output.samples}
+    samples, duplicates = _unique([found for job in jobs
+                                   if (found := known.get(job) or made.get(job.relative)) is not None])
     if failures:
         listing = "\n  ".join(f"{f['file']}: {f['error']}" for f in failures)
         logger.warning("skipped %d of %d photos that could not be read:\n  %s", len(failures), len(jobs), listing)
@@ -131,4 +148,4 @@ def ingest_photos(dataset: Dataset, folder: str | Path, work_dir: Path,
     if not samples:
         raise EdgedistillError(f"none of the {len(jobs)} images in {folder} could be read",
                                "check that they are JPEG, PNG, BMP, WEBP or TIFF files and not damaged")
-    return samples
+    return Photos(samples, [[job.relative, job.size, job.stamp] for job in jobs])

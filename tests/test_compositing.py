@@ -21,7 +21,7 @@ from generators.compositing import (
     CompositeJob, Cutout, Layer, backgrounds_from_photos, compose, composite_images, cutouts_from_labels,
     generated_backgrounds, load_backgrounds, load_cutouts, synthetic_cutouts, visible_labels,
 )
-from generators.photos import MAX_SIDE, find_photos, ingest_photos, photos_fingerprint
+from generators.photos import MAX_SIDE, find_photos, ingest_photos, known_photos, photos_fingerprint
 
 SIZE = (160, 120)
 
@@ -266,7 +266,7 @@ def test_ingest_photos_decodes_upright_and_skips_broken_files(tmp_path, caplog):
     folder = _photo_folder(tmp_path)
     dataset = _dataset(tmp_path / "dataset", _recipe())
     with caplog.at_level(logging.WARNING):
-        samples = ingest_photos(dataset, folder, tmp_path / "work")
+        samples = ingest_photos(dataset, folder, tmp_path / "work").samples
     by_file = {s.provenance.params["file"]: s for s in samples}
     assert sorted(by_file) == ["deep.png", "huge.png", "plain.jpg", "site/cmyk.jpg", "site/rotated.jpg"]
     assert "broken.jpg" in caplog.text and "1 of 6" in caplog.text
@@ -299,6 +299,23 @@ def test_the_photos_fingerprint_follows_the_files_in_a_folder_or_a_bucket(tmp_pa
     assert photos_fingerprint(f"{bucket}/photos") == photos_fingerprint(f"{bucket}/photos/")
     with pytest.raises(EdgedistillError, match="does not exist"):
         find_photos(f"{bucket}/elsewhere")
+
+
+def test_ingest_photos_reads_only_photos_added_or_changed_since_an_earlier_run(tmp_path):
+    folder = _photo_folder(tmp_path)
+    dataset = _dataset(tmp_path / "dataset", _recipe())
+    first = ingest_photos(dataset, folder, tmp_path / "work1")
+    _png(folder / "new.png", np.full((30, 50, 3), 90, np.uint8))
+    (folder / "plain.jpg").write_bytes(_jpeg(np.full((20, 70, 3), 30, np.uint8)))  # rewritten
+    read = []
+    again = ingest_photos(dataset, folder, tmp_path / "work2", lambda done, total: read.append(total),
+                          known=known_photos(first.listing, first.samples))
+    assert read[-1] == 3  # the new photo, the rewritten one and the broken one; not the other four
+    by_file = {s.provenance.params["file"]: s for s in again.samples}
+    assert sorted(by_file) == ["deep.png", "huge.png", "new.png", "plain.jpg", "site/cmyk.jpg", "site/rotated.jpg"]
+    unchanged = {s.provenance.params["file"]: s for s in first.samples if s.provenance.params["file"] != "plain.jpg"}
+    assert all(by_file[name] == sample for name, sample in unchanged.items())
+    assert by_file["plain.jpg"].shape.width == 70
 
 
 def test_ingest_photos_with_nothing_readable_is_an_error(tmp_path):
@@ -343,7 +360,7 @@ def test_photos_with_nothing_labelled_become_backgrounds(tmp_path):
     scenes = {f"scene{i}.png": np.full((90 + i, 120, 3), 40 + 60 * i, np.uint8) for i in range(3)}
     for name, pixels in {**scenes, "icon.png": np.zeros((32, 32, 3), np.uint8)}.items():
         _png(folder / name, pixels)
-    photos = ingest_photos(dataset, folder, tmp_path / "ingest", workers=1)
+    photos = ingest_photos(dataset, folder, tmp_path / "ingest", workers=1).samples
 
     backgrounds = backgrounds_from_photos(dataset, labelled + photos, limit=10)
     assert len(backgrounds) == 3  # not the composites (they have labels), not the icon (too small)

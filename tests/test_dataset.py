@@ -92,6 +92,36 @@ def test_derive_reuses_finished_work_and_keeps_shards_until_commit(tmp_path, aud
     assert Dataset.open(dataset.location).report(reported) == {"lost": 0} and dataset.report(one) is None
 
 
+def test_a_stage_of_each_sample_treats_only_what_is_new_or_changed_on_new_input(tmp_path, audio_sample_factory):
+    dataset = _dataset(tmp_path)
+    clips = [audio_sample_factory(dataset, "yes", f"v{i}", 300 + 50 * i) for i in range(4)]
+    first = dataset.commit(clips[:3], None, "sources", {"folder": "a", "fingerprint": 1})
+    treated = []
+
+    def label(samples, work):  # a labeler: each sample on its own
+        treated.append([s.id for s in samples])
+        return [s.model_copy(update={"split": "train"}) for s in samples]
+
+    labelled = dataset.derive_each(first, "label", {"model": "m"}, label)
+    assert treated == [[s.id for s in clips[:3]]]
+    assert dataset.report(labelled) == {"treated": 3, "taken_from_earlier": 0}
+    # the folder changed: one clip gone, one renamed (so changed), one new
+    renamed = clips[1].model_copy(update={"provenance": clips[1].provenance.model_copy(update={"group": "moved"})})
+    second = dataset.commit([clips[0], renamed, clips[3]], first.id, "sources", {"folder": "a", "fingerprint": 2})
+    assert dataset.earlier("sources", {"folder": "a", "fingerprint": 3}, ignoring=("fingerprint",)) == second
+    assert dataset.earlier("sources", {"folder": "b", "fingerprint": 2}, ignoring=("fingerprint",)) is None
+    relabelled = dataset.derive_each(second, "label", {"model": "m"}, label)
+    assert treated[1] == [clips[1].id, clips[3].id]
+    samples = dataset.samples(relabelled.id)
+    assert [s.id for s in samples] == [clips[0].id, clips[1].id, clips[3].id] and {s.split for s in samples} == {"train"}
+    assert samples[1].provenance.group == "moved"
+    assert dataset.report(relabelled) == {"treated": 2, "taken_from_earlier": 1, "earlier_version": labelled.id}
+    # other settings: everything is treated again; the same work again: nothing is
+    dataset.derive_each(second, "label", {"model": "other"}, label)
+    assert dataset.derive_each(second, "label", {"model": "m"}, label) == relabelled
+    assert [len(ids) for ids in treated] == [3, 2, 3]
+
+
 def test_crash_mid_stage_leaves_no_version_and_rerun_resumes(tmp_path, audio_sample_factory):
     """Kill a stage halfway: no half-written version, and its finished shard survives for the rerun."""
     dataset = _dataset(tmp_path)

@@ -218,3 +218,32 @@ def test_c_names_and_strings_are_safe():
     assert c_identifier("2go") == "m_2go"
     assert c_string('say "hi"\\') == '"say \\"hi\\"\\\\"'
     assert c_string("né") == '"n\\303\\251"'
+
+
+def test_a_bundle_replaces_the_promoted_one_only_when_as_good_on_the_same_held_out_set(tmp_path):
+    from tones import export_tones_bundle
+
+    promoted = tmp_path / "bundle"
+    lenient = ExportSettings(formats=["tflite"], max_int8_accuracy_drop=1.0)  # the half-trained model may drop more
+    first = load_bundle(export_tones_bundle(tmp_path / "bundles" / "first", promote_to=promoted, settings=lenient))
+    assert first.metrics["promotion"] == {"promote": True, "reason": "no bundle was promoted before"}
+    assert load_bundle(promoted).file("model_int8").sha256 == first.file("model_int8").sha256
+
+    worse_dir = export_tones_bundle(tmp_path / "bundles" / "worse", steps=3, promote_to=promoted, settings=lenient)
+    worse = load_bundle(worse_dir)
+    promotion = worse.metrics["promotion"]
+    # the promoted model, measured again on the same held-out clips, scores what its own export measured
+    assert promotion["scores"]["before"]["held_out"] == pytest.approx(first.metrics["int8"]["accuracy"])
+    assert promotion["scores"]["now"]["held_out"] == pytest.approx(worse.metrics["int8"]["accuracy"])
+    assert worse.metrics["int8"]["accuracy"] < first.metrics["int8"]["accuracy"]
+    assert not promotion["promote"] and "export.promote: always" in promotion["reason"]
+    assert load_bundle(promoted).file("model_int8").sha256 == first.file("model_int8").sha256  # kept
+    card = (worse_dir / "README.md").read_text()
+    assert "Promoted to the run's `bundle/`: no" in card and "| int8 accuracy |" in card
+
+    always = lenient.model_copy(update={"promote": "always"})
+    forced = load_bundle(export_tones_bundle(tmp_path / "bundles" / "forced", steps=3, promote_to=promoted,
+                                             settings=always))
+    assert forced.metrics["promotion"]["promote"] and "promoted as the recipe says" in forced.metrics["promotion"]["reason"]
+    assert load_bundle(promoted).file("model_int8").sha256 == forced.file("model_int8").sha256
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "bundles"]  # no building folder left

@@ -17,7 +17,7 @@ from edgedistill.real_photos import read_labelled_photos, score_on_photos
 from edgedistill.yolo import coco_map, detect_all, onnx_runner
 from generators.compositing import backgrounds_from_photos
 from labelers.teachers import find_packaged, get_adapter
-from photos import OTHERS, real_photos
+from photos import FACES, OTHERS, real_photos
 from shapes import centroids
 
 RECIPE = """
@@ -141,3 +141,54 @@ def test_detection_run_labels_real_photos_and_makes_a_bundle(tmp_path):
     assert all(found["label"] == "face" for answer in answers for found in answer["objects"])
     found = [centroids(*[(0, found["x"], found["y"]) for found in answer["objects"]]) for answer in answers]
     assert score_on_photos(truth, found, ["face"]) == real["student"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(find_packaged(get_adapter("blazeface_short_range").packaged) is None,
+                    reason="BlazeFace weights missing: run `python -m labelers.teachers fetch` (make setup does)")
+def test_a_run_that_finds_new_photos_labels_only_those_and_bundles_beside_the_old_bundle(tmp_path):
+    photos = real_photos(tmp_path / "photos", FACES + OTHERS[:3])
+    (photos / "astronaut_mirrored.png").write_bytes(image_bytes(load_image(photos / "astronaut.png")[:, ::-1].copy()))
+    recipe = tmp_path / "faces.yaml"
+    recipe.write_text(RECIPE.format(images=photos, real=_labelled_faces(photos)).replace("yolo: true", "yolo: false"))
+    out = tmp_path / "run"
+    assert _cli("run", str(recipe), "--out", str(out), cwd=tmp_path).returncode == 0
+    first = Dataset.open(out / "dataset").info.versions
+    # the team adds three photos (one of a face) to the folder; the next scheduled run finds them
+    added = real_photos(tmp_path / "added", OTHERS[3:])
+    for photo in added.iterdir():
+        photo.rename(photos / photo.name)
+    (photos / "camera_mirrored.png").write_bytes(image_bytes(load_image(photos / "camera.png")[:, ::-1].copy()))
+    result = _cli("run", str(recipe), "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    dataset = Dataset.open(out / "dataset")
+    versions = dataset.info.versions
+    assert [v.stage for v in versions] == ["sources", "autolabel", "split", "composite"] * 2
+    assert versions[:4] == first
+    sources, autolabel = versions[4], versions[5]
+    assert sources.parent == first[0].id
+    assert {k: dataset.report(sources)[k] for k in ("photos_added", "photos_removed")} == {"photos_added": 3,
+                                                                                        "photos_removed": 0}
+    # the teacher labelled the three new photos only; the six others keep the labels it gave them before
+    assert dataset.report(autolabel) == {"treated": 3, "taken_from_earlier": 6, "earlier_version": first[1].id}
+    before = {s.provenance.group: s for s in dataset.samples(first[1].id)}
+    now = {s.provenance.group: s for s in dataset.samples(autolabel.id)}
+    assert all(now[name] == sample for name, sample in before.items())
+    assert len(now["camera_mirrored.png"].labels) == 1 and not now["coins.png"].labels
+
+    # a bundle per dataset version, side by side; the run's bundle/ is the better of the two on the new test set
+    old, new = (load_bundle(out / "bundles" / version.id) for version in (first[3], versions[7]))
+    promotion = new.metrics["promotion"]
+    assert promotion["before"]["dataset_version"] == old.dataset["version"] == first[3].id
+    scores = promotion["scores"]
+    assert scores["now"]["held_out"] == pytest.approx(new.metrics["int8"]["f1"])
+    assert scores["now"]["real"] == pytest.approx(new.metrics["real"]["student"]["f1"])
+    assert promotion["promote"] == (scores["now"]["held_out"] >= scores["before"]["held_out"])
+    promoted = load_bundle(out / "bundle")
+    assert promoted.dataset["version"] == (new if promotion["promote"] else old).dataset["version"]
+    step = next(step for step in new.dataset["lineage"] if step["stage"] == "sources")
+    assert step == {"stage": "sources", "version": sources.id, "samples": 9, "photos_added": 3, "photos_removed": 0}
+    card = (out / "bundles" / versions[7].id / "README.md").read_text()
+    assert "## What changed since the promoted bundle" in card and "3 photos added, 0 removed" in card
+    assert "promoted to the run's bundle/" in result.stderr

@@ -37,12 +37,14 @@ def tone_clips(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def export_tones_bundle(out_dir: Path, streaming: StreamingSettings | None = None, real_clips=(),
-                        test_origins=(), dataset_ref: dict | None = None) -> Path:
-    """`test_origins` and `dataset_ref` as export takes them (for figures by origin); the test set has 48 clips."""
+                        test_origins=(), dataset_ref: dict | None = None, steps: int = 120,
+                        promote_to: Path | None = None, settings: ExportSettings | None = None) -> Path:
+    """`test_origins` and `dataset_ref` as export takes them (for figures by origin); the test set has 48 clips.
+    `steps` of training: few make a worse model."""
     clips, labels = tone_clips(32, seed=0)
     test_clips, test_labels = tone_clips(12, seed=1)
     features, test_features = MfccFrontEnd()(clips), MfccFrontEnd()(test_clips)
-    model = fit_tiny_dscnn(features, labels, len(LABELS), steps=120)
+    model = fit_tiny_dscnn(features, labels, len(LABELS), steps=steps)
     with torch.no_grad():
         float_metrics = classification_metrics(test_labels, model(torch.from_numpy(test_features)).argmax(1).numpy(),
                                                LABELS)
@@ -53,7 +55,8 @@ def export_tones_bundle(out_dir: Path, streaming: StreamingSettings | None = Non
                             positive_classes=test_labels[keyword])
     export_keyword_bundle(model, out_dir=out_dir, name="tones", labels=LABELS, frontend=MfccFrontEnd(),
                           calibration=features, test_features=test_features, test_labels=test_labels,
-                          float_metrics=float_metrics, settings=ExportSettings(formats=["tflite", "c_header"]),
+                          float_metrics=float_metrics,
+                          settings=settings or ExportSettings(formats=["tflite", "c_header"]),
                           test_origins=test_origins, held_out_audio=held_out, streaming=streaming,
-                          real_clips=real_clips, dataset_ref=dataset_ref or {}, recipe={})
+                          real_clips=real_clips, dataset_ref=dataset_ref or {}, recipe={}, promote_to=promote_to)
     return out_dir
