@@ -234,6 +234,20 @@ def test_label_recordings_adds_the_clips_to_the_labelled_ones_and_splits_them_by
     assert all(s.split == recordings[s.provenance.group] for s in split if s.provenance.source == SOURCE)
     test = [s for s in split if s.split == "test"]
     assert "recordings" in origins(split, test) and "synthetic" in origins(split, test)
+    # a recording added later: only it is mined, and the clips of the others are kept as they were
+    later = tmp_path / "later.wav"
+    later.write_bytes((folder / "talk.wav").read_bytes())
+    result = runner.invoke(app, ["label", "recordings", str(recipe_path), *files, str(broken), str(later),
+                                 "--out", str(tmp_path / "run")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    dataset = Dataset.open(tmp_path / "run" / "dataset")
+    again = [v for v in dataset.info.versions if v.stage == "recordings"][-1]
+    report = dataset.report(again)
+    assert again.parent == mined.id and report["recordings_mined_now"] == 1
+    assert [Path(row["file"]).name for row in report["unreadable"]] == ["broken.m4a"]  # noted, not tried again
+    before, after = dataset.samples(mined.id), dataset.samples(again.id)
+    from_later = [s for s in after if s.provenance.group == str(later)]
+    assert after == before + from_later and len(from_later) == len(clips_of(before, "wav"))
     # nothing readable: an error, and no version written
     before = Dataset.open(tmp_path / "run" / "dataset").info.versions
     result = runner.invoke(app, ["label", "recordings", str(recipe_path), str(broken), "--out", str(tmp_path / "run")])
