@@ -56,7 +56,8 @@ def generate(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None
     def make(kept: list[Sample], work: Path) -> tuple[list[Sample], dict]:
         report, samples = {}, []
         if recipe.images:
-            known = known_photos((earlier and dataset.report(earlier) or {}).get("photos", []), kept)
+            listing = (dataset.report(earlier) or {}).get("photos", []) if earlier else []
+            known = known_photos(listing, kept)
             photos = ingest_photos(dataset, recipe.images, work / "photos", progress, known=known)
             samples, report["photos"] = photos.samples, photos.listing
             if earlier is not None:

@@ -89,7 +89,7 @@ def mine_step(recipe: KeywordSpottingRecipe, dataset: Dataset, locations: list[s
     miner = RecordingMiner(recipe.keywords, recipe.mining, recipe.sample_rate, recipe.clip_seconds)
 
     def mine(kept, work):
-        before = dataset.report(earlier) or {} if earlier else {}
+        before = (dataset.report(earlier) or {}) if earlier else {}
         mined = mine_recordings(dataset, fresh, miner, work, progress)
         rows = [row for row in before.get("recordings", []) if row["file"] in unchanged] + mined.recordings
         unreadable = [row for row in before.get("unreadable", []) if row["file"] in unchanged] + mined.unreadable

@@ -97,7 +97,7 @@ def dataset_ref(dataset: Dataset, version: VersionInfo) -> dict:
     lineage = []
     for made in dataset.lineage(version):
         step = {"stage": made.stage, "version": made.id, "samples": made.counts.get("samples")}
-        report = dataset.report(made) or {} if made.stage in ("sources", "recordings") else {}
+        report = (dataset.report(made) or {}) if made.stage in ("sources", "recordings") else {}
         lineage.append(step | {name: report[name] for name in INPUT_CHANGES if name in report})
     ref = {"path": dataset.location, "version": version.id, "counts": version.counts, "lineage": lineage}
     return ref | ({"api_usage": usage} if (usage := spent(dataset, version)) else {})
