@@ -7,7 +7,9 @@ Layout (DESIGN.md):
   media/<aa>/<sha256>.<ext> every clip or image, stored once
 
 No file is ever read, changed and written back, so two processes (or machines) writing the same dataset
-cannot undo each other's work: each version is one file, and so is each entry of the history.
+cannot undo each other's work: each version is one file, and so is each entry of the history. Two machines
+that do the same work at once (their locks are local) both go on from the version recorded first: a history
+entry is written only where there is none yet.
 
 The folder is a local path or an fsspec URL (s3://bucket/faces; gs:// and az:// with gcsfs or
 adlfs). Every local write goes to a temporary file first and is renamed into place, and an object
@@ -202,8 +204,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgedistill" / "datasets"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a file so that readers see the old content or the new one, never a part."""
+def write_atomic(path: Path, data: bytes, exclusive: bool = False) -> bool:
+    """Write a file so that readers see the old content or the new one, never a part. `exclusive`: only when
+    there is no such file yet; False, and nothing written, when there is."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -212,7 +215,19 @@ def write_atomic(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        if exclusive:
+            try:
+                os.link(tmp, path)  # unlike a rename, fails when the file is there
+            except FileExistsError:
+                os.unlink(tmp)
+                return False
+            except OSError:  # a filesystem without hard links (FAT, some mounts): renamed, exclusive no more
+                pass
+            else:
+                os.unlink(tmp)
+                return True
         os.replace(tmp, path)
+        return True
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -296,11 +311,22 @@ class Store:
         finally:
             partial.unlink(missing_ok=True)
 
-    def write(self, relative: str, data: bytes) -> None:
+    def write(self, relative: str, data: bytes, exclusive: bool = False) -> bool:
+        """`exclusive`: only when the file is not there yet, in one step (on S3 a conditional PUT), so that of two
+        writers at once one gets True and the other False, with nothing written."""
         if self.is_local:
-            write_atomic(Path(self.path(relative)), data)
-        else:  # one PUT: an object store shows the whole object or none of it
-            self._call("write", relative, lambda: self.fs.pipe_file(self.path(relative), data))
+            return write_atomic(Path(self.path(relative)), data, exclusive)
+
+        def put() -> bool:  # one PUT: an object store shows the whole object or none of it
+            try:
+                self.fs.pipe_file(self.path(relative), data, mode="create" if exclusive else "overwrite")
+                return True
+            except OSError:  # FileExistsError; some S3 servers answer 412 without saying which condition failed
+                if exclusive and self.fs.exists(self.path(relative)):
+                    return False
+                raise
+
+        return self._call("write", relative, put)
 
     def _call(self, doing: str, relative: str, action: Callable[[], Any]) -> Any:
         if self.is_local:  # a local error (permissions, a full disk) speaks for itself
@@ -518,9 +544,13 @@ class Dataset:
                                        "rerun the stage that made this version") from None
 
     def commit(self, samples: Iterable[Sample], parent: str | None, stage: str,
-               params: dict[str, Any], report: dict[str, Any] | None = None) -> VersionInfo:
+               params: dict[str, Any], report: dict[str, Any] | None = None, first_wins: bool = False) -> VersionInfo:
         """Write a new immutable version and record it in the history. All of it is made before any of it
-        is written, so that a commit that cannot be recorded leaves nothing behind."""
+        is written, so that a commit that cannot be recorded leaves nothing behind.
+
+        `first_wins`: when the history holds a version of this work already (another machine did it too, and
+        finished first), that one is returned and this one is not recorded: every machine goes on from the same
+        version, even when theirs differ in their bytes (labels made on two GPUs)."""
         samples = list(samples)
         ids = Counter(s.id for s in samples)
         duplicated = [sample_id for sample_id, count in ids.items() if count > 1]
@@ -541,10 +571,23 @@ class Dataset:
         except (ValueError, TypeError, PydanticSerializationError) as error:  # ValidationError is a ValueError
             raise EdgedistillError(f"stage {stage!r} made a version that cannot be recorded: {error}",
                                    "this is a bug in that stage; please report it") from None
+        if first_wins and (recorded := self._recorded(key)) is not None:
+            return recorded
         if report_json is not None:
             self.store.write(report_path, report_json)
         self.store.write(f"versions/{version_id}.jsonl", body)
-        self.store.write(f"history/{key}.json", record)  # now the version is in
+        if not self.store.write(f"history/{key}.json", record, exclusive=first_wins):  # now the version is in
+            return self._recorded(key)  # or the other machine's, recorded in the moment between
+        self.info.versions = _newest_per_key([*self.info.versions, info])
+        return info
+
+    def _recorded(self, key: str) -> VersionInfo | None:
+        """The version the history holds for a piece of work, as it is now."""
+        relative = f"history/{key}.json"
+        data = self.store.read(relative)
+        if data is None:
+            return None
+        info = _version_record(self.store, relative, data)
         self.info.versions = _newest_per_key([*self.info.versions, info])
         return info
 
@@ -570,7 +613,7 @@ class Dataset:
             work.mkdir(parents=True, exist_ok=True)
             made = make(self.samples(parent_id) if parent_id else [], work)
             samples, report = made if isinstance(made, tuple) else (made, None)
-            info = self.commit(samples, parent_id, stage, params, report)
+            info = self.commit(samples, parent_id, stage, params, report, first_wins=True)
             shutil.rmtree(work, ignore_errors=True)
         return info
 
@@ -639,15 +682,17 @@ def _only_runner(work: Path, what: str) -> Iterator[None]:
 
 def _read_history(store: Store) -> list[VersionInfo]:
     names = [f"history/{name}" for name in store.names("history") if name.endswith(".json")]
-    versions = []
-    for relative, data in (store.read_many(names) if names else {}).items():
-        try:
-            versions.append(VersionInfo.model_validate_json(data))
-        except ValidationError as error:
-            raise EdgedistillError(f"{store.location}/{relative} is not a valid version record:\n"
-                                   f"{describe_validation_error(error)}",
-                                   "delete it and rerun the stage that made it") from None
-    return versions
+    found = store.read_many(names) if names else {}
+    return [_version_record(store, relative, data) for relative, data in found.items()]
+
+
+def _version_record(store: Store, relative: str, data: bytes) -> VersionInfo:
+    try:
+        return VersionInfo.model_validate_json(data)
+    except ValidationError as error:
+        raise EdgedistillError(f"{store.location}/{relative} is not a valid version record:\n"
+                               f"{describe_validation_error(error)}",
+                               "delete it and rerun the stage that made it") from None
 
 
 def _newest_per_key(versions: list[VersionInfo]) -> list[VersionInfo]:

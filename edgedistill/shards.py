@@ -206,10 +206,7 @@ class WorkerPool:
                 if self._closed:
                     raise EdgedistillError("stopped before this shard finished") from None
                 if attempt == self.ATTEMPTS:
-                    raise EdgedistillError(
-                        f"a worker process died in the middle of this shard, {self.ATTEMPTS} times ({died})",
-                        "a worker killed by SIGKILL has often run out of memory: give the machine more, or use fewer "
-                        "workers") from None
+                    raise worker_died(self.ATTEMPTS, str(died)) from None
                 continue
             self._idle.put(worker)
             if ok:
@@ -239,6 +236,13 @@ class WorkerPool:
             for worker in self._workers:
                 worker.stop()
         self._idle.put(None)
+
+
+def worker_died(times: int, how: str) -> EdgedistillError:
+    """The error of a shard whose worker process died under it each time it ran (here, or on Dask)."""
+    return EdgedistillError(f"a worker process died in the middle of this shard, {times} times ({how})",
+                            "a worker killed by SIGKILL has often run out of memory: give the machine more, or use "
+                            "fewer workers")
 
 
 class _Died(Exception):

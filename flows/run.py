@@ -8,6 +8,7 @@ the Prefect flow below runs them as tasks, with the review step between labellin
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from types import ModuleType
@@ -15,7 +16,7 @@ from typing import Callable, Iterator
 
 from edgedistill.errors import EdgedistillError
 from edgedistill.recipe import AnyRecipe, DetectionRecipe, KeywordSpottingRecipe, load_recipe
-from edgedistill.shards import RunShard, ShardMapper, ShardOutput, WorkerPool, shards_run_by
+from edgedistill.shards import RunShard, ShardMapper, ShardOutput, WorkerPool, shards_run_by, worker_died
 from flows.runs import RunPaths
 
 
@@ -91,10 +92,18 @@ def prefect_shard_mapper(stage: str, pool: WorkerPool | None = None) -> ShardMap
             try:
                 outcome = future.result()
             except Exception as error:
-                outcome = error
+                outcome = _dask_worker_death(error)
             yield futures[future], outcome
 
     return run
+
+
+def _dask_worker_death(error: Exception) -> Exception:
+    """Dask's KilledWorker (each worker that ran the shard died under it) as the error a pool worker's death gives."""
+    distributed = sys.modules.get("distributed")  # not imported: not on Dask
+    if distributed is None or not isinstance(error, distributed.KilledWorker):
+        return error
+    return worker_died(error.allowed_failures + 1, f"on Dask; the last was {error.last_worker.address}")
 
 
 def task_runner(dask: str | None = None):
@@ -109,7 +118,19 @@ def task_runner(dask: str | None = None):
     except ImportError as error:
         raise EdgedistillError("running on Dask needs prefect-dask",
                                "install the extra: pip install 'edgedistill[dask]'") from error
-    return DaskTaskRunner() if dask == "local" else DaskTaskRunner(address=dask)
+    return DaskTaskRunner(cluster_class=_local_cluster) if dask == "local" else DaskTaskRunner(address=dask)
+
+
+def _local_cluster(**kwargs):
+    """A Dask cluster on this machine whose workers, like a WorkerPool's, run one shard at a time each: one that
+    dies takes only its own shard with it, which is tried on WorkerPool.ATTEMPTS workers and then fails."""
+    import dask
+    from distributed import LocalCluster
+
+    # a shard queued on a worker behind the one running would count that worker's death against it too
+    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+        return LocalCluster(threads_per_worker=1, scheduler_kwargs={"allowed_failures": WorkerPool.ATTEMPTS - 1},
+                            **kwargs)
 
 
 def recipe_flow(dask: str | None = None):

@@ -81,6 +81,85 @@ def test_a_second_process_on_the_same_stage_is_told_who_runs_it_and_the_work_is_
     assert not list(work.glob("*")), "the work folder and its lock are cleaned up"
 
 
+@pytest.mark.slow
+def test_two_machines_running_the_same_stage_on_one_bucket_both_end_with_its_one_version(tmp_path, bucket):
+    """Two machines share a bucket but not a cache, so neither sees the other's lock on the stage: both do the
+    work, and both must end with the one version it makes, recorded once, whole and readable."""
+    location = f"{bucket}/tiny"
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(f"task: keyword_spotting\nname: tiny\ndataset: {location}\nkeywords: [yes]\nspeech:\n"
+                      "  engines: [espeak-ng]\n  voices_per_engine: 6\n  variants_per_voice: 3\n")
+    machines = [tmp_path / name for name in ("first", "second")]
+    running = [subprocess.Popen([sys.executable, "-m", "flows.cli", "generate", str(recipe), "--out", str(machine)],
+                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=os.environ | {"PYTHONPATH": str(ROOT), "EDGEDISTILL_CACHE": str(machine / "cache")})
+               for machine in machines]
+    both_at_work = False  # each holds the stage's lock on its own machine at the same time
+    while any(process.poll() is None for process in running) and not both_at_work:
+        both_at_work = all(list((machine / "cache").glob("work/*/*.lock")) for machine in machines)
+        time.sleep(0.05)
+    said = []
+    for process in running:
+        stdout, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-2000:]
+        said.append(" ".join((stdout + stderr).split()))  # the CLI prints its tables to stderr
+    assert both_at_work, "one machine finished before the other started the stage: nothing ran at once"
+
+    dataset = Dataset.open(location)
+    assert [v.stage for v in dataset.info.versions] == ["synthesize"]
+    store = dataset.store
+    assert len(store.names("history")) == 1 and store.names("versions") == [f"{dataset.head.id}.jsonl"]
+    assert all(f"version {dataset.head.id} (synthesize)" in words for words in said), said
+    samples = dataset.samples(dataset.head.id)
+    assert len(samples) == dataset.head.counts["samples"] > 0
+    assert all(len(dataset.media_file(s.media).read_bytes()) > 44 for s in samples)  # every clip is there
+    assert dataset.report(dataset.head)["engine_counts"]
+
+
+def _labelled(score: float) -> list:
+    from edgedistill.dataset import ImageShape, Label, LabelSource, Provenance, Sample
+
+    return [Sample(id="photo", media="media/ab/photo.png", kind="image", shape=ImageShape(width=64, height=48),
+                   provenance=Provenance(source="test"),
+                   labels=[Label(class_name="cat", box=(4, 4, 20, 16), score=score, source=LabelSource(labeler="t"))])]
+
+
+def test_a_machine_that_finishes_a_stage_second_goes_on_from_the_version_of_the_first(tmp_path, bucket, monkeypatch):
+    """Two machines can make different bytes for the same work (labels from two GPUs differ in their last digits).
+    The history keeps the version of the one that finished first, and the other goes on from that version, not
+    from its own: otherwise its next stage would name a parent the history does not hold."""
+    from edgedistill.dataset import OntologyClass
+
+    location = f"{bucket}/pets"
+    Dataset.create(location, "pets", "detection", [OntologyClass(name="cat", prompts=["cat"])])
+    slow, quick = Dataset.open(location), Dataset.open(location)
+
+    def label_slowly(_, work):  # while this machine labels, the other one (its own cache) labels and finishes
+        monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "quick-machine"))
+        quick.derive(None, "label", {"model": "owl"}, lambda *_: _labelled(0.91))
+        return _labelled(0.92)
+
+    labelled = slow.derive(None, "label", {"model": "owl"}, label_slowly)
+    quick_version = quick.find_version(None, "label", {"model": "owl"})
+    assert labelled.id == quick_version.id
+    assert [label.score for s in slow.samples(labelled.id) for label in s.labels] == [0.91]
+    split = slow.derive(labelled, "split", {"seed": 0},
+                        lambda samples, _: [s.model_copy(update={"split": "train"}) for s in samples])
+    dataset = Dataset.open(location)
+    assert [v.stage for v in dataset.lineage(dataset.version(split.id))] == ["split", "label"]
+
+
+@pytest.mark.parametrize("where", ["folder", "bucket"])
+def test_of_two_writers_of_a_history_record_exactly_one_writes_it(tmp_path, where, request):
+    """What keeps the history whole when two machines finish the same work in the same moment."""
+    from edgedistill.dataset import Store
+
+    store = Store(request.getfixturevalue("bucket") if where == "bucket" else tmp_path)
+    assert store.write("history/k.json", b"first", exclusive=True)
+    assert not store.write("history/k.json", b"second", exclusive=True)
+    assert store.read("history/k.json") == b"first" and store.names("history") == ["k.json"]
+
+
 # enough clips for four synthesis shards, so that finished shards lie on disk while others still run
 TINY_RECIPE = """
 task: keyword_spotting

@@ -142,3 +142,44 @@ def test_labelling_shards_run_on_a_local_dask_cluster(tmp_path):
         assert [x.class_name for x in a.labels] == [x.class_name for x in b.labels]
         assert np.allclose([x.box for x in a.labels], [x.box for x in b.labels], atol=0.05)
         assert np.allclose([x.score for x in a.labels], [x.score for x in b.labels], atol=1e-4)
+
+
+DYING_SCRIPT = """
+import json, sys
+from pathlib import Path
+from prefect import flow
+from edgedistill.errors import EdgedistillError
+from edgedistill.shards import run_shards, shards_run_by
+from flows.run import one_prefect_server, prefect_shard_mapper, task_runner
+from tests.test_faults import shard_that_dies_on_4_and_7
+
+@flow(task_runner=task_runner("local"))
+def squares(work):
+    with shards_run_by(prefect_shard_mapper("squares")):
+        return run_shards(list(range(12)), shard_that_dies_on_4_and_7, Path(work), shard_size=3, workers=2)
+
+try:
+    with one_prefect_server():
+        squares(sys.argv[1])
+except EdgedistillError as error:
+    print(json.dumps({"problem": error.problem, "hint": error.hint}))
+"""
+
+
+def test_a_dask_worker_that_dies_fails_only_its_shard_and_the_rerun_does_only_that_one(tmp_path):
+    """As with the process pool (tests/test_faults.py): a shard whose worker dies each time is tried on two
+    workers, then fails with our error, not Dask's KilledWorker; the other shards finish and are kept."""
+    from tests.test_faults import shard_that_squares
+
+    work = tmp_path / "work"
+    env = os.environ | {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_LOGGING_LEVEL": "WARNING"}
+    done = subprocess.run([sys.executable, "-c", DYING_SCRIPT, str(work)], env=env, capture_output=True, text=True,
+                          timeout=600, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0 and done.stdout.strip(), done.stderr[-3000:]
+    failed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert failed["problem"].startswith("2 of 4 shards failed; the first: a worker process died in the middle of "
+                                        "this shard, 2 times (on Dask; the last was tcp://"), failed["problem"]
+    assert "the 2 finished shards are kept" in failed["hint"]
+    rerun = run_shards(list(range(12)), shard_that_squares, work, shard_size=3, workers=1)
+    assert rerun.ran == [1, 2]
+    assert [record["square"] for output in rerun.outputs for record in output.failures] == [j * j for j in range(12)]
