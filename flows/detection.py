@@ -171,6 +171,8 @@ def export(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None) 
 
     dataset = open_dataset(recipe, paths.dataset)
     trained = TrainedModel.load(paths)
+    if (made := paths.bundle_made(trained.version, recipe)) is not None:
+        return made
     version = dataset.version(trained.version)
     model, labels, frontend, decoding = load_fomo(trained.path)
     samples = [s for s in dataset.samples(version.id) if s.review.status != "rejected"]

@@ -185,6 +185,8 @@ def export_step(recipe: KeywordSpottingRecipe, dataset: Dataset, trained: Traine
     from exporters.bundle import export_keyword_bundle
     from trainers.keyword_spotter import clip_features, held_out_audio, load_model, negative_kind
 
+    if (made := paths.bundle_made(trained.version, recipe)) is not None:
+        return made
     real_clips = read_labelled_clips(recipe.evaluate.real) if recipe.evaluate.real else []
     frontend = frontend_for(recipe)
     model, labels = load_model(trained.path)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from edgedistill.bundle import Manifest, load_bundle
 from edgedistill.dataset import Dataset, VersionInfo, write_atomic
 from edgedistill.errors import EdgedistillError
 from edgedistill.openai_api import spent
@@ -55,6 +56,15 @@ class RunPaths:
     def bundle_of(self, version: str) -> Path:
         """Every bundle a run made, by the dataset version it learned from, promoted or not."""
         return self.out / "bundles" / version
+
+    def bundle_made(self, version: str, recipe: AnyRecipe) -> Manifest | None:
+        """The whole bundle an earlier run made from this version with this very recipe, if there is one: a
+        rerun with unchanged inputs exports nothing again (delete the folder to export it anew)."""
+        try:
+            manifest = load_bundle(self.bundle_of(version))
+        except EdgedistillError:  # none, or not whole
+            return None
+        return manifest if manifest.recipe == recipe.model_dump(mode="json") else None
 
 
 @dataclass

@@ -106,11 +106,12 @@ def _wait_for_completed_runs(api: str, count: int, log: Path, timeout: float) ->
 
 
 def _made_files(out: Path) -> dict[str, object]:
-    """What the stages made, and when: every file of the dataset and of the training checkpoints with its
-    modification time, and the model's bytes (a rerun of training resumes from the finished checkpoint and
-    writes the same model again; export writes the bundle on every run)."""
-    made = {str(path.relative_to(out)): path.stat().st_mtime_ns for path in
-            [*(out / "dataset").rglob("*"), *(out / "model" / "checkpoints").rglob("*")] if path.is_file()}
+    """What the stages made, and when: every file of the dataset, the training checkpoints and the bundles with
+    its modification time, and the model's bytes (a rerun of training resumes from the finished checkpoint and
+    writes the same model again)."""
+    made = {str(path.relative_to(out)): path.stat().st_mtime_ns for folder in ("dataset", "model/checkpoints",
+                                                                               "bundles", "bundle")
+            for path in (out / folder).rglob("*") if path.is_file()}
     return made | {"model/model.pt": (out / "model" / "model.pt").read_bytes()}
 
 
@@ -136,6 +137,7 @@ def test_a_deployed_recipe_runs_on_its_schedule_and_reruns_make_nothing(prefect_
         made = _made_files(out)
         assert any(name.startswith("dataset/versions/") for name in made)
         assert any(name.startswith("model/checkpoints/") for name in made)
+        assert any(name.startswith("bundles/") for name in made) and "bundle/manifest.json" in made
         assert _shard_task_runs(prefect_server, first)  # the first run did the work, shard by shard
 
         second = _wait_for_completed_runs(prefect_server, 2, log, timeout=300)[1]
