@@ -13,35 +13,14 @@ import pytest
 
 from edgedistill.dataset import Dataset
 from labelers.label_studio_server import free_port
+from tiny_recipes import tiny_recipe
 
 REPO = Path(__file__).parents[1]
 PREFECT = Path(sys.executable).with_name("prefect")
 
 # the smallest run the keyword pipeline makes: one engine, one variant per voice, one epoch
-TINY_RECIPE = """
-task: keyword_spotting
-name: tiny
-keywords: [yes, "no"]
-speech:
-  engines: [espeak-ng]
-  voices_per_engine: 4
-  variants_per_voice: 1
-  unknown_share: 0.5
-  silence_share: 0.5
-augment:
-  copies: 1
-whisper_check:
-  enabled: false
-train:
-  epochs: 1
-  width: 8
-  val_share: 0.25
-  test_share: 0.25
-export:
-  formats: [tflite]
-  max_int8_accuracy_drop: 1.0
-  calibration_samples: 20
-"""
+TINY_RECIPE = tiny_recipe(speech={"engines": ["espeak-ng"], "variants_per_voice": 1}, whisper_check={"enabled": False},
+                          train={"epochs": 1, "width": 8}, export={"formats": ["tflite"], "calibration_samples": 20})
 
 
 def _start(args: list, log: Path, env: dict) -> subprocess.Popen:

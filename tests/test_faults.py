@@ -19,6 +19,7 @@ from PIL import Image
 from edgedistill.dataset import Dataset
 from edgedistill.errors import EdgedistillError
 from edgedistill.shards import ShardOutput, run_shards
+from tiny_recipes import tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -161,29 +162,7 @@ def test_of_two_writers_of_a_history_record_exactly_one_writes_it(tmp_path, wher
 
 
 # enough clips for four synthesis shards, so that finished shards lie on disk while others still run
-TINY_RECIPE = """
-task: keyword_spotting
-name: tiny
-keywords: [yes, "no"]
-speech:
-  engines: [espeak-ng, flite]
-  voices_per_engine: 4
-  variants_per_voice: 10
-  unknown_share: 0.5
-  silence_share: 0.5
-augment:
-  copies: 1
-whisper_check:
-  clips_per_voice: 1
-train:
-  epochs: 3
-  width: 16
-  val_share: 0.25
-  test_share: 0.25
-export:
-  max_int8_accuracy_drop: 1.0
-  calibration_samples: 50
-"""
+TINY_RECIPE = tiny_recipe(speech={"variants_per_voice": 10})
 
 
 class Watcher(threading.Thread):

@@ -19,32 +19,8 @@ from edgedistill.dataset import Dataset
 from edgedistill.metrics import classification_metrics
 from edgedistill.recipe import is_keyword
 from trainers.keyword_spotter import BACKGROUND_KINDS, negative_kind
+from tiny_recipes import tiny_recipe
 
-TINY_RECIPE = """
-task: keyword_spotting
-name: tiny
-keywords: [yes, "no"]
-speech:
-  engines: [espeak-ng, flite]
-  voices_per_engine: 4
-  variants_per_voice: 2
-  unknown_share: 0.5
-  silence_share: 0.5
-augment:
-  copies: 1
-whisper_check:
-  clips_per_voice: 1
-train:
-  epochs: 3
-  width: 16
-  val_share: 0.25
-  test_share: 0.25
-export:
-  max_int8_accuracy_drop: 1.0
-  calibration_samples: 50
-evaluate:
-  real: {real}
-"""
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -112,7 +88,7 @@ def _recorded_words(folder: Path) -> Path:
 def test_run_makes_a_bundle_predict_reads_it_and_a_rerun_resumes(tmp_path):
     recipe = tmp_path / "tiny.yaml"
     recorded = _recorded_words(tmp_path / "recorded")
-    recipe.write_text(TINY_RECIPE.format(real=recorded))
+    recipe.write_text(tiny_recipe(evaluate={"real": str(recorded)}))
     out = tmp_path / "run"
     first, servers = _cli_watching_servers("run", str(recipe), "--out", str(out), cwd=tmp_path)
     log = (out / "edgedistill.log").read_text()
