@@ -190,8 +190,9 @@ class Watcher(threading.Thread):
             version_id = json.loads(record.read_text())["id"]
             if not (dataset / "versions" / f"{version_id}.jsonl").exists():
                 self.problems.append(f"{record.name} names a version that is not there")
-        if (self.out / "bundle").exists() and not (self.out / "bundle" / "manifest.json").exists():
-            self.problems.append("a bundle folder without its manifest")
+        for bundle in [self.out / "bundle", *self.out.glob("bundles/[!.]*")]:  # not the ones being built
+            if bundle.exists() and not (bundle / "manifest.json").exists():
+                self.problems.append(f"a bundle folder without its manifest: {bundle}")
         for shard in dataset.glob("work/**/shard-*.jsonl"):
             inode = shard.stat().st_ino
             if self.shards.setdefault(shard, inode) != inode:
@@ -210,7 +211,7 @@ KILLS = [  # (where, when it is there, the signal: as a crash, a `kill`, Ctrl-C 
     ("synthesis, a shard finished", lambda out: any((out / "dataset").glob("work/*/shard-*.jsonl")), signal.SIGKILL),
     ("labelling (Whisper check)", lambda out: _stage_running(out, "whisper_check"), signal.SIGTERM),
     ("training, an epoch saved", lambda out: any(out.glob("model/checkpoints/*/checkpoint.pt")), signal.SIGKILL),
-    ("export, the bundle being built", lambda out: any(out.glob(".bundle.building-*")), signal.SIGINT),
+    ("export, the bundle being built", lambda out: any(out.glob("bundles/.*.building-*")), signal.SIGINT),
 ]
 
 
