@@ -58,13 +58,22 @@ class RunPaths:
         return self.out / "bundles" / version
 
     def bundle_made(self, version: str, recipe: AnyRecipe) -> Manifest | None:
-        """The whole bundle an earlier run made from this version with this very recipe, if there is one: a
-        rerun with unchanged inputs exports nothing again (delete the folder to export it anew)."""
-        try:
-            manifest = load_bundle(self.bundle_of(version))
-        except EdgedistillError:  # none, or not whole
+        """The whole bundle an earlier run made from this version with this very recipe, promoted if it was to be,
+        if there is one: a rerun with unchanged inputs exports nothing again (delete it to export it anew)."""
+        made = _whole_bundle(self.bundle_of(version))
+        if made is None or made.recipe != recipe.model_dump(mode="json"):
             return None
-        return manifest if manifest.recipe == recipe.model_dump(mode="json") else None
+        if made.metrics.get("promotion", {}).get("promote"):  # and a run stopped before it was copied: not done
+            promoted = _whole_bundle(self.bundle)
+            return made if promoted is not None and promoted.created == made.created else None
+        return made
+
+
+def _whole_bundle(folder: Path) -> Manifest | None:
+    try:
+        return load_bundle(folder)
+    except EdgedistillError:  # none, or not whole
+        return None
 
 
 @dataclass
