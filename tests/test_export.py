@@ -247,3 +247,21 @@ def test_a_bundle_replaces_the_promoted_one_only_when_as_good_on_the_same_held_o
     assert forced.metrics["promotion"]["promote"] and "promoted as the recipe says" in forced.metrics["promotion"]["reason"]
     assert load_bundle(promoted).file("model_int8").sha256 == forced.file("model_int8").sha256
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "bundles"]  # no building folder left
+
+
+def test_a_bundle_counts_as_made_only_whole_from_the_same_recipe_and_promoted_when_it_was_to_be(tmp_path):
+    from edgedistill.recipe import parse_recipe
+    from flows.runs import RunPaths
+    from tones import export_tones_bundle
+
+    recipe = parse_recipe({"task": "keyword_spotting", "name": "tones", "keywords": ["low", "high"]}, "a recipe")
+    paths = RunPaths(tmp_path)
+    made = export_tones_bundle(paths.bundle_of("v1"), promote_to=paths.bundle, recipe=recipe.model_dump(mode="json"),
+                               settings=ExportSettings(formats=["tflite"]))
+    assert paths.bundle_made("v1", recipe) == load_bundle(made)
+    assert paths.bundle_made("v2", recipe) is None  # another version
+    assert paths.bundle_made("v1", recipe.model_copy(update={"seed": 1})) is None  # another recipe
+    shutil.rmtree(paths.bundle)  # as if stopped before the promotion: not done yet
+    assert paths.bundle_made("v1", recipe) is None
+    (made / "README.md").write_text("changed")  # not whole
+    assert paths.bundle_made("v1", recipe) is None

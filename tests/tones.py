@@ -38,7 +38,8 @@ def tone_clips(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def export_tones_bundle(out_dir: Path, streaming: StreamingSettings | None = None, real_clips=(),
                         test_origins=(), dataset_ref: dict | None = None, steps: int = 120,
-                        promote_to: Path | None = None, settings: ExportSettings | None = None) -> Path:
+                        promote_to: Path | None = None, settings: ExportSettings | None = None,
+                        recipe: dict | None = None) -> Path:
     """`test_origins` and `dataset_ref` as export takes them (for figures by origin); the test set has 48 clips.
     `steps` of training: few make a worse model."""
     clips, labels = tone_clips(32, seed=0)
@@ -58,5 +59,6 @@ def export_tones_bundle(out_dir: Path, streaming: StreamingSettings | None = Non
                           float_metrics=float_metrics,
                           settings=settings or ExportSettings(formats=["tflite", "c_header"]),
                           test_origins=test_origins, held_out_audio=held_out, streaming=streaming,
-                          real_clips=real_clips, dataset_ref=dataset_ref or {}, recipe={}, promote_to=promote_to)
+                          real_clips=real_clips, dataset_ref=dataset_ref or {}, recipe=recipe or {},
+                          promote_to=promote_to)
     return out_dir
