@@ -133,6 +133,20 @@ Recipe:
 """
 
 _REPORT_SIZE = """\
+{% if promotion and promotion.get("scores") %}
+<h2>Against the promoted bundle</h2>
+<p>Both int8 models on this bundle's held-out set; the promoted one was made {{ promotion.before.created }} from
+dataset version {{ promotion.before.dataset_version }}. Promoted: {{ "yes" if promotion.promote else "no" }}, {{ promotion.reason }}.</p>
+<table>
+<tr><th></th><th>the promoted bundle</th><th>this bundle</th></tr>
+<tr><td>int8 {{ promotion.measure }}, held out</td><td class="num">{{ promotion.scores.before.held_out | percent }}</td>
+<td class="num">{{ promotion.scores.now.held_out | percent }}</td></tr>
+{% if promotion.scores.now.real is defined %}
+<tr><td>int8, real {{ "recordings" if m.task == "keyword_spotting" else "photos" }}</td>
+<td class="num">{{ promotion.scores.before.real | percent }}</td><td class="num">{{ promotion.scores.now.real | percent }}</td></tr>
+{% endif %}
+</table>
+{% endif %}
 <h2>Size and targets</h2>
 <table>
 <tr><td>int8 .tflite</td><td class="num">{{ micro.get("model_bytes") | kib }}</td></tr>

@@ -240,6 +240,7 @@ def test_a_bundle_replaces_the_promoted_one_only_when_as_good_on_the_same_held_o
     assert load_bundle(promoted).file("model_int8").sha256 == first.file("model_int8").sha256  # kept
     card = (worse_dir / "README.md").read_text()
     assert "Promoted to the run's `bundle/`: no" in card and "| int8 accuracy |" in card
+    assert "<h2>Against the promoted bundle</h2>" in (worse_dir / "report.html").read_text()
 
     always = lenient.model_copy(update={"promote": "always"})
     forced = load_bundle(export_tones_bundle(tmp_path / "bundles" / "forced", steps=3, promote_to=promoted,
