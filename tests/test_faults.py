@@ -1,7 +1,6 @@
 """Real edgedistill processes that run at once on one dataset, or are killed mid-run."""
 
 import contextlib
-import ctypes
 import hashlib
 import json
 import os
@@ -18,7 +17,8 @@ from PIL import Image
 
 from edgedistill.dataset import Dataset
 from edgedistill.errors import EdgedistillError
-from edgedistill.shards import ShardOutput, run_shards
+from edgedistill.shards import run_shards
+from dying_shards import shard_that_dies_on_4_and_7, shard_that_squares
 from tiny_recipes import tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -277,18 +277,6 @@ def test_a_run_stopped_anywhere_resumes_to_what_an_unstopped_run_makes(tmp_path)
     assert watcher.problems == []
     assert watcher.shards, "the watcher saw finished shards"
     assert _result(out) == expected
-
-
-def shard_that_dies_on_4_and_7(jobs):
-    if 4 in jobs:
-        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer does
-    if 7 in jobs:
-        ctypes.string_at(0)  # a segfault, as in a native TTS engine
-    return ShardOutput(failures=[{"square": job * job} for job in jobs])
-
-
-def shard_that_squares(jobs):
-    return ShardOutput(failures=[{"square": job * job} for job in jobs])
 
 
 def test_a_worker_that_dies_fails_only_its_shard_and_the_rerun_does_only_that_one(tmp_path):

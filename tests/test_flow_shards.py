@@ -151,7 +151,7 @@ from prefect import flow
 from edgedistill.errors import EdgedistillError
 from edgedistill.shards import run_shards, shards_run_by
 from flows.run import one_prefect_server, prefect_shard_mapper, task_runner
-from tests.test_faults import shard_that_dies_on_4_and_7
+from tests.dying_shards import shard_that_dies_on_4_and_7
 
 @flow(task_runner=task_runner("local"))
 def squares(work):
@@ -169,7 +169,7 @@ except EdgedistillError as error:
 def test_a_dask_worker_that_dies_fails_only_its_shard_and_the_rerun_does_only_that_one(tmp_path):
     """As with the process pool (tests/test_faults.py): a shard whose worker dies each time is tried on two
     workers, then fails with our error, not Dask's KilledWorker; the other shards finish and are kept."""
-    from tests.test_faults import shard_that_squares
+    from tests.dying_shards import shard_that_squares
 
     work = tmp_path / "work"
     env = os.environ | {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_LOGGING_LEVEL": "WARNING"}
