@@ -617,6 +617,18 @@ class Dataset:
             shutil.rmtree(work, ignore_errors=True)
         return info
 
+    def derive_from_input(self, stage: str, params: dict[str, Any], found: str,
+                          make: Callable[[VersionInfo | None, list[Sample], Path],
+                                         "list[Sample] | tuple[list[Sample], dict]"]) -> VersionInfo:
+        """`derive` for a stage that reads input from outside the dataset (a folder of photos, recordings), with
+        `params[found]` naming what it found there. The first run makes a version from nothing; a run that finds
+        the input unchanged returns the version it made; one that finds it changed makes the next version from
+        that one: `make(earlier, its_samples, work_dir)` keeps what did not change and reads only what did."""
+        earlier = self.earlier(stage, params, ignoring=(found,))
+        if earlier is not None and earlier.key == stage_key(earlier.parent, stage, params):
+            return earlier
+        return self.derive(earlier, stage, params, lambda kept, work: make(earlier, kept, work))
+
     def derive_each(self, parent: VersionInfo, stage: str, params: dict[str, Any],
                     make: Callable[[list[Sample], Path], list[Sample]]) -> VersionInfo:
         """`derive` for a stage that treats each sample on its own (a labeler): a sample that an earlier version

@@ -49,11 +49,8 @@ def generate(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None
               "seed": recipe.seed}
     if recipe.image_api.enabled:  # named only when enabled, so that recipes without it keep their versions
         params["image_api"] = recipe.image_api.deciding()
-    earlier = dataset.earlier("sources", params, ignoring=("images_fingerprint",))
-    if earlier is not None and earlier.key == stage_key(earlier.parent, "sources", params):
-        return earlier.id  # the same photos as last time
 
-    def make(kept: list[Sample], work: Path) -> tuple[list[Sample], dict]:
+    def make(earlier: VersionInfo | None, kept: list[Sample], work: Path) -> tuple[list[Sample], dict]:
         report, samples = {}, []
         if recipe.images:
             listing = (dataset.report(earlier) or {}).get("photos", []) if earlier else []
@@ -76,7 +73,7 @@ def generate(recipe: DetectionRecipe, paths: RunPaths, progress: Progress = None
                 samples += made
         return samples, report
 
-    return dataset.derive(earlier, "sources", params, make).id
+    return dataset.derive_from_input("sources", params, "images_fingerprint", make).id
 
 
 def label(recipe: DetectionRecipe, paths: RunPaths, version_id: str | None = None,

@@ -80,15 +80,12 @@ def mine_step(recipe: KeywordSpottingRecipe, dataset: Dataset, locations: list[s
 
     recordings = find_recordings(locations)
     params = _params(recipe, "mining") | {"recordings": [[r.location, r.fingerprint] for r in recordings]}
-    earlier = dataset.earlier("recordings", params, ignoring=("recordings",))
-    if earlier is not None and earlier.key == stage_key(earlier.parent, "recordings", params):
-        return earlier
-    mined_before = {tuple(pair) for pair in earlier.params["recordings"]} if earlier else set()
-    fresh = [r for r in recordings if (r.location, r.fingerprint) not in mined_before]
-    unchanged = {r.location for r in recordings} - {r.location for r in fresh}
     miner = RecordingMiner(recipe.keywords, recipe.mining, recipe.sample_rate, recipe.clip_seconds)
 
-    def mine(kept, work):
+    def mine(earlier, kept, work):
+        mined_before = {tuple(pair) for pair in earlier.params["recordings"]} if earlier else set()
+        fresh = [r for r in recordings if (r.location, r.fingerprint) not in mined_before]
+        unchanged = {r.location for r in recordings} - {r.location for r in fresh}
         before = (dataset.report(earlier) or {}) if earlier else {}
         mined = mine_recordings(dataset, fresh, miner, work, progress)
         rows = [row for row in before.get("recordings", []) if row["file"] in unchanged] + mined.recordings
@@ -105,7 +102,7 @@ def mine_step(recipe: KeywordSpottingRecipe, dataset: Dataset, locations: list[s
                   "keyword_clips_for_review": len(doubtful)}
         return samples, report
 
-    return dataset.derive(earlier, "recordings", params, mine)
+    return dataset.derive_from_input("recordings", params, "recordings", mine)
 
 
 def with_recordings_step(dataset: Dataset, parent: VersionInfo, mined: VersionInfo) -> VersionInfo:
